@@ -1,0 +1,376 @@
+"""Node configuration: one TOML file loaded once into frozen dataclasses.
+
+Every problem a user can cause (a missing file, bad TOML, an unknown key, a
+wrong type, a malformed endpoint, an ipc path too long for a Unix socket)
+becomes one `ConfigError` whose text names the file and the key; the CLI
+prints it on one line and exits 2. Relative paths (``data_dir``, ``ipc://``
+endpoints, key files) are resolved against the config file's folder, so
+``lbcluster run -c F`` and ``lbcluster status -c F`` agree from any working
+directory.
+
+The membership and anti-entropy tables are validated by the cores that own
+their settings (`actors.core.timing`, `actors.core.antientropy`), so a key
+is defined in exactly one place.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Unix-domain socket paths are limited to 107 bytes on Linux (sun_path).
+IPC_PATH_MAX = 107
+_TCP_RE = re.compile(r"^tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-*]+):(?P<port>\d{1,5})$")
+_CLUSTER_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+BUILTIN_PROVIDERS = ("kv", "health", "circuit_breaker")
+# Reserved metadata key: each member advertises its anti-entropy endpoint here.
+SYNC_META_KEY = "lbc.sync"
+
+
+class ConfigError(Exception):
+    """A user-facing configuration problem: ``FILE: key: what is wrong``."""
+
+    def __init__(self, path: Path | str, key: str, message: str) -> None:
+        self.path = str(path)
+        self.key = key
+        self.message = message
+        super().__init__(f"{self.path}: {key}: {message}" if key else f"{self.path}: {message}")
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    id: str | None
+    cluster: str
+    data_dir: Path
+    metadata: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class NetworkSection:
+    gossip: str
+    sync: str
+    advertise_host: str | None
+    seeds: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LocalSection:
+    events: str
+    control: str  # always ipc://<absolute path>
+
+
+@dataclass(frozen=True)
+class SupervisorSection:
+    max_restarts: int = 5
+    max_restarts_window_s: float = 60.0
+    # An actor silent this long is hung: killed and restarted.
+    heartbeat_timeout_s: float = 5.0
+    # Between TERM and KILL when stopping an actor.
+    stop_grace_s: float = 3.0
+
+
+@dataclass(frozen=True)
+class SecuritySection:
+    curve_secret_key_file: Path | None = None
+    curve_public_key_file: Path | None = None
+    allowed_keys_dir: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.curve_secret_key_file is not None
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = "INFO"
+    json: bool = False
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    type: str
+    module: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def actor_name(self) -> str:
+        return f"provider.{self.type}"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    node: NodeSection
+    network: NetworkSection
+    local: LocalSection
+    membership_profile: str
+    membership: Mapping[str, Any]  # raw overrides, validated by actors.core.timing
+    anti_entropy: Mapping[str, Any]  # raw overrides, validated by actors.core.antientropy
+    supervisor: SupervisorSection
+    security: SecuritySection
+    log: LogSection
+    providers: tuple[ProviderSpec, ...]
+
+
+_SECTIONS = (
+    "node", "network", "local", "membership", "anti_entropy", "supervisor", "security", "log",
+    "providers",
+)
+
+
+class _Reader:
+    """Pulls typed values out of one TOML table, remembering which keys it used."""
+
+    def __init__(self, path: Path, table: Mapping[str, Any], prefix: str) -> None:
+        self.path, self.table, self.prefix = path, table, prefix
+        self.used: set[str] = set()
+
+    def err(self, key: str, message: str) -> ConfigError:
+        return ConfigError(self.path, f"{self.prefix}.{key}" if self.prefix else key, message)
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *,
+            check: Callable[[Any], str | None] | None = None) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            if default is ...:
+                raise self.err(key, "is required")
+            return default
+        value = self.table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # TOML booleans are ints in Python; never accept one for the other.
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.err(key, f"must be {_kind_name(kinds)}, not a boolean")
+        if not isinstance(value, kinds):
+            raise self.err(key, f"must be {_kind_name(kinds)}, not {type(value).__name__}")
+        problem = check(value) if check else None
+        if problem:
+            raise self.err(key, problem)
+        return value
+
+    def reject_unknown(self) -> None:
+        for key in self.table:
+            if key not in self.used:
+                raise self.err(key, "unknown key")
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "an array", dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a node config; raises `ConfigError` only."""
+    cfg_path = Path(path)
+    try:
+        raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(cfg_path, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(cfg_path, "", f"cannot read file ({exc.__class__.__name__})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(cfg_path, "", f"invalid TOML: {exc}") from None
+    return parse_config(raw, cfg_path)
+
+
+def parse_config(raw: Mapping[str, Any], cfg_path: Path) -> Config:
+    base = cfg_path.resolve().parent
+    top = _Reader(cfg_path, raw, "")
+    for name in _SECTIONS:
+        top.get(name, list if name == "providers" else dict, {} if name != "providers" else [])
+    top.reject_unknown()
+    node = _node(_Reader(cfg_path, raw.get("node", {}), "node"), base)
+    network = _network(_Reader(cfg_path, raw.get("network", {}), "network"))
+    local = _local(_Reader(cfg_path, raw.get("local", {}), "local"), base)
+    membership = dict(raw.get("membership", {}))
+    profile = membership.pop("profile", "lan")
+    if not isinstance(profile, str):
+        raise ConfigError(cfg_path, "membership.profile", "must be a string")
+    _check_core_settings(cfg_path, profile, membership, dict(raw.get("anti_entropy", {})))
+    return Config(
+        path=cfg_path.resolve(),
+        node=node,
+        network=network,
+        local=local,
+        membership_profile=profile,
+        membership=membership,
+        anti_entropy=dict(raw.get("anti_entropy", {})),
+        supervisor=_supervisor(_Reader(cfg_path, raw.get("supervisor", {}), "supervisor")),
+        security=_security(_Reader(cfg_path, raw.get("security", {}), "security"), base),
+        log=_log(_Reader(cfg_path, raw.get("log", {}), "log")),
+        providers=_providers(cfg_path, raw.get("providers", [])),
+    )
+
+
+def _node(r: _Reader, base: Path) -> NodeSection:
+    def node_id_ok(v: str) -> str | None:
+        return None if _NODE_ID_RE.match(v) else "must be 1-128 characters of A-Z a-z 0-9 _ . -"
+
+    def cluster_ok(v: str) -> str | None:
+        return None if _CLUSTER_RE.match(v) else "must be 1-64 characters of A-Z a-z 0-9 _ . -"
+
+    section = NodeSection(
+        id=r.get("id", str, None, check=node_id_ok),
+        cluster=r.get("cluster", str, "default", check=cluster_ok),
+        data_dir=(base / r.get("data_dir", str)).resolve(),
+        metadata=dict(r.get("metadata", dict, {})),
+    )
+    r.reject_unknown()
+    return section
+
+
+def _network(r: _Reader) -> NetworkSection:
+    seeds = r.get("seeds", list, [])
+    for i, seed in enumerate(seeds):
+        if not isinstance(seed, str) or tcp_endpoint_problem(seed):
+            raise r.err(f"seeds[{i}]", "must be an endpoint like tcp://host:port")
+    section = NetworkSection(
+        gossip=r.get("gossip", str, check=tcp_endpoint_problem),
+        sync=r.get("sync", str, check=tcp_endpoint_problem),
+        advertise_host=r.get("advertise_host", str, None),
+        seeds=tuple(seeds),
+    )
+    r.reject_unknown()
+    if section.gossip == section.sync:
+        raise r.err("sync", "must differ from network.gossip")
+    host = _TCP_RE.match(section.gossip)["host"]  # type: ignore[index]
+    if host in ("0.0.0.0", "*", "[::]") and section.advertise_host is None:
+        raise r.err("advertise_host", "is required when network.gossip binds every interface "
+                    "(peers must know which address to dial)")
+    return section
+
+
+def _local(r: _Reader, base: Path) -> LocalSection:
+    events = r.get("events", str, check=endpoint_problem)
+    control = r.get("control", str, check=lambda v: None if v.startswith("ipc://")
+                    else "must be an ipc:// endpoint (file mode 0600 keeps it private)")
+    control = resolve_ipc(control, base)
+    if len(control) - len("ipc://") > IPC_PATH_MAX:
+        raise r.err("control", f"ipc path is longer than {IPC_PATH_MAX} bytes: {control}")
+    if events.startswith("ipc://"):
+        events = resolve_ipc(events, base)
+        if len(events) - len("ipc://") > IPC_PATH_MAX:
+            raise r.err("events", f"ipc path is longer than {IPC_PATH_MAX} bytes: {events}")
+    r.reject_unknown()
+    return LocalSection(events=events, control=control)
+
+
+def _supervisor(r: _Reader) -> SupervisorSection:
+    section = SupervisorSection(
+        max_restarts=r.get("max_restarts", int, 5, check=lambda v: None if v >= 0
+                           else "must be 0 or more"),
+        max_restarts_window_s=float(r.get("max_restarts_window_s", (int, float), 60.0,
+                                          check=_positive)),
+        heartbeat_timeout_s=float(r.get("heartbeat_timeout_s", (int, float), 5.0,
+                                        check=_positive)),
+        stop_grace_s=float(r.get("stop_grace_s", (int, float), 3.0, check=_positive)),
+    )
+    r.reject_unknown()
+    return section
+
+
+def _security(r: _Reader, base: Path) -> SecuritySection:
+    def path_of(key: str) -> Path | None:
+        value = r.get(key, str, None)
+        return None if value is None else (base / value).resolve()
+
+    section = SecuritySection(
+        curve_secret_key_file=path_of("curve_secret_key_file"),
+        curve_public_key_file=path_of("curve_public_key_file"),
+        allowed_keys_dir=path_of("allowed_keys_dir"),
+    )
+    r.reject_unknown()
+    for key in ("curve_secret_key_file", "curve_public_key_file", "allowed_keys_dir"):
+        target = getattr(section, key)
+        if target is not None and not target.exists():
+            raise r.err(key, f"no such file or folder: {target}")
+    return section
+
+
+def _log(r: _Reader) -> LogSection:
+    levels = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+    level = r.get("level", str, "INFO", check=lambda v: None if v.upper() in levels
+                  else f"must be one of {', '.join(levels)}")
+    section = LogSection(level=level.upper(), json=r.get("json", bool, False))
+    r.reject_unknown()
+    return section
+
+
+def _providers(cfg_path: Path, raw: list[Any]) -> tuple[ProviderSpec, ...]:
+    specs: list[ProviderSpec] = []
+    for i, table in enumerate(raw):
+        if not isinstance(table, dict):
+            raise ConfigError(cfg_path, f"providers[{i}]", "must be a table ([[providers]])")
+        r = _Reader(cfg_path, table, f"providers[{i}]")
+        kind = r.get("type", str, check=lambda v: None if _NODE_ID_RE.match(v)
+                     else "must be 1-128 characters of A-Z a-z 0-9 _ . -")
+        module = r.get("module", str, None, check=lambda v: None if ":" in v
+                       else "must look like package.module:ClassName")
+        if module is None and kind not in BUILTIN_PROVIDERS:
+            raise r.err("type", f"is not built in ({', '.join(BUILTIN_PROVIDERS)}); "
+                        "give module = \"package.module:Class\"")
+        spec = ProviderSpec(type=kind, module=module, options=dict(r.get("options", dict, {})))
+        r.reject_unknown()
+        if any(s.type == kind for s in specs):
+            raise r.err("type", f"provider type {kind!r} is listed twice")
+        specs.append(spec)
+    return tuple(specs)
+
+
+def _check_core_settings(cfg_path: Path, profile: str, membership: Mapping[str, Any],
+                         anti_entropy: Mapping[str, Any]) -> None:
+    """Let the cores that own these settings validate them (one definition per key)."""
+    from actors.core.antientropy import ae_config_for
+    from actors.core.timing import timing_for
+
+    for section, check in (("membership", lambda: timing_for(profile, membership)),
+                           ("anti_entropy", lambda: ae_config_for(anti_entropy))):
+        try:
+            check()
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(cfg_path, section, str(exc).strip("'\"")) from None
+
+
+def tcp_endpoint_problem(value: str) -> str | None:
+    match = _TCP_RE.match(value)
+    if not match:
+        return "must be an endpoint like tcp://127.0.0.1:7946"
+    if not 0 < int(match["port"]) < 65536:
+        return "port must be between 1 and 65535"
+    return None
+
+
+def endpoint_problem(value: str) -> str | None:
+    if value.startswith("ipc://"):
+        return None if len(value) > len("ipc://") else "ipc endpoint needs a path"
+    return tcp_endpoint_problem(value)
+
+
+def resolve_ipc(endpoint: str, base: Path) -> str:
+    """ipc paths are relative to the config file's folder; '@name' is Linux's abstract namespace."""
+    target = endpoint[len("ipc://"):]
+    if target.startswith("@"):
+        return endpoint
+    return "ipc://" + str((base / target).resolve())
+
+
+def advertised(endpoint: str, advertise_host: str | None) -> str:
+    """The address peers dial: the bind endpoint with its host replaced when one is advertised."""
+    match = _TCP_RE.match(endpoint)
+    if not match or advertise_host is None:
+        return endpoint
+    return f"tcp://{advertise_host}:{match['port']}"
+
+
+def endpoint_port(endpoint: str) -> int | None:
+    match = _TCP_RE.match(endpoint)
+    return int(match["port"]) if match else None

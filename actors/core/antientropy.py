@@ -1,0 +1,536 @@
+"""Anti-entropy between two nodes' mirrors, and the fast push of fresh changes.
+
+Theory of operation (pure: no sockets, no clock reads; randomness from the
+`random.Random` given at construction; every input is untrusted):
+
+* Each node's anti-entropy actor keeps a mirror `Store` of every replicated
+  type. Remote states that change the mirror are returned in
+  `HandleResult.to_apply` so the shell offers them to the provider of their
+  type; the mirror does not wait for the provider, so a node relays types it
+  has no provider for and never asks twice for what it already has.
+* Periodic repair, stateless (any message may be lost, duplicated or late):
+  every `interval_s` the node opens a session with `fanout` random peers.
+
+    1. A -> B  summary {ae: "syn", count, hash, horizon}. Equal: done (one
+       short message, whatever the number of keys).
+    2. B -> A  summary {ae: "buckets", b: [[bucket, xor], ...]} (non-empty
+       buckets; `DIGEST_BUCKETS` of them at most).
+    3. A -> B  pull, digest = A's versions in the differing buckets, payload
+       {ae: "digest", buckets, after, last, horizon, srcs, src}, chunked in
+       position order (bucket, type, key); a chunk covers positions in
+       (after, its greatest digest key], or (after, end) when `last`.
+       `src[i]` indexes `srcs` for the i-th key of sorted(digest), so ties
+       (equal version, other writer) are resolved like everywhere else.
+    4. B -> A  push-pull / push {ae: "delta", forget?}: B's states A lacks,
+       with a digest of the keys B wants from A (0 = not held); `forget` =
+       [[type, key, version], ...] (see below).
+    5. A -> B  push {ae: "delta"}: the wanted states.
+
+* Forget (resynchronising a node that was away longer than the tombstone
+  grace period). When one side holds a key that the other lacks and the
+  holder's version is <= the other's GC horizon for that type, the key was
+  deleted and GC'd there (or is a write the other will never accept): the
+  holder forgets it (drops it, raises its own horizon) instead of sending it.
+  The responder of step 4 forgets its own such keys (it knows A's horizons)
+  and lists A's in `forget`; a pushed state rejected as below the horizon is
+  answered with `forget` too. Forgetting a live value puts a tombstone
+  (version + 1, source = this node) in `to_apply`, so the provider drops it.
+* Fast push: `local_changes` pushes fresh states to `push_fanout` random
+  peers with {ae: "fast", hops: push_hops}; a receiver that finds them new
+  forwards them to `push_fanout` other peers with hops - 1 (never back to the
+  sender; nothing is sent with hops 0), so a change travels <= push_hops hops.
+* Every message we build encodes to at most `max_chunk_bytes` and carries at
+  most `max_states_per_message` states or digest entries (a single state
+  larger than the bound travels alone). The core witnesses every version and
+  peer horizon on its Lamport clock: forward `clock.current()` to the
+  providers so their local writes stay above the cluster's horizons.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from actors.core.store import (
+    DEFAULT_TOMBSTONE_GRACE_S,
+    DIGEST_BUCKETS,
+    STORED,
+    Position,
+    StateKey,
+    Store,
+    Summary,
+    Verdict,
+    count_verdict,
+    empty_result,
+    position,
+)
+from transport.codec import DEFAULT_LIMITS
+from transport.protocol import (
+    MAX_U63,
+    GossipMessage,
+    LamportClock,
+    Order,
+    SyncableState,
+    compare_states,
+    is_tombstone,
+    make_message,
+    state_key,
+    syncable_state_to_map,
+)
+
+MIN_CHUNK_BYTES = 4096
+_U64 = 2**64 - 1
+# Envelope (magic, version, cluster <= 64 chars, tag), sender and target ids,
+# map keys and list headers: a generous allowance over the payload we size.
+_ENVELOPE_BYTES = 1024
+_WINS = (Order.NEWER, Order.CONFLICT_WIN)
+_LOSES = (Order.OLDER, Order.CONFLICT_LOSE)
+
+
+@dataclass(frozen=True)
+class AntiEntropyConfig:
+    interval_s: float = 1.0  # one round of sessions per interval
+    fanout: int = 2  # peers per round
+    push_fanout: int = 3  # peers a fresh change is pushed to (0: no fast push)
+    push_hops: int = 3  # a pushed change travels at most this many hops
+    max_chunk_bytes: int = 256 * 1024  # encoded size bound of every message sent
+    max_states_per_message: int = 2000  # states, or digest entries, per message
+    tombstone_grace_s: float = DEFAULT_TOMBSTONE_GRACE_S  # keep tombstones this long
+
+
+# [anti_entropy] key -> (field, kind, low, high, scale). The upper bounds of the
+# sizes are the codec's receive limits, so a peer never refuses what we send.
+_SETTINGS: dict[str, tuple[str, str, float, float, float]] = {
+    "interval_ms": ("interval_s", "number", 1, 3_600_000, 0.001),
+    "fanout": ("fanout", "int", 1, 64, 1),
+    "push_fanout": ("push_fanout", "int", 0, 64, 1),
+    "push_hops": ("push_hops", "int", 1, 16, 1),
+    "max_chunk_bytes": ("max_chunk_bytes", "int", MIN_CHUNK_BYTES,
+                        DEFAULT_LIMITS.max_message_bytes, 1),
+    "max_states_per_message": ("max_states_per_message", "int", 1, DEFAULT_LIMITS.max_states, 1),
+    "tombstone_grace_s": ("tombstone_grace_s", "number", 0.001, 365 * 86400, 1),
+}
+
+
+def ae_config_for(overrides: Mapping[str, Any]) -> AntiEntropyConfig:
+    """Build the config from an `[anti_entropy]` table.
+
+    Keys: interval_ms (-> interval_s / 1000), fanout, push_fanout, push_hops,
+    max_chunk_bytes, max_states_per_message, tombstone_grace_s.
+    Raises: ValueError (unknown key, out of range) or TypeError (wrong type),
+    whose text starts with the key name.
+    """
+    values: dict[str, Any] = {}
+    for key, raw in overrides.items():
+        if key not in _SETTINGS:
+            raise ValueError(f"{key}: unknown key (known: {', '.join(_SETTINGS)})")
+        name, kind, low, high, scale = _SETTINGS[key]
+        if isinstance(raw, bool) or not isinstance(raw, int if kind == "int" else (int, float)):
+            wanted = "an integer" if kind == "int" else "a number"
+            raise TypeError(f"{key}: must be {wanted}, not {type(raw).__name__}")
+        number = float(raw)
+        if not low <= number <= high:
+            raise ValueError(f"{key}: must be between {low:g} and {high:g}")
+        values[name] = int(raw) if kind == "int" else number * scale
+    return AntiEntropyConfig(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    peer: str  # a node id; the shell maps it to an address
+    message: GossipMessage
+
+
+@dataclass
+class HandleResult:
+    replies: list[Outbound] = field(default_factory=list)
+    # States that changed the mirror (and forget tombstones): offer them to providers.
+    to_apply: list[SyncableState] = field(default_factory=list)
+
+
+class _Malformed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Plan:
+    """What one digest chunk asks of the responder."""
+
+    send: list[SyncableState] = field(default_factory=list)
+    want: dict[StateKey, int] = field(default_factory=dict)
+    forget: list[list[Any]] = field(default_factory=list)
+    to_apply: list[SyncableState] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Cover:
+    """The key positions one digest chunk speaks for."""
+
+    buckets: tuple[int, ...]
+    after: Position | None  # exclusive lower bound
+    upper: Position | None  # inclusive upper bound; None: to the end
+
+    def __contains__(self, pos: Position) -> bool:
+        return ((self.after is None or pos > self.after)
+                and (self.upper is None or pos <= self.upper))
+
+
+class AntiEntropy:
+    """The anti-entropy protocol of one node over its mirror; see the module docstring."""
+
+    def __init__(self, node_id: str, store: Store, config: AntiEntropyConfig,
+                 rng: random.Random, clock: LamportClock) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.config = config
+        self.rng = rng
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+        self._peers: tuple[str, ...] = ()  # the latest list given to tick/local_changes/set_peers
+        self._next_round_at = 0.0
+        self._now = 0.0  # latest `now` seen, for applied() without one
+
+    # -- shell entry points ---------------------------------------------------------
+    def next_deadline(self) -> float:
+        return self._next_round_at
+
+    def set_peers(self, peers: Iterable[str]) -> None:
+        self._peers = tuple(p for p in dict.fromkeys(peers) if p != self.node_id)
+
+    def tick(self, now: float, peers: Sequence[str]) -> list[Outbound]:
+        """Collect expired tombstones; when a round is due, send "syn" to `fanout` peers."""
+        self._now = now
+        self.set_peers(peers)
+        self.counters["tombstones_collected"] += self.store.gc(now)
+        if now < self._next_round_at:
+            return []
+        self._next_round_at = now + self.config.interval_s
+        targets = self._sample(self.config.fanout, ())
+        self.counters["rounds"] += 1
+        self.counters["sessions_started"] += len(targets)
+        mine = self.store.summary()
+        payload = {"ae": "syn", "count": mine.count, "hash": mine.hash,
+                   "horizon": self.store.horizons()}
+        return [self._message(p, "summary", payload=payload) for p in targets]
+
+    def local_changes(self, states: Sequence[SyncableState], now: float,
+                      peers: Sequence[str]) -> list[Outbound]:
+        """Take a provider's fresh writes into the mirror and push them at once."""
+        self._now = now
+        self.set_peers(peers)
+        # The provider is the authority for its own writes: no horizon check here.
+        _, changed = self.store.apply(states, now, enforce_horizon=False)
+        self._witness(changed)
+        self.counters["local_changes"] += len(changed)
+        return self._fast_push(changed, self.config.push_hops, ())
+
+    def applied(self, states: Sequence[SyncableState], now: float | None = None
+                ) -> list[SyncableState]:
+        """Feed states a provider holds (accepted, or its whole state at start) into the
+        mirror without pushing them; returns those that changed the mirror."""
+        _, changed = self.store.apply(states, self._now if now is None else now)
+        self._witness(changed)
+        return changed
+
+    def handle(self, msg: GossipMessage, now: float) -> HandleResult:
+        """Process one decoded message. Never raises on bad peer data: counts and drops."""
+        self._now = now
+        if msg.sender == self.node_id or msg.target not in (None, self.node_id):
+            self.counters["dropped.misdirected"] += 1
+            return HandleResult()
+        try:
+            match msg.msg_type:
+                case "summary":
+                    return self._on_summary(msg)
+                case "pull":
+                    return self._on_pull(msg)
+                case "push" | "push-pull":
+                    return self._on_delta(msg, now)
+                case _:
+                    self.counters["dropped.not_anti_entropy"] += 1
+                    return HandleResult()
+        except _Malformed as exc:
+            self.counters[f"dropped.{exc.reason}"] += 1
+            return HandleResult()
+
+    # -- session steps ----------------------------------------------------------------
+    def _on_summary(self, msg: GossipMessage) -> HandleResult:
+        payload = msg.payload or {}
+        match payload.get("ae"):
+            case "syn":
+                theirs = Summary(_uint(payload, "count"), _uint(payload, "hash"))
+                self._witness_horizons(_horizons(payload))
+                if theirs == self.store.summary():
+                    self.counters["in_sync"] += 1
+                    return HandleResult()
+                self.counters["out_of_sync"] += 1
+                rows = [[b, h] for b, h in sorted(self.store.bucket_hashes().items())]
+                reply = self._message(msg.sender, "summary", payload={"ae": "buckets", "b": rows})
+                return HandleResult([reply])
+            case "buckets":
+                theirs_b, mine = _bucket_hashes(payload), self.store.bucket_hashes()
+                differing = sorted(b for b in theirs_b.keys() | mine.keys()
+                                   if theirs_b.get(b, 0) != mine.get(b, 0))
+                if not differing:
+                    self.counters["in_sync"] += 1
+                    return HandleResult()
+                return HandleResult(self._digest_messages(msg.sender, differing))
+        raise _Malformed("bad_phase")
+
+    def _digest_messages(self, peer: str, buckets: list[int]) -> list[Outbound]:
+        positions = self.store.positions_in(buckets)
+        held = [self.store.get(t, k) for _, t, k in positions]
+        states = [s for s in held if s is not None]
+        srcs = sorted({s.source_node for s in states})
+        index = {src: i for i, src in enumerate(srcs)}
+        base = {"ae": "digest", "buckets": buckets, "horizon": self.store.horizons(),
+                "srcs": srcs, "after": None, "last": False}
+        overhead = _size(base) + max((_size(list(p)) for p in positions), default=0)
+        costs = [_size([s.state_type, s.key, s.version]) + 3 for s in states]
+        ranges = self._split(costs, overhead)
+        out = []
+        for n, (lo, hi) in enumerate(ranges):
+            chunk = sorted(states[lo:hi], key=state_key)
+            payload = {**base, "after": list(positions[lo - 1]) if lo else None,
+                       "last": n == len(ranges) - 1, "src": [index[s.source_node] for s in chunk]}
+            digest = {state_key(s): s.version for s in chunk}
+            out.append(self._message(peer, "pull", digest=digest, payload=payload))
+        self.counters["digest_messages_sent"] += len(out)
+        self.counters["digest_entries_sent"] += len(states)
+        return out
+
+    def _on_pull(self, msg: GossipMessage) -> HandleResult:
+        payload = msg.payload or {}
+        digest = dict(msg.digest or {})
+        if payload.get("ae") == "digest":
+            cover = _cover(payload, digest)
+            sources, their_h = _sources(payload, digest), _horizons(payload)
+        elif "ae" not in payload:  # a plain seed pull: it speaks for every key
+            cover, sources, their_h = _Cover(tuple(range(DIGEST_BUCKETS)), None, None), {}, {}
+        else:
+            raise _Malformed("bad_phase")
+        self._witness_horizons(their_h)
+        self.counters["digest_messages_received"] += 1
+        mine = {(t, k) for b, t, k in self.store.positions_in(cover.buckets) if (b, t, k) in cover}
+        plan = _Plan()
+        for skey in sorted(mine | digest.keys()):
+            self._reconcile(skey, digest.get(skey), sources.get(skey), their_h, plan)
+        replies = self._delta_messages(msg.sender, plan.send, plan.want, plan.forget)
+        return HandleResult(replies, plan.to_apply)
+
+    def _reconcile(self, skey: StateKey, their_version: int | None, their_source: str | None,
+                   their_h: Mapping[str, int], plan: _Plan) -> None:
+        """Decide one key of a digest chunk: send ours, want theirs, or forget."""
+        state_type, key = skey
+        mine = self.store.get(state_type, key)
+        if their_version is None:
+            assert mine is not None  # the key came from our own store
+            if mine.version <= their_h.get(state_type, 0):
+                self._forget(state_type, key, mine.version, plan.to_apply)  # GC'd there
+            else:
+                plan.send.append(mine)
+            return
+        if mine is None:
+            if their_version <= self.store.horizon(state_type):
+                plan.forget.append([state_type, key, their_version])
+            else:
+                plan.want[skey] = 0
+            return
+        # Without a source (a plain seed pull), an equal version counts as the same state.
+        theirs = SyncableState(state_type, key, None, their_version,
+                               their_source or mine.source_node)
+        order = compare_states(mine, theirs)
+        if order in _WINS:
+            plan.send.append(mine)
+        elif order in _LOSES:
+            plan.want[skey] = mine.version
+
+    def _on_delta(self, msg: GossipMessage, now: float) -> HandleResult:
+        """A push or push-pull: apply states, honour `forget`, answer wants, forward."""
+        payload = msg.payload or {}
+        phase = payload.get("ae", "delta")
+        if phase not in ("delta", "fast"):
+            raise _Malformed("bad_phase")
+        hops = _uint(payload, "hops", 64) if phase == "fast" else 0
+        forget = _forget_list(payload)
+        wanted = list(msg.digest or {}) if msg.msg_type == "push-pull" else []
+        self._witness(msg.states)
+        result, refused, changed = HandleResult(), [], []
+        counts = empty_result()
+        for state in msg.states:
+            verdict = self.store.apply_one(state, now)
+            count_verdict(counts, verdict)
+            if verdict in STORED:
+                changed.append(state)
+            elif verdict is Verdict.BELOW_HORIZON:
+                refused.append([state.state_type, state.key, state.version])
+        for outcome in ("applied", "conflicts", "rejected"):
+            self.counters[f"states_{outcome}"] += counts[outcome]
+        self.counters["deltas_received"] += len(msg.states)
+        result.to_apply.extend(changed)
+        for state_type, key, version in forget:
+            self._forget(state_type, key, version, result.to_apply)
+        send_back = [s for t, k in wanted if (s := self.store.get(t, k)) is not None]
+        result.replies = self._delta_messages(msg.sender, send_back, {}, refused)
+        if phase == "fast" and hops > 1:
+            result.replies += self._fast_push(changed, hops - 1, (msg.sender,))
+        return result
+
+    def _forget(self, state_type: str, key: str, version: int,
+                to_apply: list[SyncableState]) -> None:
+        dropped = self.store.forget(state_type, key, version)
+        if dropped is None:
+            return
+        self.counters["forgotten"] += 1
+        if not is_tombstone(dropped):
+            # Tell the provider, which may still hold the value: a tombstone just above it.
+            tomb = SyncableState(state_type, key, None, dropped.version + 1, self.node_id)
+            self.clock.update(tomb.version)
+            to_apply.append(tomb)
+
+    # -- building messages ------------------------------------------------------------
+    def _delta_messages(self, peer: str, states: Sequence[SyncableState],
+                        want: Mapping[StateKey, int], forget: list[list[Any]]) -> list[Outbound]:
+        """States in chunks; the first chunk also carries `want` (push-pull) and `forget`."""
+        if not states and not want and not forget:
+            return []
+        first: dict[str, Any] = {"ae": "delta"}
+        if forget:
+            first["forget"] = forget
+        reserve = _size(first) + sum(_size([t, k, v]) for (t, k), v in want.items())
+        ranges = self._split([_size(syncable_state_to_map(s)) for s in states], 0, reserve)
+        out = []
+        for n, (lo, hi) in enumerate(ranges):
+            payload, digest = (first, dict(want)) if n == 0 else ({"ae": "delta"}, {})
+            msg_type = "push-pull" if digest else "push"
+            out.append(self._message(peer, msg_type, states[lo:hi], digest or None, payload))
+        self.counters["deltas_sent"] += len(states)
+        self.counters["delta_messages_sent"] += len(out)
+        return out
+
+    def _fast_push(self, states: Sequence[SyncableState], hops: int,
+                   exclude: Sequence[str]) -> list[Outbound]:
+        if not states or self.config.push_fanout == 0:
+            return []
+        payload = {"ae": "fast", "hops": hops}
+        ranges = self._split([_size(syncable_state_to_map(s)) for s in states], _size(payload))
+        out = [self._message(peer, "push", states[lo:hi], None, payload)
+               for peer in self._sample(self.config.push_fanout, exclude) for lo, hi in ranges]
+        self.counters["forwarded" if exclude else "fast_pushes"] += len(out)
+        return out
+
+    def _split(self, costs: list[int], overhead: int, first_reserve: int = 0
+               ) -> list[tuple[int, int]]:
+        """Greedy index ranges whose costs fit the message bound (one range if no costs)."""
+        budget = self.config.max_chunk_bytes - _ENVELOPE_BYTES - overhead
+        ranges: list[tuple[int, int]] = []
+        start, used, limit = 0, 0, budget - first_reserve
+        for i, cost in enumerate(costs):
+            full = i - start >= self.config.max_states_per_message or used + cost > limit
+            if i > start and full:  # a lone item larger than the bound still goes, alone
+                ranges.append((start, i))
+                start, used, limit = i, 0, budget
+            used += cost
+        ranges.append((start, len(costs)))
+        return ranges
+
+    def _message(self, peer: str, msg_type: str, states: Sequence[SyncableState] = (),
+                 digest: Mapping[StateKey, int] | None = None,
+                 payload: Mapping[str, Any] | None = None) -> Outbound:
+        return Outbound(peer, make_message(msg_type, self.node_id, peer, states, digest, payload))
+
+    def _sample(self, n: int, exclude: Sequence[str]) -> list[str]:
+        candidates = [p for p in self._peers if p not in exclude]
+        return self.rng.sample(candidates, min(n, len(candidates)))
+
+    def _witness(self, states: Iterable[SyncableState]) -> None:
+        top = max((s.version for s in states), default=0)
+        if top:
+            self.clock.update(top)
+
+    def _witness_horizons(self, horizons: Mapping[str, int]) -> None:
+        if horizons:
+            self.clock.update(max(horizons.values()))
+
+
+# -- sizes and untrusted payload fields -----------------------------------------------
+def _size(obj: object) -> int:
+    return len(msgpack.packb(obj, use_bin_type=True))
+
+
+def _int(value: object, reason: str, high: int = _U64) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise _Malformed(reason)
+    return value
+
+
+def _uint(payload: Mapping[str, Any], name: str, high: int = _U64) -> int:
+    return _int(payload.get(name), f"bad_{name}", high)
+
+
+def _str(value: object, reason: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Malformed(reason)
+    return value
+
+
+def _horizons(payload: Mapping[str, Any]) -> dict[str, int]:
+    raw = payload.get("horizon", {})
+    if not isinstance(raw, Mapping):
+        raise _Malformed("bad_horizon")
+    return {_str(t, "bad_horizon"): _int(v, "bad_horizon", MAX_U63) for t, v in raw.items()}
+
+
+def _rows(payload: Mapping[str, Any], name: str, width: int) -> list[list[Any]]:
+    raw = payload.get(name, [])
+    if not isinstance(raw, list) or not all(isinstance(r, list) and len(r) == width
+                                            for r in raw):
+        raise _Malformed(f"bad_{name}")
+    return raw
+
+
+def _bucket_hashes(payload: Mapping[str, Any]) -> dict[int, int]:
+    rows = _rows(payload, "b", 2)
+    if len(rows) > DIGEST_BUCKETS:
+        raise _Malformed("bad_b")
+    return {_int(b, "bad_b", DIGEST_BUCKETS - 1): _int(h, "bad_b") for b, h in rows}
+
+
+def _forget_list(payload: Mapping[str, Any]) -> list[tuple[str, str, int]]:
+    return [(_str(t, "bad_forget"), _str(k, "bad_forget"), _int(v, "bad_forget", MAX_U63))
+            for t, k, v in _rows(payload, "forget", 3)]
+
+
+def _cover(payload: Mapping[str, Any], digest: Mapping[StateKey, int]) -> _Cover:
+    buckets = payload.get("buckets")
+    if not isinstance(buckets, list) or len(buckets) > DIGEST_BUCKETS:
+        raise _Malformed("bad_buckets")
+    checked = tuple(_int(b, "bad_buckets", DIGEST_BUCKETS - 1) for b in buckets)
+    after = payload.get("after")
+    if after is not None:
+        if not isinstance(after, list) or len(after) != 3:
+            raise _Malformed("bad_after")
+        after = (_int(after[0], "bad_after"), _str(after[1], "bad_after"),
+                 _str(after[2], "bad_after"))
+    last = payload.get("last")
+    if not isinstance(last, bool) or (not last and not digest):
+        raise _Malformed("bad_last")
+    upper = None if last else max(position(t, k) for t, k in digest)
+    return _Cover(checked, after, upper)
+
+
+def _sources(payload: Mapping[str, Any], digest: Mapping[StateKey, int]) -> dict[StateKey, str]:
+    """Writer of each digest key: src[i] indexes srcs for the i-th key of sorted(digest)."""
+    srcs, src = payload.get("srcs", []), payload.get("src", [])
+    if not isinstance(srcs, list) or not isinstance(src, list) or len(src) != len(digest):
+        raise _Malformed("bad_src")
+    names = [_str(s, "bad_src") for s in srcs]
+    return {skey: names[_int(i, "bad_src", len(names) - 1)]
+            for skey, i in zip(sorted(digest), src, strict=True)}

@@ -1,0 +1,363 @@
+"""The member table: one entry per known node, and the SWIM state transitions.
+
+Theory of operation (SWIM §4.2, memberlist `state.go`): every piece of
+membership news is a `News` -- alive, suspect, dead or left -- about one
+node at one incarnation. The table decides whether news is fresher than what
+it holds and, if so, applies it and records exactly one `MemberEvent` per
+status transition. News about the local node never reaches the table: the
+caller refutes it instead (`actors.core.membership`).
+
+Precedence, for news about a known member at incarnation `i` (current `c`):
+
+| news    | accepted when                                  | result          |
+|---------|------------------------------------------------|-----------------|
+| alive   | i > c (any status)                             | alive           |
+| suspect | i >= c and status alive                        | suspect (timer) |
+| suspect | i >= c and status suspect                      | confirmation    |
+| dead    | i >= c and status alive or suspect             | dead            |
+| left    | i >= c and status is not left                  | left            |
+
+Everything else is stale and ignored (counted by the caller). Unknown nodes
+are learned only from alive news: suspect/dead/left about a stranger says
+nothing we could act on (memberlist ignores it too).
+
+Wire forms, msgpack-native (the shell never needs to read them):
+
+* news item (piggybacked in payload "gossip"): `{"k": kind, "n": node_id,
+  "i": incarnation, "a": address, "m": metadata}` for alive ("m" omitted
+  when empty); `{"k", "n", "i", "f": accuser}` for suspect (plus `"r":
+  True` when refusal-backed) and dead; `{"k", "n", "i"}` for left.
+* member entry (payload "members" of a "members" message): `{"id", "addr",
+  "meta"?, "inc", "st"}`, st in alive|suspect|dead|left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from actors.core.suspicion import Suspicion, confirmations_wanted, suspicion_bounds
+from actors.core.timing import MembershipTiming
+from transport.protocol import (
+    GossipMessage,
+    NodeInfo,
+    ProtocolError,
+    check_id,
+    check_u63,
+    make_node_info,
+    map_to_node_info,
+    node_info_to_map,
+)
+
+ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
+STATUSES = (ALIVE, SUSPECT, DEAD, LEFT)
+LIVE = (ALIVE, SUSPECT)  # members that are probed and count toward n
+EVENT_KINDS = (
+    "node.joined", "node.alive", "node.suspect", "node.failed", "node.left", "node.updated",
+)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A snapshot of one member for callers: `since` is when its status last changed."""
+
+    node: NodeInfo
+    status: str
+    incarnation: int
+    since: float
+
+
+@dataclass(frozen=True)
+class MemberEvent:
+    """One status transition (or metadata change) seen by this node."""
+
+    kind: str
+    node: NodeInfo
+    status: str
+    incarnation: int
+
+
+@dataclass(frozen=True)
+class News:
+    """One piece of membership news about `node_id` at `incarnation`."""
+
+    kind: str  # alive | suspect | dead | left
+    node_id: str
+    incarnation: int
+    info: NodeInfo | None = None  # alive only: the node's address and metadata
+    accuser: str | None = None  # suspect/dead: who accuses (confirmations count distinct accusers)
+    refused: bool = False  # suspect: the accuser's connection to the node was refused
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What `MemberTable.apply` did: `accepted` news is worth re-gossiping."""
+
+    accepted: bool
+    reason: str  # joined | transition | confirmed | stale | unknown
+    urgent: bool = False  # the suspicion just became refusal-backed: spread it now
+
+
+@dataclass
+class Entry:
+    """A member's state; mutable, owned by the table."""
+
+    node: NodeInfo
+    status: str
+    incarnation: int
+    since: float
+    suspicion: Suspicion | None = None
+
+    def snapshot(self) -> Member:
+        return Member(self.node, self.status, self.incarnation, self.since)
+
+
+# --- wire forms --------------------------------------------------------------
+
+
+def news_to_map(news: News) -> dict[str, Any]:
+    """News -> a compact msgpack-native item (see the module docstring)."""
+    item: dict[str, Any] = {"k": news.kind, "n": news.node_id, "i": news.incarnation}
+    if news.info is not None:
+        item["a"] = news.info.address
+        if news.info.metadata:
+            item["m"] = dict(news.info.metadata)
+    if news.accuser is not None:
+        item["f"] = news.accuser
+    if news.refused:
+        item["r"] = True
+    return item
+
+
+def map_to_news(item: object) -> News:
+    """Parse an untrusted news item. Raises: ProtocolError (only)."""
+    if not isinstance(item, Mapping):
+        raise ProtocolError("not_a_map", "gossip")
+    kind = item.get("k")
+    if kind not in STATUSES:
+        raise ProtocolError("bad_field_value", "gossip.k")
+    node_id = check_id(item.get("n"), "gossip.n")
+    incarnation = check_u63(item.get("i"), "gossip.i")
+    if kind == ALIVE:
+        info = make_node_info(node_id, check_id(item.get("a"), "gossip.a"), item.get("m"))
+        return News(ALIVE, node_id, incarnation, info=info)
+    if kind == LEFT:
+        return News(LEFT, node_id, incarnation)
+    accuser = check_id(item.get("f"), "gossip.f")
+    return News(kind, node_id, incarnation, accuser=accuser, refused=item.get("r") is True)
+
+
+def member_to_map(entry: Entry) -> dict[str, Any]:
+    """An entry of a "members" table (push-pull and join reply)."""
+    result = node_info_to_map(entry.node)
+    result["inc"] = entry.incarnation
+    result["st"] = entry.status
+    return result
+
+
+def map_to_member_news(item: object, teller: str) -> News:
+    """Turn an untrusted member-table entry into news, as memberlist `mergeState` does.
+
+    A remote "dead" becomes suspect news accused by `teller`: we would rather
+    suspect (and let the node refute) than declare a death we did not see.
+    Raises: ProtocolError (only).
+    """
+    if not isinstance(item, Mapping):
+        raise ProtocolError("not_a_map", "members")
+    info = map_to_node_info(item)
+    incarnation = check_u63(item.get("inc"), "members.inc")
+    status = item.get("st")
+    if status == ALIVE:
+        return News(ALIVE, info.node_id, incarnation, info=info)
+    if status in (SUSPECT, DEAD):
+        return News(SUSPECT, info.node_id, incarnation, accuser=teller)
+    if status == LEFT:
+        return News(LEFT, info.node_id, incarnation)
+    raise ProtocolError("bad_field_value", "members.st")
+
+
+def str_or_none(value: object) -> str | None:
+    """`value` if it is a well-formed id/address string, else None."""
+    try:
+        return check_id(value, "address")
+    except ProtocolError:
+        return None
+
+
+def u63_or_none(value: object) -> int | None:
+    """`value` if it is an int in [0, 2**63), else None."""
+    try:
+        return check_u63(value, "seq")
+    except ProtocolError:
+        return None
+
+
+def reply_address(pl: Mapping[str, Any]) -> str | None:
+    """The sender's gossip address from a payload ("addr"), if well-formed."""
+    return str_or_none(pl.get("addr"))
+
+
+def message_news(msg: GossipMessage, pl: Mapping[str, Any], sender: Entry | None) -> News:
+    """News carried by a standalone alive/suspect/dead/leave message. Raises: ProtocolError."""
+    if msg.msg_type == "leave":
+        default = sender.incarnation if sender is not None else 0
+        return News(LEFT, msg.sender, check_u63(pl.get("inc", default), "payload.inc"))
+    node_id = check_id(pl.get("node"), "payload.node")
+    inc = check_u63(pl.get("incarnation"), "payload.incarnation")
+    if msg.msg_type == "alive":
+        if node_id != msg.sender:
+            raise ProtocolError("alive_not_self", "payload.node")
+        info = make_node_info(node_id, check_id(pl.get("addr"), "payload.addr"), pl.get("meta"))
+        return News(ALIVE, node_id, inc, info=info)
+    kind = SUSPECT if msg.msg_type == "suspect" else DEAD
+    return News(kind, node_id, inc, accuser=msg.sender, refused=pl.get("refused") is True)
+
+
+# --- the table ---------------------------------------------------------------
+
+_STALE = Applied(False, "stale")
+_UNKNOWN = Applied(False, "unknown")
+
+
+class MemberTable:
+    """All known members, the local node included, keyed by node id."""
+
+    def __init__(
+        self, me: NodeInfo, incarnation: int, now: float, timing: MembershipTiming
+    ) -> None:
+        self._timing = timing
+        self.me = Entry(me, ALIVE, incarnation, now)
+        self._entries: dict[str, Entry] = {me.node_id: self.me}
+        # Transitions not yet drained by the caller, in order.
+        self.events: list[MemberEvent] = []
+
+    def get(self, node_id: str) -> Entry | None:
+        return self._entries.get(node_id)
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())
+
+    def others(self, statuses: Collection[str] = LIVE) -> list[Entry]:
+        """Members other than the local node with one of `statuses`, in id order."""
+        return sorted(
+            (e for e in self._entries.values() if e is not self.me and e.status in statuses),
+            key=lambda e: e.node.node_id,
+        )
+
+    def live_count(self) -> int:
+        """n for the SWIM formulas: alive and suspect members, the local node included."""
+        return sum(1 for e in self._entries.values() if e.status in LIVE)
+
+    def emit(self, kind: str, entry: Entry) -> None:
+        self.events.append(MemberEvent(kind, entry.node, entry.status, entry.incarnation))
+
+    def apply(self, news: News, now: float) -> Applied:
+        """Apply news about another node (never the local one); see the precedence table."""
+        entry = self._entries.get(news.node_id)
+        if entry is None:
+            return self._learn(news, now)
+        if news.kind == ALIVE:
+            return self._apply_alive(entry, news, now)
+        if news.incarnation < entry.incarnation:
+            return _STALE
+        if news.kind == SUSPECT:
+            return self._apply_suspect(entry, news, now)
+        if news.kind == DEAD and entry.status in LIVE:
+            self._transition(entry, DEAD, news.incarnation, now, "node.failed")
+            return Applied(True, "transition")
+        if news.kind == LEFT and entry.status != LEFT:
+            self._transition(entry, LEFT, news.incarnation, now, "node.left")
+            return Applied(True, "transition")
+        return _STALE
+
+    def _learn(self, news: News, now: float) -> Applied:
+        if news.kind != ALIVE or news.info is None:
+            return _UNKNOWN
+        entry = Entry(news.info, ALIVE, news.incarnation, now)
+        self._entries[news.node_id] = entry
+        self.emit("node.joined", entry)
+        return Applied(True, "joined")
+
+    def _apply_alive(self, entry: Entry, news: News, now: float) -> Applied:
+        if news.incarnation <= entry.incarnation or news.info is None:
+            return _STALE
+        old_status, info_changed = entry.status, entry.node != news.info
+        entry.node = news.info
+        if old_status == ALIVE:
+            entry.incarnation = news.incarnation
+            if info_changed:
+                self.emit("node.updated", entry)
+            return Applied(True, "transition")
+        # A left node that comes back is a new join; a suspect or dead one was refuted.
+        self._transition(entry, ALIVE, news.incarnation, now,
+                         "node.joined" if old_status == LEFT else "node.alive")
+        if info_changed and old_status != LEFT:
+            self.emit("node.updated", entry)
+        return Applied(True, "transition")
+
+    def _apply_suspect(self, entry: Entry, news: News, now: float) -> Applied:
+        accuser = news.accuser or ""
+        if entry.status == ALIVE:
+            self._transition(entry, SUSPECT, news.incarnation, now, "node.suspect")
+            entry.suspicion = self._new_suspicion(accuser, now)
+            if news.refused:
+                entry.suspicion.add_refusal(accuser, now)
+            return Applied(True, "transition", urgent=news.refused)
+        if entry.status != SUSPECT or entry.suspicion is None:
+            return _STALE
+        # Already suspect: this is (maybe) an independent confirmation.
+        suspicion = entry.suspicion
+        entry.incarnation = news.incarnation
+        confirmed = suspicion.confirm(accuser)
+        if news.refused and accuser not in suspicion.refused_by:
+            became_backed = suspicion.add_refusal(accuser, now)
+            return Applied(True, "confirmed", urgent=became_backed)
+        return Applied(True, "confirmed") if confirmed else _STALE
+
+    def _new_suspicion(self, accuser: str, now: float) -> Suspicion:
+        t, n = self._timing, self.live_count()
+        min_s, max_s = suspicion_bounds(
+            t.suspicion_mult, t.suspicion_max_mult, n, t.probe_interval_s
+        )
+        k = confirmations_wanted(t.suspicion_mult, n)
+        return Suspicion(accuser, now, k, min_s, max_s, t.refused_timeout_s)
+
+    def _transition(
+        self, entry: Entry, status: str, incarnation: int, now: float, kind: str
+    ) -> None:
+        entry.status, entry.incarnation, entry.since = status, incarnation, now
+        entry.suspicion = None
+        self.emit(kind, entry)
+
+    def withdraw_refusal(self, node_id: str, witness: str) -> bool:
+        """Remove `witness`'s refusal evidence about `node_id`; True if it had any."""
+        entry = self._entries.get(node_id)
+        if entry is None or entry.suspicion is None:
+            return False
+        return entry.suspicion.withdraw_refusal(witness)
+
+    def expired(self, now: float) -> list[Entry]:
+        """Suspect members whose suspicion deadline has passed."""
+        return [
+            e for e in self._entries.values()
+            if e.suspicion is not None and e.suspicion.deadline() <= now
+        ]
+
+    def next_expiry(self) -> float | None:
+        deadlines = [e.suspicion.deadline() for e in self._entries.values() if e.suspicion]
+        return min(deadlines, default=None)
+
+    def reap(self, now: float, after_s: float) -> list[str]:
+        """Forget dead and left members `after_s` after their transition; return their ids."""
+        gone = [
+            node_id for node_id, e in self._entries.items()
+            if e is not self.me and e.status in (DEAD, LEFT) and e.since + after_s <= now
+        ]
+        for node_id in gone:
+            del self._entries[node_id]
+        return gone
+
+    def next_reap(self, after_s: float) -> float | None:
+        times = [e.since + after_s for e in self.others((DEAD, LEFT))]
+        return min(times, default=None)

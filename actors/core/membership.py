@@ -1,0 +1,691 @@
+"""SWIM + Lifeguard membership core: pure, driven by `handle`, `tick` and the clock you pass.
+
+Theory of operation (SWIM, Lifeguard, memberlist `state.go`):
+
+* Probing. Every probe interval (stretched by the local health multiplier,
+  `actors.core.awareness`) one member, taken round-robin from a shuffled
+  list, gets a "ping" with a fresh sequence number. No "ping-ack" within the
+  probe timeout: "ping-req" through `indirect_checks` alive members, which
+  ping the target, relay its ack, or answer "ping-nack" when they get none
+  within their own probe timeout. No ack by the end of the interval: the
+  target is suspected. Acks and nacks carrying an unknown or finished
+  sequence number are late; they are dropped and counted.
+* Suspicion and refutation. News (`actors.core.members`) spreads by
+  piggybacking on every message (`actors.core.broadcast`) and by gossip
+  rounds while news is queued. A suspicion runs the Lifeguard timer
+  (`actors.core.suspicion`); unrefuted it becomes dead. A node hearing it is
+  suspected, dead or left refutes with "alive" at an incarnation past the
+  accuser's, gossiped and also sent straight back to the teller. Any message
+  to a member we hold as suspect or dead carries a suspect item about it, so
+  it learns of the suspicion at once (Lifeguard buddy system).
+* Anti-entropy. A periodic "members" push-pull with one random alive member
+  (period scaled past 32 nodes) and, every `gossip_to_dead_s`, with one
+  random dead member, so a healed partition merges by itself. Merging a
+  remote "dead" yields only a suspicion (memberlist `mergeState`). Dead and
+  left members are forgotten `reap_after_s` after their transition.
+* Join and leave. `join` sends "join" to every seed until a "members"
+  message (the join reply is the full table) arrives, with doubling backoff.
+  `leave` marks the local node left at its current incarnation and tells up
+  to 32 members at once, then gossips it; messages from a left member at
+  that incarnation are ignored (except join and members, which lead a
+  restarted node to learn it left and refute).
+
+Crash fast path. The shell calls `connection_refused(node_id)` when its TCP
+connection to a member's gossip port dropped and reconnecting was refused.
+Rule: the refusal makes the member suspect at once (or adds evidence to a
+suspicion), flagged "refused" in the gossip; while any member's refusal
+backs a suspicion its timeout is `refused_timeout_s`, counted from when the
+evidence first reached this node, instead of the Lifeguard timer. A refusal
+reported by a member other than the suspicion's originator is also a
+Lifeguard confirmation. News that makes a suspicion refusal-backed is
+gossiped at once, not at the next round, so every survivor starts its short
+timer within a few network hops. `connection_ok(node_id)` withdraws this
+node's own refusal evidence (the Lifeguard timer resumes). Why it is safe:
+the gossip port is owned by the node's supervisor for its whole life (actor
+restarts never close it) and every actor exits within a second of the
+supervisor's death, so a refusal means the whole node process tree is
+gone. A stopped (SIGSTOP) or overloaded node still has its listening socket
+and the kernel completes handshakes for it; a partition drops packets and
+never answers with a reset: neither can produce a refusal, so they only
+ever go through the normal Lifeguard timer. And refusal-backed suspicion is
+still ordinary suspicion: a live node that learns of it (a mistaken address,
+a fast restart) refutes with a higher incarnation. Counters: refused,
+refused_ignored, refused_confirmations, refused_withdrawn, refused_deaths.
+(Deployment note: a firewall rule that rejects with a TCP reset instead of
+dropping would look like a crash to this rule.)
+
+Payload keys the shell may rely on: every message this core sends carries
+"addr" (the sender's gossip address; replies go there) and "inc" (its
+incarnation); "gossip" holds piggybacked news items. "members" messages
+carry {"members": [...], "reply": bool, "join": bool}.
+
+Errors: `handle` never raises on well-formed messages with odd content;
+stale, contradictory or malformed fields are counted in `counters` under
+"rejected.<reason>" or "news_<reason>".
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from actors.core.awareness import Awareness
+from actors.core.broadcast import BroadcastQueue, packed_size, retransmit_limit
+from actors.core.members import (
+    ALIVE,
+    DEAD,
+    LEFT,
+    LIVE,
+    SUSPECT,
+    Applied,
+    Entry,
+    Member,
+    MemberEvent,
+    MemberTable,
+    News,
+    map_to_member_news,
+    map_to_news,
+    member_to_map,
+    message_news,
+    news_to_map,
+    reply_address,
+    str_or_none,
+    u63_or_none,
+)  # fmt: skip
+from actors.core.timing import MembershipTiming, push_pull_scale
+from transport.protocol import (
+    GossipMessage,
+    NodeInfo,
+    ProtocolError,
+    alive_message,
+    check_u63,
+    join_message,
+    leave_message,
+    make_message,
+    map_to_node_info,
+    ping_ack_message,
+    ping_message,
+    ping_req_message,
+    validate_value,
+)  # fmt: skip
+
+__all__ = ["Member", "MemberEvent", "Membership", "Outbound"]
+
+LEAVE_FANOUT = 32  # members told of a graceful leave directly; gossip does the rest
+MAX_GOSSIP_ITEMS = 512  # bound on work per inbound message
+MAX_JOIN_ATTEMPT = 30  # caps the backoff exponent
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """A message to send to `address` ("tcp://host:port")."""
+
+    address: str
+    message: GossipMessage
+
+
+@dataclass
+class _Probe:
+    target: str
+    address: str
+    seq: int
+    ack_at: float  # direct ack deadline: ping-req after it
+    end_at: float  # end of the (scaled) interval: suspect after it
+    asked: bool = False  # ping-reqs sent
+    indirect: int = 0  # ping-reqs sent = nacks expected
+    nacks: int = 0
+
+
+@dataclass
+class _Relay:
+    """A ping we send on behalf of a ping-req's requester."""
+
+    requester: str
+    address: str
+    seq: int  # the requester's sequence number, echoed in our ack or nack
+    nack_at: float
+
+
+@dataclass
+class _Join:
+    addresses: tuple[str, ...]
+    attempt: int
+    retry_at: float
+
+
+class Membership:
+    """One node's membership view; see the module docstring."""
+
+    def __init__(
+        self,
+        me: NodeInfo,
+        timing: MembershipTiming,
+        rng: random.Random,
+        now: float,
+        incarnation: int = 0,
+        known: Iterable[NodeInfo] = (),
+    ) -> None:
+        """`known`: peers remembered from a previous run; `join` contacts them with the seeds."""
+        self._t = timing
+        self._rng = rng
+        self._table = MemberTable(me, incarnation, now, timing)
+        self._queue = BroadcastQueue()
+        self._awareness = Awareness(timing.awareness_max)
+        self.counters: dict[str, int] = {}
+        self._known = tuple(k.address for k in known if k.node_id != me.node_id)
+        self._seq = 0
+        self._probe: _Probe | None = None
+        self._order: list[str] = []
+        self._order_idx = 0
+        self._next_probe_at = now + rng.uniform(0, timing.probe_interval_s)
+        self._relays: dict[int, _Relay] = {}
+        self._gossip_at = now
+        # memberlist staggers the first push-pull so nodes started together spread out.
+        self._push_pull_at = now + rng.uniform(0, timing.push_pull_interval_s)
+        self._to_dead_at = now + timing.gossip_to_dead_s
+        self._join: _Join | None = None
+        self._leaving = False
+
+    # --- queries ---------------------------------------------------------
+
+    @property
+    def me(self) -> NodeInfo:
+        return self._table.me.node
+
+    def incarnation(self) -> int:
+        return self._table.me.incarnation
+
+    def members(self) -> list[Member]:
+        """Every known member, the local node included, sorted by node id."""
+        return sorted((e.snapshot() for e in self._table.entries()), key=lambda m: m.node.node_id)
+
+    def health_score(self) -> int:
+        """Lifeguard local health score (0 = healthy)."""
+        return self._awareness.score
+
+    def drain_events(self) -> list[MemberEvent]:
+        """Transitions since the last call, oldest first; each is reported once."""
+        events, self._table.events = self._table.events, []
+        return events
+
+    def next_deadline(self) -> float | None:
+        """The earliest time `tick` has work to do, or None."""
+        times: list[float | None] = [r.nack_at for r in self._relays.values()]
+        if not self._leaving:
+            probe = self._probe
+            if probe is None:
+                times.append(self._next_probe_at)
+            else:
+                times.append(probe.end_at if probe.asked else probe.ack_at)
+            times += [self._table.next_expiry(), self._push_pull_at,
+                      self._table.next_reap(self._t.reap_after_s)]
+            if self._table.others((DEAD,)):
+                times.append(self._to_dead_at)
+            if self._join is not None:
+                times.append(self._join.retry_at)
+        if self._queue and self._table.others():
+            times.append(self._gossip_at)
+        return min((t for t in times if t is not None), default=None)
+
+    # --- commands --------------------------------------------------------
+
+    def join(self, seeds: Sequence[str], now: float) -> list[Outbound]:
+        """Contact `seeds` (and remembered peers); retried by `tick` until a "members" reply."""
+        own = self.me.address
+        addresses = tuple(dict.fromkeys(a for a in (*seeds, *self._known) if a != own))
+        if not addresses or self._leaving:
+            self._join = None
+            return []
+        self._join = _Join(addresses, 0, now)
+        return self._send_joins(now)
+
+    def leave(self, now: float) -> list[Outbound]:
+        """Leave gracefully: status left at the current incarnation, told to up to 32 members."""
+        if self._leaving:
+            return []
+        self._leaving, self._join, self._probe = True, None, None
+        me = self._table.me
+        me.status, me.since = LEFT, now
+        self._table.emit("node.left", me)
+        self._queue.queue(me.node.node_id, news_to_map(News(LEFT, me.node.node_id, me.incarnation)))
+        peers = self._table.others()
+        peers = self._rng.sample(peers, min(LEAVE_FANOUT, len(peers)))
+        return [Outbound(p.node.address, self._leave_msg(p.node.node_id)) for p in peers]
+
+    def set_metadata(self, metadata: Mapping[str, Any], now: float) -> list[Outbound]:
+        """Change this node's metadata; gossiped as alive at a bumped incarnation.
+
+        Raises:
+            ValueError: not msgpack-native, larger than `max_metadata_bytes`,
+                or the node has left.
+        """
+        meta = dict(metadata)
+        validate_value(meta, "metadata")  # ProtocolError is a ValueError
+        size = packed_size(meta)
+        if size > self._t.max_metadata_bytes:
+            raise ValueError(f"metadata is {size} bytes; the limit is {self._t.max_metadata_bytes}")
+        if self._leaving:
+            raise ValueError("the node has left the cluster")
+        me = self._table.me
+        me.node = NodeInfo(me.node.node_id, me.node.address, meta)
+        me.incarnation += 1
+        self._table.emit("node.updated", me)
+        self._queue_self_alive()
+        return self._gossip_round(now)
+
+    def connection_refused(self, node_id: str, now: float) -> list[Outbound]:
+        """Crash evidence from the shell: see "Crash fast path" in the module docstring."""
+        entry = self._table.get(node_id)
+        if entry is None or entry is self._table.me or entry.status not in LIVE or self._leaving:
+            self._count("refused_ignored")
+            return []
+        self._count("refused")
+        news = News(SUSPECT, node_id, entry.incarnation, accuser=self.me.node_id, refused=True)
+        return self._on_news(news, now, None)
+
+    def connection_ok(self, node_id: str, now: float) -> None:
+        """The shell reached `node_id` again: withdraw our own refusal evidence."""
+        if self._table.withdraw_refusal(node_id, self.me.node_id):
+            self._count("refused_withdrawn")
+
+    # --- inbound ---------------------------------------------------------
+
+    def handle(self, msg: GossipMessage, now: float) -> list[Outbound]:
+        """Process one decoded inbound message; return the replies and gossip it causes."""
+        pl: Mapping[str, Any] = msg.payload or {}
+        reason = self._screen(msg, pl)
+        if reason is not None:
+            return self._reject(reason)
+        out = self._absorb_gossip(msg, pl, now)
+        match msg.msg_type:
+            case "ping":
+                out += self._on_ping(msg, pl)
+            case "ping-ack":
+                out += self._on_ack(u63_or_none(pl.get("seq")))
+            case "ping-nack":
+                self._on_nack(u63_or_none(pl.get("seq")))
+            case "ping-req":
+                out += self._on_ping_req(msg, pl, now)
+            case "suspect" | "dead" | "alive" | "leave":
+                out += self._on_news_message(msg, pl, now)
+            case "join":
+                out += self._on_join(msg, pl, now)
+            case "members":
+                out += self._on_members(msg, pl, now)
+            case _:
+                self._count("rejected.unexpected_type")
+        return out
+
+    def _screen(self, msg: GossipMessage, pl: Mapping[str, Any]) -> str | None:
+        """Reason to drop `msg` unread, or None."""
+        if msg.sender == self.me.node_id:
+            return "from_self"
+        if msg.target is not None and msg.target != self.me.node_id:
+            return "wrong_target"  # e.g. a new node now answers on a dead node's address
+        entry = self._table.get(msg.sender)
+        if entry is not None and entry.status == LEFT and msg.msg_type not in ("join", "members"):
+            inc = pl.get("inc")
+            if not isinstance(inc, int) or inc <= entry.incarnation:
+                return "from_left"
+        return None
+
+    def _absorb_gossip(
+        self, msg: GossipMessage, pl: Mapping[str, Any], now: float
+    ) -> list[Outbound]:
+        items = pl.get("gossip")
+        if items is None:
+            return []
+        if not isinstance(items, list) or len(items) > MAX_GOSSIP_ITEMS:
+            return self._reject("bad_gossip")
+        out: list[Outbound] = []
+        for item in items:
+            try:
+                news = map_to_news(item)
+            except ProtocolError:
+                self._count("rejected.bad_gossip")
+                continue
+            out += self._on_news(news, now, reply_address(pl))
+        return out
+
+    def _on_ping(self, msg: GossipMessage, pl: Mapping[str, Any]) -> list[Outbound]:
+        address, seq = reply_address(pl), u63_or_none(pl.get("seq"))
+        if address is None or seq is None:
+            return self._reject("bad_ping")
+        extra = self._extra(msg.sender)
+        return [Outbound(address, ping_ack_message(self.me.node_id, msg.sender, seq,
+                                                   payload_extra=extra))]
+
+    def _on_ack(self, seq: int | None) -> list[Outbound]:
+        probe = self._probe
+        if probe is not None and seq is not None and seq == probe.seq:
+            self._count("acks")
+            self._awareness.apply_delta(-1)
+            self._probe = None
+            return []
+        relay = None if seq is None else self._relays.pop(seq, None)
+        if relay is None:
+            self._count("late_acks")
+            return []
+        self._count("relayed_acks")
+        ack = ping_ack_message(self.me.node_id, relay.requester, relay.seq,
+                               payload_extra=self._extra(relay.requester))
+        return [Outbound(relay.address, ack)]
+
+    def _on_nack(self, seq: int | None) -> None:
+        probe = self._probe
+        if probe is not None and seq is not None and seq == probe.seq:
+            probe.nacks += 1
+            self._count("nacks_received")
+        else:
+            self._count("late_nacks")
+
+    def _on_ping_req(self, msg: GossipMessage, pl: Mapping[str, Any], now: float) -> list[Outbound]:
+        requester_address = reply_address(pl)
+        target_id, seq = str_or_none(pl.get("node")), u63_or_none(pl.get("seq"))
+        if requester_address is None or target_id is None or seq is None:
+            return self._reject("bad_ping_req")
+        self._count("ping_reqs_received")
+        if target_id == self.me.node_id:  # odd but harmless: answer for ourselves
+            return [Outbound(requester_address, ping_ack_message(
+                self.me.node_id, msg.sender, seq, payload_extra=self._extra(msg.sender)))]
+        entry = self._table.get(target_id)
+        target_address = entry.node.address if entry is not None else str_or_none(pl.get("taddr"))
+        local_seq = self._next_seq()
+        self._relays[local_seq] = _Relay(msg.sender, requester_address, seq,
+                                         now + self._t.probe_timeout_s)
+        if target_address is None:
+            self._relays[local_seq].nack_at = now  # nobody to ping: nack at the next tick
+            return []
+        ping = ping_message(self.me.node_id, target_id, local_seq,
+                            payload_extra=self._extra(target_id))
+        return [Outbound(target_address, ping)]
+
+    def _on_news_message(
+        self, msg: GossipMessage, pl: Mapping[str, Any], now: float
+    ) -> list[Outbound]:
+        """A standalone alive/suspect/dead/leave message: the same news as a gossip item."""
+        try:
+            news = message_news(msg, pl, self._table.get(msg.sender))
+        except ProtocolError as err:
+            return self._reject(err.reason)
+        return self._on_news(news, now, reply_address(pl))
+
+    def _on_join(self, msg: GossipMessage, pl: Mapping[str, Any], now: float) -> list[Outbound]:
+        try:
+            info = map_to_node_info(pl.get("node"))
+            inc = check_u63(pl.get("inc", 0), "payload.inc")
+        except ProtocolError as err:
+            return self._reject(err.reason)
+        if info.node_id != msg.sender:
+            return self._reject("join_not_self")
+        self._count("joins_received")
+        out = self._on_news(News(ALIVE, info.node_id, inc, info=info), now, info.address)
+        out.append(Outbound(info.address, self._members_msg(info.node_id, reply=False, join=True)))
+        return out
+
+    def _on_members(self, msg: GossipMessage, pl: Mapping[str, Any], now: float) -> list[Outbound]:
+        entries = pl.get("members")
+        if not isinstance(entries, list):
+            return self._reject("bad_members")
+        if self._join is not None:
+            self._join = None
+            self._count("join_replies")
+        teller = reply_address(pl)
+        out: list[Outbound] = []
+        for item in entries:
+            try:
+                news = map_to_member_news(item, msg.sender)
+            except ProtocolError:
+                self._count("rejected.bad_member")
+                continue
+            out += self._on_news(news, now, teller)
+        if pl.get("reply") is True and teller is not None:
+            self._count("push_pulls_answered")
+            out.append(Outbound(teller, self._members_msg(msg.sender, reply=False)))
+        return out
+
+    # --- news --------------------------------------------------------------
+
+    def _on_news(self, news: News, now: float, teller: str | None) -> list[Outbound]:
+        """Apply one piece of news; re-gossip it if it was fresh."""
+        if news.node_id == self.me.node_id:
+            return self._about_me(news, teller)
+        applied = self._table.apply(news, now)
+        if not applied.accepted:
+            self._count("news_" + applied.reason)
+            return []
+        self._after_accept(news, applied)
+        return self._gossip_round(now) if applied.urgent else []
+
+    def _after_accept(self, news: News, applied: Applied) -> None:
+        self._queue.queue(news.node_id, news_to_map(news))
+        if applied.reason == "joined" and not self._leaving:
+            # memberlist inserts new members at a random point so they are probed soon.
+            self._order.insert(self._rng.randint(self._order_idx, len(self._order)), news.node_id)
+        if news.refused and news.accuser != self.me.node_id:
+            self._count("refused_confirmations")
+        if applied.reason == "transition":
+            kinds = {SUSPECT: "suspicions", DEAD: "deaths", LEFT: "leaves", ALIVE: "alive_updates"}
+            self._count(kinds[news.kind])
+
+    def _about_me(self, news: News, teller: str | None) -> list[Outbound]:
+        me = self._table.me
+        if self._leaving or news.incarnation < me.incarnation:
+            return []  # old news, or we are going anyway
+        if news.kind == ALIVE and news.incarnation == me.incarnation and news.info == me.node:
+            return []  # our own alive coming back to us
+        me.incarnation = news.incarnation + 1  # past the accuser's (memberlist `refute`)
+        self._awareness.apply_delta(1)
+        self._count("refutations")
+        self._queue_self_alive()
+        if teller is None:
+            return []
+        return [Outbound(teller, self._alive_msg(None))]
+
+    def _queue_self_alive(self) -> None:
+        me = self._table.me
+        self._queue.queue(me.node.node_id, news_to_map(News(ALIVE, me.node.node_id,
+                                                            me.incarnation, info=me.node)))
+
+    # --- ticking -----------------------------------------------------------
+
+    def tick(self, now: float) -> list[Outbound]:
+        """Run everything due at `now`: timeouts, probes, push-pull, joins, reaping, gossip."""
+        out = self._expire_relays(now)
+        if not self._leaving:
+            out += self._expire_suspicions(now)
+            out += self._run_probe(now)
+            out += self._run_push_pull(now)
+            out += self._run_gossip_to_dead(now)
+            if self._join is not None and now >= self._join.retry_at:
+                self._join.attempt = min(self._join.attempt + 1, MAX_JOIN_ATTEMPT)
+                out += self._send_joins(now)
+            self._reap(now)
+        if now >= self._gossip_at:
+            self._gossip_at = now + self._t.gossip_interval_s
+            out += self._gossip_round(now)
+        return out
+
+    def _expire_relays(self, now: float) -> list[Outbound]:
+        out: list[Outbound] = []
+        for seq, relay in list(self._relays.items()):
+            if relay.nack_at <= now:
+                del self._relays[seq]
+                self._count("nacks_sent")
+                payload = {"seq": relay.seq, **self._extra(None, gossip=False)}
+                nack = make_message("ping-nack", self.me.node_id, relay.requester, payload=payload)
+                out.append(Outbound(relay.address, nack))
+        return out
+
+    def _expire_suspicions(self, now: float) -> list[Outbound]:
+        out: list[Outbound] = []
+        for entry in self._table.expired(now):
+            suspicion = entry.suspicion
+            assert suspicion is not None  # expired() only returns suspected entries
+            self._count("suspicion_timeouts")
+            if suspicion.confirmations < suspicion.k:
+                self._count("degraded_timeouts")  # memberlist.degraded.timeout
+            if suspicion.expired_by_refusal():
+                self._count("refused_deaths")
+            news = News(DEAD, entry.node.node_id, entry.incarnation, accuser=self.me.node_id)
+            out += self._on_news(news, now, None)
+        return out
+
+    def _run_probe(self, now: float) -> list[Outbound]:
+        out: list[Outbound] = []
+        probe = self._probe
+        if probe is not None and not probe.asked and now >= probe.ack_at:
+            out += self._ask_indirect(probe)
+        if probe is not None and now >= probe.end_at:
+            out += self._probe_failed(probe, now)
+        if self._probe is None and now >= self._next_probe_at:
+            out += self._start_probe(now)
+        return out
+
+    def _start_probe(self, now: float) -> list[Outbound]:
+        interval = self._awareness.scale(self._t.probe_interval_s)
+        self._next_probe_at = now + interval
+        target = self._next_target()
+        if target is None:
+            return []
+        tid = target.node.node_id
+        seq = self._next_seq()
+        self._probe = _Probe(tid, target.node.address, seq, now + self._t.probe_timeout_s,
+                             now + interval)
+        self._count("probes")
+        ping = ping_message(self.me.node_id, tid, seq, payload_extra=self._extra(tid))
+        return [Outbound(target.node.address, ping)]
+
+    def _next_target(self) -> Entry | None:
+        """Round-robin over a list reshuffled at the end of each round (SWIM §4.3)."""
+        for _ in range(2):
+            while self._order_idx < len(self._order):
+                entry = self._table.get(self._order[self._order_idx])
+                self._order_idx += 1
+                if entry is not None and entry is not self._table.me and entry.status in LIVE:
+                    return entry
+            self._order = [e.node.node_id for e in self._table.others()]
+            self._rng.shuffle(self._order)
+            self._order_idx = 0
+        return None
+
+    def _ask_indirect(self, probe: _Probe) -> list[Outbound]:
+        probe.asked = True
+        peers = [e for e in self._table.others((ALIVE,)) if e.node.node_id != probe.target]
+        peers = self._rng.sample(peers, min(self._t.indirect_checks, len(peers)))
+        probe.indirect = len(peers)
+        self._count("ping_reqs_sent", len(peers))
+        out = []
+        for peer in peers:
+            pid = peer.node.node_id
+            extra = {**self._extra(pid), "taddr": probe.address}
+            req = ping_req_message(self.me.node_id, pid, probe.target, probe.seq,
+                                   payload_extra=extra)
+            out.append(Outbound(peer.node.address, req))
+        return out
+
+    def _probe_failed(self, probe: _Probe, now: float) -> list[Outbound]:
+        self._probe = None
+        self._count("probe_failures")
+        # Lifeguard: a missing nack from a relay blames our own health.
+        missing = max(0, probe.indirect - probe.nacks) if probe.indirect else 1
+        self._awareness.apply_delta(missing)
+        entry = self._table.get(probe.target)
+        if entry is None or entry.status not in LIVE:
+            return []
+        news = News(SUSPECT, probe.target, entry.incarnation, accuser=self.me.node_id)
+        return self._on_news(news, now, None)
+
+    def _run_push_pull(self, now: float) -> list[Outbound]:
+        if now < self._push_pull_at:
+            return []
+        n = self._table.live_count()
+        self._push_pull_at = now + push_pull_scale(self._t.push_pull_interval_s, n)
+        return self._push_pull_with(self._table.others((ALIVE,)), "push_pulls")
+
+    def _run_gossip_to_dead(self, now: float) -> list[Outbound]:
+        if now < self._to_dead_at:
+            return []
+        self._to_dead_at = now + self._t.gossip_to_dead_s
+        return self._push_pull_with(self._table.others((DEAD,)), "gossip_to_dead")
+
+    def _push_pull_with(self, candidates: list[Entry], counter: str) -> list[Outbound]:
+        if not candidates:
+            return []
+        peer = self._rng.choice(candidates)
+        self._count(counter)
+        return [Outbound(peer.node.address, self._members_msg(peer.node.node_id, reply=True))]
+
+    def _send_joins(self, now: float) -> list[Outbound]:
+        join = self._join
+        assert join is not None  # callers check
+        backoff = min(self._t.join_retry_s * 2**join.attempt, self._t.join_retry_max_s)
+        join.retry_at = now + backoff
+        self._count("join_attempts")
+        msg = join_message(self.me.node_id, self.me, payload_extra=self._extra(None, gossip=False))
+        return [Outbound(address, msg) for address in join.addresses]
+
+    def _reap(self, now: float) -> None:
+        for node_id in self._table.reap(now, self._t.reap_after_s):
+            self._queue.discard(node_id)
+            self._count("reaped")
+
+    def _gossip_round(self, now: float) -> list[Outbound]:
+        """Send queued news to `gossip_nodes` random live members."""
+        peers = self._table.others()
+        peers = self._rng.sample(peers, min(self._t.gossip_nodes, len(peers)))
+        out: list[Outbound] = []
+        for peer in peers:
+            if not self._queue:
+                break
+            pid = peer.node.node_id
+            msg = self._leave_msg(pid) if self._leaving else self._alive_msg(pid)
+            if msg.payload and "gossip" in msg.payload:
+                out.append(Outbound(peer.node.address, msg))
+        return out
+
+    # --- message building --------------------------------------------------
+
+    def _extra(self, to: str | None, gossip: bool = True) -> dict[str, Any]:
+        """Common payload: reply address, incarnation, piggybacked news for `to`."""
+        me = self._table.me
+        extra: dict[str, Any] = {"addr": me.node.address, "inc": me.incarnation}
+        if not gossip:
+            return extra
+        limit = retransmit_limit(self._t.retransmit_mult, self._table.live_count())
+        items = list(self._queue.take(self._t.max_gossip_bytes, limit))
+        told = self._table.get(to) if to is not None else None
+        if told is not None and told.status in (SUSPECT, DEAD):
+            # Tell a suspected member directly, so it can refute at once (buddy system).
+            items.append(news_to_map(News(SUSPECT, to or "", told.incarnation,
+                                          accuser=me.node.node_id)))
+        if items:
+            extra["gossip"] = items
+        return extra
+
+    def _alive_msg(self, to: str | None) -> GossipMessage:
+        extra = self._extra(to)
+        if self.me.metadata:
+            extra["meta"] = dict(self.me.metadata)
+        return alive_message(self.me.node_id, self.incarnation(), target=to, payload_extra=extra)
+
+    def _leave_msg(self, to: str | None) -> GossipMessage:
+        return leave_message(self.me.node_id, payload_extra=self._extra(to))
+
+    def _members_msg(self, to: str | None, reply: bool, join: bool = False) -> GossipMessage:
+        payload = {**self._extra(None, gossip=False), "reply": reply, "join": join,
+                   "members": [member_to_map(e) for e in self._table.entries()]}
+        return make_message("members", self.me.node_id, to, payload=payload)
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _count(self, name: str, by: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + by
+
+    def _reject(self, reason: str) -> list[Outbound]:
+        self._count("rejected." + reason)
+        return []

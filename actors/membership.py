@@ -1,0 +1,250 @@
+"""The membership actor: the ZeroMQ shell around the SWIM + Lifeguard core.
+
+Inbound gossip arrives from the supervisor's gossip proxy on a PULL socket
+(the supervisor keeps the public port open while this actor restarts).
+Outbound messaging is one-way: one DEALER per peer address with a small
+send queue, sent without blocking, so a slow or absent peer never delays
+the probes of others; replies are new messages to the sender's address.
+
+Each DEALER has a socket monitor. A connection that drops and whose
+reconnect is then *refused* (libzmq reports CLOSED after CONNECT_DELAYED,
+with no CONNECTED between) means nothing listens on that node's gossip
+port: its supervisor, which holds the port for its whole life, is gone.
+That evidence goes to the core's crash fast path (`connection_refused`).
+A paused or partitioned node never refuses, and an actor restart never
+closes the port, so neither can trigger it.
+
+The incarnation and the last known members are written to ``data_dir`` so
+a restarted actor (or node) refutes old suspicion and can rejoin through
+members it knew even when its seeds are down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.utils.monitor
+
+from actors.config import SYNC_META_KEY, advertised
+from actors.core.membership import Membership, Outbound
+from actors.core.snapshot import SnapshotError, load_snapshot, save_snapshot
+from actors.core.timing import timing_for
+from actors.rpc import Request, RpcError
+from actors.runtime import Actor, NodeEnv
+from transport.codec import DecodeError, decode_untrusted, encode
+from transport.protocol import NodeInfo, ProtocolError, map_to_node_info, node_info_to_map
+from transport.sockets import bind, make_socket
+
+PEER_HWM = 64
+SAVE_EVERY_S = 5.0
+# Reconnect quickly (a refusal is seen ~50 ms after a crash), back off for dead peers.
+RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 50, 2000
+_MONITOR_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+                   | zmq.EVENT_CONNECT_DELAYED)
+
+
+@dataclass
+class Peer:
+    address: str
+    sock: zmq.Socket
+    monitor: zmq.Socket
+    connected: bool = False
+    was_connected: bool = False
+    dialing: bool = False
+
+
+class MembershipActor(Actor):
+    def __init__(self, name: str, env: NodeEnv, ctx: zmq.Context) -> None:
+        super().__init__(name, env, ctx)
+        cfg = env.config
+        self.cluster = cfg.node.cluster
+        self.timing = timing_for(cfg.membership_profile, cfg.membership)
+        self.address = advertised(cfg.network.gossip, cfg.network.advertise_host)
+        self.state_path = cfg.node.data_dir / "membership.bin"
+        self.peers: dict[str, Peer] = {}
+        self.next_save = 0.0
+        self.dirty = True
+        self.saved_incarnation = -1
+
+    # -- lifecycle ---------------------------------------------------------------
+    def setup(self, now: float) -> None:
+        saved = self._load()
+        incarnation = int(saved.get("incarnation", 0)) + 1  # outbid any old suspicion
+        known = []
+        for raw in saved.get("members", []):
+            with contextlib.suppress(ProtocolError):
+                known.append(map_to_node_info(raw))
+        me = NodeInfo(self.env.node_id, self.address, self._metadata(self.env.config.node.metadata))
+        self.core = Membership(me, self.timing, random.Random(), now, incarnation=incarnation,
+                               known=[k for k in known if k.node_id != me.node_id])
+        self.inbox = make_socket(self.ctx, zmq.PULL, hwm=10000)
+        bind(self.inbox, self.env.gossip_in)
+        self.watch(self.inbox, self._on_inbox)
+        seeds = [s for s in self.env.config.network.seeds if s != self.address]
+        seeds += [k.address for k in known if k.address not in seeds and k.address != self.address]
+        self._send(self.core.join(seeds, now))
+        self._save(now)
+
+    def shutdown(self, now: float) -> None:
+        self._send(self.core.leave(now))
+        self._flush_events()
+        self._save(now)
+        for peer in self.peers.values():
+            peer.monitor.close(linger=0)
+            peer.sock.close(linger=500)  # give the goodbye a moment on the wire
+
+    # -- inbound -----------------------------------------------------------------
+    def _on_inbox(self, now: float) -> None:
+        for _ in range(1000):  # bounded batch: timers must still run under a flood
+            if not self.inbox.poll(0, zmq.POLLIN):
+                break
+            frames = self.inbox.recv_multipart()
+            try:
+                msg = decode_untrusted(frames, self.cluster)
+            except DecodeError as exc:
+                self.counters[f"dropped.{exc.reason}"] += 1
+                self.log.bind(reason=exc.reason).debug("dropped undecodable gossip")
+                continue
+            self.counters["received"] += 1
+            self._send(self.core.handle(msg, now))
+        self._flush_events()
+
+    def tick(self, now: float) -> None:
+        self._send(self.core.tick(now))
+        self._flush_events()
+        # A new incarnation is on disk at once: a restart must never reuse one.
+        if self.core.incarnation() != self.saved_incarnation or (
+                self.dirty and now >= self.next_save):
+            self._save(now)
+
+    def next_deadline(self) -> float | None:
+        return self.core.next_deadline()
+
+    # -- outbound ----------------------------------------------------------------
+    def _send(self, outbound: list[Outbound]) -> None:
+        for out in outbound:
+            peer = self.peers.get(out.address) or self._dial(out.address)
+            try:
+                peer.sock.send(encode(out.message, self.cluster), zmq.NOBLOCK)
+                self.counters["sent"] += 1
+            except zmq.Again:
+                self.counters["send_queue_full"] += 1
+
+    def _dial(self, address: str) -> Peer:
+        sock = make_socket(self.ctx, zmq.DEALER, hwm=PEER_HWM)
+        sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
+        monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
+        sock.connect(address)
+        peer = Peer(address, sock, monitor)
+        self.peers[address] = peer
+        self.watch(monitor, lambda now, p=peer: self._on_monitor(p, now))
+        return peer
+
+    def _on_monitor(self, peer: Peer, now: float) -> None:
+        while peer.monitor.poll(0, zmq.POLLIN):
+            try:
+                event = zmq.utils.monitor.recv_monitor_message(peer.monitor)["event"]
+            except (zmq.ZMQError, ValueError):
+                return
+            node_id = self._node_at(peer.address)
+            if event == zmq.EVENT_CONNECT_DELAYED:
+                peer.dialing = True
+            elif event == zmq.EVENT_CONNECTED:
+                peer.connected = peer.was_connected = True
+                peer.dialing = False
+                if node_id:
+                    self.core.connection_ok(node_id, now)
+            elif event == zmq.EVENT_DISCONNECTED:
+                peer.connected = False
+            elif event == zmq.EVENT_CLOSED and peer.dialing and peer.was_connected:
+                peer.dialing = False
+                self.counters["connections_refused"] += 1
+                if node_id:
+                    self._send(self.core.connection_refused(node_id, now))
+        self._flush_events()
+
+    def _node_at(self, address: str) -> str | None:
+        for member in self.core.members():
+            if member.node.address == address and member.node.node_id != self.env.node_id:
+                return member.node.node_id
+        return None
+
+    def _hang_up(self, address: str) -> None:
+        """Stop queueing for a member that is gone for good."""
+        peer = self.peers.pop(address, None)
+        if peer is not None:
+            self.unwatch(peer.monitor)
+            peer.monitor.close(linger=0)
+            peer.sock.close(linger=0)
+
+    # -- events ------------------------------------------------------------------
+    def _flush_events(self) -> None:
+        for event in self.core.drain_events():
+            self.dirty = True
+            self.publish(event.kind, event.node.node_id,
+                         member_row(event.node, event.status, event.incarnation))
+            if event.kind == "node.left":
+                self._hang_up(event.node.address)
+            level = "warning" if event.kind in ("node.suspect", "node.failed") else "info"
+            self.log.bind(member=event.node.node_id, incarnation=event.incarnation).log(
+                level.upper(), event.kind)
+
+    def handle_request(self, req: Request, now: float) -> Any:
+        match req.op:
+            case "members":
+                return [member_row(m.node, m.status, m.incarnation) for m in self.core.members()]
+            case "leave":
+                self._send(self.core.leave(now))
+                self._flush_events()
+                return {"left": True}
+            case "metadata.set":
+                metadata = req.args.get("metadata")
+                if not isinstance(metadata, dict):
+                    raise RpcError("bad_request", "metadata must be a map")
+                try:
+                    self._send(self.core.set_metadata(self._metadata(metadata), now))
+                except ValueError as exc:
+                    raise RpcError("bad_request", str(exc)) from None
+                self._flush_events()
+                return {"incarnation": self.core.incarnation()}
+        raise RpcError("unknown_op", f"membership has no operation {req.op!r}")
+
+    def _metadata(self, user: dict[str, Any] | Any) -> dict[str, Any]:
+        net = self.env.config.network
+        return {**dict(user), SYNC_META_KEY: advertised(net.sync, net.advertise_host)}
+
+    def status(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for m in self.core.members():
+            counts[m.status] = counts.get(m.status, 0) + 1
+        return {"incarnation": self.core.incarnation(), "members": counts,
+                "core": dict(self.core.counters)}
+
+    # -- persistence -------------------------------------------------------------
+    def _load(self) -> dict[str, Any]:
+        try:
+            saved = load_snapshot(self.state_path)
+        except SnapshotError as exc:
+            self.log.bind(error=str(exc)).warning("membership state unreadable; starting fresh")
+            return {}
+        return saved if isinstance(saved, dict) else {}
+
+    def _save(self, now: float) -> None:
+        members = [node_info_to_map(m.node) for m in self.core.members()
+                   if m.status in ("alive", "suspect") and m.node.node_id != self.env.node_id]
+        save_snapshot(self.state_path, {"incarnation": self.core.incarnation(),
+                                        "members": members})
+        self.dirty = False
+        self.saved_incarnation = self.core.incarnation()
+        self.next_save = now + SAVE_EVERY_S
+
+
+def member_row(node: NodeInfo, status: str, incarnation: int) -> dict[str, Any]:
+    """The public shape of a member (events' data, `lbcluster members --json`)."""
+    return {"node_id": node.node_id, "address": node.address, "metadata": dict(node.metadata),
+            "status": status, "incarnation": incarnation}

@@ -1,0 +1,104 @@
+"""Which actors a node runs, and how each is built inside its process.
+
+Actor names: ``membership``, ``anti_entropy`` and ``provider.<type>`` for
+each ``[[providers]]`` entry. Every module an actor needs is imported here,
+in the supervisor, before the zygote forks, so a restart costs a fork, not
+an import; a user's provider that cannot be imported is a config error at
+startup, not a crash loop later.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from actors.config import Config, ConfigError, ProviderSpec
+from actors.runtime import Actor, NodeEnv
+from transport.protocol import generate_node_id
+
+BUILTIN_CLASSES = {
+    "kv": "actors.providers.kv:KvProvider",
+    "health": "actors.providers.health:HealthProvider",
+    "circuit_breaker": "actors.providers.circuit_breaker:CircuitBreakerProvider",
+}
+# Optional actors: present once their modules exist in this installation.
+CORE_ACTORS = {
+    "membership": "actors.membership:MembershipActor",
+    "anti_entropy": "actors.anti_entropy:AntiEntropyActor",
+}
+
+
+def load_symbol(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr)
+
+
+def provider_class(cfg: Config, spec: ProviderSpec, index: int) -> type:
+    target = spec.module or BUILTIN_CLASSES[spec.type]
+    try:
+        cls = load_symbol(target)
+    except (ImportError, AttributeError) as exc:
+        key = f"providers[{index}].module" if spec.module else f"providers[{index}].type"
+        raise ConfigError(cfg.path, key, f"cannot load {target} ({exc})") from None
+    if not isinstance(cls, type):
+        raise ConfigError(cfg.path, f"providers[{index}].module", f"{target} is not a class")
+    return cls
+
+
+def plan_actors(cfg: Config) -> dict[str, Any]:
+    """Import every actor class this node needs; name -> (class, extra)."""
+    plan: dict[str, Any] = {}
+    for name, target in CORE_ACTORS.items():
+        try:
+            plan[name] = (load_symbol(target), None)
+        except ModuleNotFoundError as exc:
+            if exc.name != target.partition(":")[0]:
+                raise
+    from actors.provider_host import ProviderActor
+
+    for i, spec in enumerate(cfg.providers):
+        plan[spec.actor_name] = (ProviderActor, (spec, provider_class(cfg, spec, i)))
+    return plan
+
+
+def make_actor(plan: dict[str, Any], name: str, env: NodeEnv, ctx: zmq.Context) -> Actor:
+    cls, extra = plan[name]
+    if extra is None:
+        actor: Actor = cls(name, env, ctx)
+    else:
+        spec, provider_cls = extra
+        actor = cls(name, env, ctx, spec, provider_cls)
+    return actor
+
+
+def node_id_for(cfg: Config) -> str:
+    """The configured id, or one generated on first start and kept in data_dir."""
+    id_file = cfg.node.data_dir / "node_id"
+    if cfg.node.id:
+        stored = _read(id_file)
+        if stored != cfg.node.id:
+            _write_atomic(id_file, cfg.node.id)
+        return cfg.node.id
+    stored = _read(id_file)
+    if stored:
+        return stored
+    new_id = generate_node_id()
+    _write_atomic(id_file, new_id)
+    return new_id
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,294 @@
+"""The shell every actor process runs: sockets, poll loop, heartbeats.
+
+An actor is an OS process forked by the zygote. Its runtime owns:
+
+- ``rpc``: a ROUTER bound at the actor's abstract ipc endpoint; requests
+  from the supervisor (forwarded CLI commands) and from other actors;
+- ``bus``: a PUSH to the supervisor's bus; events and heartbeats. PUSH, not
+  PUB, so nothing is lost while the connection is being made;
+- ``sub``: a SUB to the supervisor's event fan-out, for actors that react
+  to cluster events (membership changes drive anti-entropy and providers).
+
+The loop sleeps in ``poller.poll`` until a socket is ready or the actor's
+next deadline, so an idle actor costs nothing but a heartbeat every half
+second. The heartbeat carries the actor's counters; a supervisor that hears
+none for ``heartbeat_timeout_s`` treats the actor as hung. If the zygote
+(and so the supervisor) is gone, the actor exits at its next wake-up even if
+the kernel's parent-death signal did not reach it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+from loguru import logger
+
+from actors.config import Config
+from actors.rpc import Request, RpcError, error_frames, parse_request_untrusted, reply_frames
+from transport.codec import pack, unpack_untrusted
+from transport.protocol import make_event
+from transport.sockets import abstract_endpoint, bind, make_socket
+
+HEARTBEAT_S = 0.5
+
+
+@dataclass(frozen=True)
+class NodeEnv:
+    """What every process of one node shares; fixed before the zygote forks."""
+
+    config: Config
+    node_id: str
+    namespace: str
+
+    @property
+    def bus_in(self) -> str:
+        return abstract_endpoint(self.namespace, "bus-in")
+
+    @property
+    def bus_out(self) -> str:
+        return abstract_endpoint(self.namespace, "bus-out")
+
+    @property
+    def gossip_in(self) -> str:
+        return abstract_endpoint(self.namespace, "gossip-in")
+
+    @property
+    def sync_in(self) -> str:
+        return abstract_endpoint(self.namespace, "sync-in")
+
+    def rpc_endpoint(self, actor: str) -> str:
+        return abstract_endpoint(self.namespace, f"rpc/{actor}")
+
+
+class Deferred:
+    """Returned by `handle_request` when the reply comes later via `reply()`."""
+
+
+DEFER = Deferred()
+
+
+class Actor:
+    """Base class: override the hooks; the runtime calls them from one thread."""
+
+    # Event type prefixes this actor wants from the node's event fan-out.
+    subscriptions: tuple[str, ...] = ()
+
+    def __init__(self, name: str, env: NodeEnv, ctx: zmq.Context) -> None:
+        self.name = name
+        self.env = env
+        self.ctx = ctx
+        self.log = logger.bind(actor=name, node=env.node_id, pid=os.getpid())
+        self.counters: Counter[str] = Counter()
+        self._rt: _Runtime | None = None
+
+    # -- hooks ---------------------------------------------------------------
+    def setup(self, now: float) -> None:
+        """Create sockets (register them with `watch`) and restore state."""
+
+    def handle_request(self, req: Request, now: float) -> Any:
+        raise RpcError("unknown_op", f"{self.name} has no operation {req.op!r}")
+
+    def on_event(self, event: dict[str, Any], now: float) -> None:
+        """A cluster event from the bus (only types in `subscriptions`)."""
+
+    def tick(self, now: float) -> None:
+        """Run whatever is due; called after every wake-up."""
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def shutdown(self, now: float) -> None:
+        """Graceful stop: say goodbye, write snapshots."""
+
+    def status(self) -> dict[str, Any]:
+        """Extra fields for `lbcluster status`."""
+        return {}
+
+    # -- services ------------------------------------------------------------
+    @property
+    def rt(self) -> _Runtime:
+        assert self._rt is not None, "runtime not attached"
+        return self._rt
+
+    def watch(self, sock: zmq.Socket | int, handler: Callable[[float], None]) -> None:
+        self.rt.handlers[sock] = handler
+        self.rt.poller.register(sock, zmq.POLLIN)
+
+    def unwatch(self, sock: zmq.Socket | int) -> None:
+        self.rt.handlers.pop(sock, None)
+        self.rt.poller.unregister(sock)
+
+    def publish(self, event_type: str, node_id: str, data: dict[str, Any]) -> None:
+        self.rt.push({"kind": "event", "event": make_event(event_type, node_id, data)})
+
+    def reply(self, req: Request, result: Any) -> None:
+        self.rt.rpc.send_multipart(reply_frames(req, result))
+
+    def fail(self, req: Request, code: str, message: str) -> None:
+        self.rt.rpc.send_multipart(error_frames(req, code, message))
+
+    def stop(self) -> None:
+        """Ask the loop to finish (graceful: `shutdown` still runs)."""
+        self.rt.running = False
+
+
+class _Runtime:
+    def __init__(self, actor: Actor, zygote_pid: int) -> None:
+        self.actor = actor
+        self.zygote_pid = zygote_pid
+        self.running = True
+        self.poller = zmq.Poller()
+        self.handlers: dict[Any, Callable[[float], None]] = {}
+        ctx, env = actor.ctx, actor.env
+        self.rpc = make_socket(ctx, zmq.ROUTER)
+        bind(self.rpc, env.rpc_endpoint(actor.name))
+        self.bus = make_socket(ctx, zmq.PUSH, hwm=10000)
+        self.bus.connect(env.bus_in)
+        self.sub: zmq.Socket | None = None
+        if actor.subscriptions:
+            self.sub = make_socket(ctx, zmq.SUB, hwm=100000)
+            for prefix in actor.subscriptions:
+                self.sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+            self.sub.connect(env.bus_out)
+        self.next_heartbeat = 0.0
+
+    def watch_signals(self) -> None:
+        """A signal must wake the poll: pyzmq resumes polling after a handler runs."""
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        self.poller.register(wake_r, zmq.POLLIN)
+        self.handlers[wake_r] = lambda now: _drain(wake_r)
+
+    def push(self, body: dict[str, Any]) -> None:
+        try:
+            self.bus.send(pack(body), zmq.NOBLOCK)
+        except zmq.Again:
+            self.actor.counters["bus_dropped"] += 1
+
+    def heartbeat(self, now: float) -> None:
+        if now < self.next_heartbeat:
+            return
+        self.next_heartbeat = now + HEARTBEAT_S
+        self.push({"kind": "heartbeat", "name": self.actor.name, "pid": os.getpid(),
+                   "counters": dict(self.actor.counters), "status": self.actor.status()})
+        if os.getppid() != self.zygote_pid:
+            self.actor.log.warning("supervisor gone; exiting")
+            os._exit(1)
+
+    def serve_rpc(self, now: float) -> None:
+        while self.rpc.poll(0, zmq.POLLIN):
+            frames = self.rpc.recv_multipart()
+            try:
+                req = parse_request_untrusted(frames)
+            except RpcError as exc:
+                self.actor.counters["rpc_malformed"] += 1
+                self.actor.log.bind(reason=exc.code).debug("dropped malformed request")
+                continue
+            self.dispatch(req, now)
+
+    def dispatch(self, req: Request, now: float) -> None:
+        actor = self.actor
+        try:
+            match req.op:
+                case "ping":
+                    result: Any = {"name": actor.name, "pid": os.getpid()}
+                case "counters":
+                    result = dict(actor.counters)
+                case _:
+                    result = actor.handle_request(req, now)
+        except RpcError as exc:
+            if req.id:
+                actor.fail(req, exc.code, exc.message)
+            return
+        except (ValueError, TypeError, KeyError) as exc:
+            if req.id:
+                actor.fail(req, "bad_request", str(exc))
+            return
+        if req.id and result is not DEFER:
+            actor.reply(req, result)
+
+    def read_events(self, now: float) -> None:
+        assert self.sub is not None
+        while self.sub.poll(0, zmq.POLLIN):
+            frames = self.sub.recv_multipart()
+            try:
+                event = unpack_untrusted(frames[-1])
+            except Exception:  # the bus is ours, but a bug must not kill the actor
+                self.actor.counters["bus_malformed"] += 1
+                continue
+            if isinstance(event, dict):
+                self.actor.on_event(event, now)
+
+    def run(self) -> int:
+        actor = self.actor
+        self.poller.register(self.rpc, zmq.POLLIN)
+        self.handlers[self.rpc] = self.serve_rpc
+        if self.sub is not None:
+            self.poller.register(self.sub, zmq.POLLIN)
+            self.handlers[self.sub] = self.read_events
+        actor.setup(time.monotonic())
+        self.push({"kind": "ready", "name": actor.name, "pid": os.getpid()})
+        while self.running:
+            now = time.monotonic()
+            self.heartbeat(now)
+            deadline = min(d for d in (actor.next_deadline(), self.next_heartbeat) if d is not None)
+            timeout_ms = max(0, int((deadline - now) * 1000) + 1)
+            for sock, _ in self.poller.poll(timeout_ms):
+                handler = self.handlers.get(sock)
+                if handler is not None:
+                    handler(time.monotonic())
+            actor.tick(time.monotonic())
+        actor.shutdown(time.monotonic())
+        return 0
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def configure_logging(cfg: Config) -> None:
+    logger.remove()
+    fmt = ("<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
+           "{extra[node]}/{extra[actor]} {message} {extra}")
+    logger.configure(extra={"node": "-", "actor": "-"})
+    logger.add(sys.stderr, level=cfg.log.level, serialize=cfg.log.json, format=fmt,
+               enqueue=False, backtrace=False, diagnose=False)
+
+
+def run_actor_process(actor_factory: Callable[[str, NodeEnv, zmq.Context], Actor],
+                      env: NodeEnv, name: str, zygote_pid: int) -> int:
+    """Entry point inside a freshly forked actor process."""
+    configure_logging(env.config)
+    ctx = zmq.Context()
+    actor = actor_factory(name, env, ctx)
+    runtime = _Runtime(actor, zygote_pid)
+    actor._rt = runtime
+
+    def on_term(signum: int, frame: Any) -> None:
+        runtime.running = False
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    runtime.watch_signals()
+    try:
+        return runtime.run()
+    except Exception:
+        actor.log.exception("actor crashed")
+        return 1
+    finally:
+        ctx.destroy(linger=0)
+        logger.complete()

@@ -1,0 +1,506 @@
+"""The node supervisor: one per node; owns every public socket, runs the actors.
+
+Theory of operation
+-------------------
+* Before it creates any ZeroMQ context the supervisor forks the *zygote*
+  (actors/zygote.py), which forks actor processes on request in a few
+  milliseconds. Then it binds the node's public face: the gossip and sync
+  ROUTERs (TCP, what peers dial), the events PUB and the control ROUTER.
+* The gossip and sync ROUTERs are forwarded to the actors over ipc by
+  `zmq.proxy` threads (C code, no GIL). The backend is a PUSH that
+  *connects* to the actor's endpoint, so while an actor restarts its
+  messages wait in the queue: to peers the node looks slow for a moment,
+  never gone, and its port never refuses a connection until the supervisor
+  itself dies. The membership actor's crash fast path relies on that.
+* Actors PUSH events and heartbeats to the supervisor's bus. The supervisor
+  stamps each event with ``source`` and a per-node ``seq`` and publishes it
+  both publicly and to the actors; it keeps the member and actor tables the
+  events describe, so a control-socket snapshot is exactly consistent with
+  a seq (the ZeroMQ guide's Clone pattern).
+* Restarts are one-for-one with the policy of actors/core/restart.py; an
+  actor that stops heartbeating is killed and restarted like a dead one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import zmq
+from loguru import logger
+
+from actors.config import Config, ConfigError, load_config
+from actors.core.restart import GiveUp, RestartPolicy
+from actors.node import make_actor, node_id_for, plan_actors
+from actors.rpc import (
+    AsyncClient,
+    Request,
+    RpcError,
+    error_frames,
+    parse_request_untrusted,
+    reply_frames,
+)
+from actors.runtime import NodeEnv, configure_logging, run_actor_process
+from actors.zygote import Zygote
+from transport.codec import DecodeError, pack, unpack_untrusted
+from transport.protocol import make_event
+from transport.sockets import BindError, bind, make_socket, private_umask, unix_socket_listening
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
+# Control ops answered by an actor: op prefix -> actor name.
+ROUTES = {"kv.": "provider.kv", "members": "membership", "metadata.": "membership",
+          "state": "anti_entropy", "provider.": None}
+FORWARD_TIMEOUT_S = 5.0
+
+
+@dataclass
+class ActorState:
+    name: str
+    pid: int | None = None
+    ready: bool = False
+    restarts: int = 0
+    history: list[float] = field(default_factory=list)
+    spawned_at: float = 0.0
+    exited_at: float | None = None
+    last_heartbeat: float = 0.0
+    restart_at: float | None = None
+    counters: dict[str, Any] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)
+    proc: psutil.Process | None = None
+
+
+class Supervisor:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        cfg.node.data_dir.mkdir(parents=True, exist_ok=True)
+        self.node_id = node_id_for(cfg)
+        self.env = NodeEnv(cfg, self.node_id, f"{os.getpid()}-{os.urandom(3).hex()}")
+        self.plan = plan_actors(cfg)
+        self.actors = {name: ActorState(name) for name in self.plan}
+        self.policy = RestartPolicy(cfg.supervisor.max_restarts,
+                                    cfg.supervisor.max_restarts_window_s)
+        self.seq = 0
+        self.members: dict[str, dict[str, Any]] = {}
+        self.stopping = False
+        self.exit_code = EXIT_OK
+        self.started = time.monotonic()
+        self.counters: dict[str, int] = {"events": 0, "control_requests": 0,
+                                         "bus_malformed": 0, "control_malformed": 0}
+        self.last_check = time.monotonic()
+
+    # -- startup -----------------------------------------------------------------
+    def start(self) -> None:
+        _refuse_if_running(self.cfg)
+        self.zygote = Zygote(lambda name, zpid: run_actor_process(
+            lambda n, env, ctx: make_actor(self.plan, n, env, ctx), self.env, name, zpid))
+        try:
+            self._bind_all()
+        except BindError as exc:
+            self.zygote.close()
+            raise ConfigError(self.cfg.path, self._key_for(exc.endpoint), str(exc)) from None
+        for state in self.actors.values():
+            self._spawn(state, time.monotonic())
+        logger.bind(node=self.node_id, gossip=self.gossip_endpoint).info("node started")
+
+    def _key_for(self, endpoint: str) -> str:
+        net, loc = self.cfg.network, self.cfg.local
+        keys = {net.gossip: "network.gossip", net.sync: "network.sync",
+                loc.events: "local.events", loc.control: "local.control"}
+        return keys.get(endpoint, "network")
+
+    def _bind_all(self) -> None:
+        self.ctx = zmq.Context()
+        cfg, env = self.cfg, self.env
+        self.events = make_socket(self.ctx, zmq.PUB, hwm=100000)
+        self.bus_out = make_socket(self.ctx, zmq.PUB, hwm=100000)
+        self.bus_in = make_socket(self.ctx, zmq.PULL, hwm=100000)
+        self.control = make_socket(self.ctx, zmq.ROUTER)
+        self.control.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        bind(self.events, cfg.local.events)
+        with private_umask():
+            bind(self.control, cfg.local.control)
+        bind(self.bus_out, env.bus_out)
+        bind(self.bus_in, env.bus_in)
+        self.gossip_endpoint = self._proxy(cfg.network.gossip, env.gossip_in, "gossip")
+        self.sync_endpoint = self._proxy(cfg.network.sync, env.sync_in, "sync")
+        self.clients = {name: AsyncClient.connect(self.ctx, env.rpc_endpoint(name))
+                        for name in self.actors}
+
+    def _proxy(self, public: str, internal: str, name: str) -> str:
+        front = make_socket(self.ctx, zmq.ROUTER, hwm=10000)
+        back = make_socket(self.ctx, zmq.PUSH, hwm=10000)
+        resolved = bind(front, public)
+        back.connect(internal)
+
+        def forward() -> None:
+            try:
+                zmq.proxy(front, back)
+            except zmq.ContextTerminated:
+                pass
+            finally:
+                front.close(linger=0)
+                back.close(linger=0)
+
+        threading.Thread(target=forward, name=f"proxy-{name}", daemon=True).start()
+        return resolved
+
+    # -- actors ------------------------------------------------------------------
+    def _spawn(self, state: ActorState, now: float) -> None:
+        state.spawned_at, state.ready, state.restart_at = now, False, None
+        state.pid = None
+        self.zygote.spawn(state.name)
+
+    def _by_pid(self, pid: int) -> ActorState | None:
+        return next((a for a in self.actors.values() if a.pid == pid), None)
+
+    def _on_zygote(self, now: float) -> None:
+        for msg in self.zygote.events.read():
+            match msg.get("op"):
+                case "spawned":
+                    state = self.actors[msg["name"]]
+                    state.pid, state.last_heartbeat = msg["pid"], now
+                    state.proc = None
+                case "spawn_failed":
+                    logger.bind(actor=msg["name"], error=msg["error"]).error("fork failed")
+                    self._actor_died(self.actors[msg["name"]], None, None, now)
+                case "exited":
+                    state = self._by_pid(msg["pid"])
+                    if state is not None:
+                        self._actor_died(state, msg["code"], msg["signal"], now)
+        if self.zygote.events.eof and not self.stopping:
+            logger.error("zygote died; every actor died with it; stopping")
+            self._begin_stop(EXIT_ERROR)
+
+    def _actor_died(self, state: ActorState, code: int | None, sig: int | None,
+                    now: float) -> None:
+        pid, state.pid, state.ready, state.exited_at = state.pid, None, False, now
+        self.emit("actor.exited", {"actor": state.name, "pid": pid, "exit_code": code,
+                                   "signal": sig, "restarts": state.restarts})
+        if self.stopping:
+            return
+        logger.bind(actor=state.name, pid=pid, code=code, signal=sig).warning("actor exited")
+        verdict = self.policy.decide(tuple(state.history), now)
+        if isinstance(verdict, GiveUp):
+            self.emit("actor.gave_up", {"actor": state.name, "restarts": state.restarts,
+                                        "window_s": self.policy.window_s})
+            logger.bind(actor=state.name, restarts=verdict.restarts_in_window).error(
+                "actor keeps dying; giving up and stopping the node")
+            self._begin_stop(EXIT_ERROR)
+            return
+        state.history.append(now)
+        state.restart_at = now + verdict.delay_s
+
+    def _on_ready(self, msg: dict[str, Any], now: float) -> None:
+        state = self.actors.get(str(msg.get("name")))
+        if state is None or state.pid != msg.get("pid"):
+            return
+        state.ready, state.last_heartbeat = True, now
+        data = {"actor": state.name, "pid": state.pid, "restarts": state.restarts}
+        self.emit("actor.started", data)
+        if state.restarts and state.exited_at is not None:
+            self.emit("actor.restarted",
+                      {**data, "downtime_ms": round((now - state.exited_at) * 1000, 2)})
+
+    def _check_actors(self, now: float) -> None:
+        timeout = self.cfg.supervisor.heartbeat_timeout_s
+        if now - self.last_check > timeout / 2:
+            # We were paused (SIGSTOP, a stalled VM): the actors were too, so
+            # their silence says nothing. Start their heartbeat clocks afresh.
+            for state in self.actors.values():
+                state.last_heartbeat = now
+        self.last_check = now
+        for state in self.actors.values():
+            if state.restart_at is not None and now >= state.restart_at and not self.stopping:
+                state.restarts += 1
+                self._spawn(state, now)
+            elif state.pid and now - state.last_heartbeat > timeout:
+                logger.bind(actor=state.name, pid=state.pid).warning("actor hung; killing it")
+                _kill(state.pid, signal.SIGKILL)
+                state.last_heartbeat = now  # one kill per timeout; the exit report follows
+
+    # -- events ------------------------------------------------------------------
+    def emit(self, event_type: str, data: dict[str, Any], node_id: str | None = None) -> None:
+        self.publish(make_event(event_type, node_id or self.node_id, data))
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.seq += 1
+        event = {**event, "source": self.node_id, "seq": self.seq}
+        self._track(event)
+        frames = [str(event["type"]).encode(), pack(event)]
+        for sock in (self.events, self.bus_out):
+            with contextlib.suppress(zmq.Again):
+                sock.send_multipart(frames, zmq.NOBLOCK)
+        self.counters["events"] += 1
+
+    def _track(self, event: dict[str, Any]) -> None:
+        kind, data = str(event.get("type")), event.get("data")
+        if kind.startswith("node.") and isinstance(data, dict) and "node_id" in data:
+            self.members[str(data["node_id"])] = data
+
+    def _on_bus(self, now: float) -> None:
+        while self.bus_in.poll(0, zmq.POLLIN):
+            try:
+                msg = unpack_untrusted(self.bus_in.recv())
+            except DecodeError:
+                self.counters["bus_malformed"] += 1
+                continue
+            if not isinstance(msg, dict):
+                continue
+            match msg.get("kind"):
+                case "event" if isinstance(msg.get("event"), dict):
+                    self.publish(msg["event"])
+                case "heartbeat":
+                    self._on_heartbeat(msg, now)
+                case "ready":
+                    self._on_ready(msg, now)
+
+    def _on_heartbeat(self, msg: dict[str, Any], now: float) -> None:
+        state = self.actors.get(str(msg.get("name")))
+        if state is not None and state.pid == msg.get("pid"):
+            state.last_heartbeat = now
+            state.counters = msg.get("counters") or {}
+            state.status = msg.get("status") or {}
+
+    # -- control -----------------------------------------------------------------
+    def _on_control(self, now: float) -> None:
+        while self.control.poll(0, zmq.POLLIN):
+            frames = self.control.recv_multipart()
+            try:
+                req = parse_request_untrusted(frames)
+            except RpcError:
+                self.counters["control_malformed"] += 1
+                continue
+            self.counters["control_requests"] += 1
+            try:
+                result = self._control(req, now)
+            except RpcError as exc:
+                self.control.send_multipart(error_frames(req, exc.code, exc.message))
+                continue
+            if result is not None:
+                self.control.send_multipart(reply_frames(req, result))
+
+    def _control(self, req: Request, now: float) -> Any:
+        match req.op:
+            case "ping":
+                return {"node_id": self.node_id, "pid": os.getpid()}
+            case "status":
+                return self.status()
+            case "snapshot":
+                return {"seq": self.seq, "node_id": self.node_id,
+                        "members": list(self.members.values()), "actors": self._actor_rows()}
+            case "stop":
+                self._begin_stop(EXIT_OK)
+                return {"stopping": True}
+            case "leave":
+                return self._leave(req, now)
+        return self._forward(req, now)
+
+    def _route(self, op: str) -> str:
+        if op.startswith("provider."):
+            parts = op.split(".")
+            if len(parts) >= 3:
+                return f"provider.{parts[1]}"
+        for prefix, actor in ROUTES.items():
+            if actor and op.startswith(prefix):
+                return actor
+        raise RpcError("unknown_op", f"no such operation: {op}")
+
+    def _forward(self, req: Request, now: float, actor: str | None = None) -> None:
+        target = actor or self._route(req.op)
+        state = self.actors.get(target)
+        if state is None:
+            raise RpcError("unavailable", f"this node runs no {target} actor")
+        op = req.op.split(".", 2)[-1] if req.op.startswith("provider.") else req.op
+
+        def done(result: Any, error: RpcError | None) -> None:
+            if error is not None:
+                self.control.send_multipart(error_frames(req, error.code, error.message))
+            else:
+                self.control.send_multipart(reply_frames(req, result))
+
+        self.clients[target].request(op, req.args, now, FORWARD_TIMEOUT_S, done)
+        return None
+
+    def _leave(self, req: Request, now: float) -> None:
+        def done(result: Any, error: RpcError | None) -> None:
+            self.control.send_multipart(reply_frames(req, {"left": error is None}))
+            self._begin_stop(EXIT_OK)
+
+        if "membership" in self.actors:
+            self.clients["membership"].request("leave", {}, now, FORWARD_TIMEOUT_S, done)
+        else:
+            done({}, None)
+        return None
+
+    def _actor_rows(self) -> list[dict[str, Any]]:
+        return [{"name": a.name, "pid": a.pid, "ready": a.ready, "restarts": a.restarts}
+                for a in self.actors.values()]
+
+    def status(self) -> dict[str, Any]:
+        rows = []
+        for a in self.actors.values():
+            row: dict[str, Any] = {**{k: v for k, v in vars(a).items()
+                                      if k in ("name", "pid", "ready", "restarts")},
+                                   "counters": a.counters, "status": a.status}
+            row.update(_usage(a))
+            rows.append(row)
+        own = {"name": "supervisor", "pid": os.getpid(), "ready": True, "restarts": 0,
+               "counters": self.counters, "status": {}}
+        own.update(_usage_of(psutil.Process()))
+        return {"node_id": self.node_id, "cluster": self.cfg.node.cluster,
+                "gossip": self.gossip_endpoint, "sync": self.sync_endpoint,
+                "events": self.cfg.local.events, "uptime_s": round(time.monotonic()
+                                                                   - self.started, 3),
+                "seq": self.seq, "actors": [own, *rows]}
+
+    # -- loop --------------------------------------------------------------------
+    def run(self) -> int:
+        wake_r, wake_w = os.pipe()
+        for fd in (wake_r, wake_w):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._begin_stop(EXIT_OK))
+        poller = zmq.Poller()
+        handlers = {self.bus_in: self._on_bus, self.control: self._on_control,
+                    self.zygote.event_fd: self._on_zygote}
+        for client in self.clients.values():
+            handlers[client.sock] = lambda now, c=client: c.on_readable()
+        for sock in (*handlers, wake_r):
+            poller.register(sock, zmq.POLLIN)
+        while not self.stopping:
+            for sock, _ in poller.poll(100):
+                if sock == wake_r:
+                    _drain(wake_r)
+                elif sock in handlers:
+                    handlers[sock](time.monotonic())
+            now = time.monotonic()
+            self._check_actors(now)
+            for client in self.clients.values():
+                client.expire(now)
+        return self._shutdown()
+
+    def _begin_stop(self, code: int) -> None:
+        if not self.stopping:
+            self.stopping = True
+            self.exit_code = code
+
+    def _shutdown(self) -> int:
+        """Membership first (it says goodbye), then the rest; TERM, grace, KILL."""
+        grace = self.cfg.supervisor.stop_grace_s
+        first = [a for a in self.actors.values() if a.name == "membership"]
+        rest = [a for a in self.actors.values() if a.name != "membership"]
+        for group, wait_s in ((first, min(1.0, grace)), (rest, grace)):
+            for state in group:
+                if state.pid:
+                    _kill(state.pid, signal.SIGTERM)
+            self._await_exits(group, wait_s)
+        for state in self.actors.values():
+            if state.pid:
+                _kill(state.pid, signal.SIGKILL)
+        self._await_exits(list(self.actors.values()), 1.0)
+        self._on_bus(time.monotonic())
+        self.zygote.close()
+        for client in self.clients.values():
+            client.close()
+        for sock in (self.events, self.bus_out, self.bus_in, self.control):
+            sock.close(linger=0)
+        self.ctx.term()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.cfg.local.control[len("ipc://"):])
+        logger.bind(node=self.node_id, code=self.exit_code).info("node stopped")
+        return self.exit_code
+
+    def _await_exits(self, group: list[ActorState], wait_s: float) -> None:
+        deadline = time.monotonic() + wait_s
+        while any(a.pid for a in group) and time.monotonic() < deadline:
+            if not self.zygote.events.eof:
+                with contextlib.suppress(InterruptedError, OSError):
+                    import select
+
+                    select.select([self.zygote.event_fd], [], [], 0.05)
+            self._on_zygote(time.monotonic())
+            if self.zygote.events.eof:
+                break
+
+
+def _usage(a: ActorState) -> dict[str, Any]:
+    if not a.pid:
+        return {"cpu_percent": None, "rss_bytes": None, "pss_bytes": None}
+    if a.proc is None or a.proc.pid != a.pid:
+        try:
+            a.proc = psutil.Process(a.pid)
+        except psutil.Error:
+            return {"cpu_percent": None, "rss_bytes": None, "pss_bytes": None}
+    return _usage_of(a.proc)
+
+
+def _usage_of(proc: psutil.Process) -> dict[str, Any]:
+    try:
+        with proc.oneshot():
+            mem = proc.memory_full_info()
+            return {"cpu_percent": proc.cpu_percent(None), "rss_bytes": mem.rss,
+                    "pss_bytes": getattr(mem, "pss", None)}
+    except psutil.Error:
+        return {"cpu_percent": None, "rss_bytes": None, "pss_bytes": None}
+
+
+def _kill(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 4096):
+            pass
+
+
+def _refuse_if_running(cfg: Config) -> None:
+    """An ipc bind silently steals a live node's socket file: check first."""
+    path = cfg.local.control[len("ipc://"):]
+    if not os.path.exists(path):
+        return
+    if unix_socket_listening(path):
+        raise ConfigError(cfg.path, "local.control", f"a node is already running on {path}")
+    os.unlink(path)  # stale file of a node that died
+
+
+def run_node(config_path: str | Path) -> int:
+    """`lbcluster run -c FILE`: exit 0 after a clean stop, 1 on failure, 2 on bad config."""
+    try:
+        cfg = load_config(config_path)
+        configure_logging(cfg)
+        sup = Supervisor(cfg)
+        sup.start()
+    except ConfigError as exc:
+        print(f"lbcluster: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"lbcluster: {config_path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return sup.run()
+    finally:
+        logger.complete()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="supervisor.py", description="Run one lbcluster node.")
+    parser.add_argument("-c", "--config", required=True, help="node config file (TOML)")
+    args = parser.parse_args(argv)
+    return run_node(args.config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Shared fixtures: real nodes on 127.0.0.1 that are always stopped."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from actors.localcluster import LocalCluster
+from transport.codec import unpack_untrusted
+from transport.sockets import make_socket
+
+
+@pytest.fixture
+def clusters(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
+    """Build LocalClusters (not started); every one is stopped at teardown."""
+    made: list[LocalCluster] = []
+
+    def make(count: int = 1, **kwargs: Any) -> LocalCluster:
+        cluster = LocalCluster(tmp_path / f"c{len(made)}", count, **kwargs)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop()
+
+
+class Subscriber:
+    """Collects events from one or more nodes' event sockets."""
+
+    def __init__(self, endpoints: list[str], prefixes: tuple[str, ...] = ("",)) -> None:
+        self.ctx = zmq.Context()
+        self.sock = make_socket(self.ctx, zmq.SUB, hwm=100000)
+        for prefix in prefixes:
+            self.sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        for endpoint in endpoints:
+            self.sock.connect(endpoint)
+        self.events: list[dict[str, Any]] = []
+
+    def pump(self, wait_s: float = 0.05) -> None:
+        while self.sock.poll(int(wait_s * 1000), zmq.POLLIN):
+            self.events.append(unpack_untrusted(self.sock.recv_multipart()[-1]))
+            wait_s = 0
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 20.0,
+                 count: int = 1) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            matched = [e for e in self.events if predicate(e)]
+            if len(matched) >= count:
+                return matched
+            if time.monotonic() > deadline:
+                kinds = [(e.get("type"), e.get("node_id")) for e in self.events][-30:]
+                raise AssertionError(f"timed out waiting for events; last seen: {kinds}")
+            self.pump(0.1)
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+        self.ctx.term()
+
+
+@pytest.fixture
+def subscriber() -> Iterator[Callable[..., Subscriber]]:
+    made: list[Subscriber] = []
+
+    def make(endpoints: list[str], prefixes: tuple[str, ...] = ("",)) -> Subscriber:
+        sub = Subscriber(endpoints, prefixes)
+        made.append(sub)
+        time.sleep(0.1)  # let the subscription reach the publisher
+        return sub
+
+    yield make
+    for sub in made:
+        sub.close()
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0,
+               interval_s: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)

@@ -1,0 +1,126 @@
+"""The node runtime with real processes: supervisor, zygote, actors, events, control."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _actor_pids(node) -> dict[str, int]:
+    return {a["name"]: a["pid"] for a in node.request("snapshot")["actors"] if a["pid"]}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_subscriber_sees_actor_started_for_every_actor(clusters, subscriber):
+    cluster = clusters(1)
+    node = cluster.nodes[0]
+    sub = subscriber([node.events])
+    cluster.start()
+    names = set(_actor_pids(node))
+    started = sub.wait_for(lambda e: e["type"] == "actor.started", count=len(names))
+    assert {e["data"]["actor"] for e in started} == names
+    assert all(e["source"] == "n0" and e["node_id"] == "n0" for e in started)
+    seqs = [e["seq"] for e in sub.events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_kill_9_of_each_actor_is_restarted_and_the_subscriber_stays_connected(
+        clusters, subscriber):
+    cluster = clusters(1).start()
+    node = cluster.nodes[0]
+    sub = subscriber([node.events], ("actor.",))
+    for name, pid in _actor_pids(node).items():
+        os.kill(pid, signal.SIGKILL)
+        restarted = sub.wait_for(lambda e, n=name: e["type"] == "actor.restarted"
+                                 and e["data"]["actor"] == n)
+        assert restarted[-1]["data"]["pid"] != pid
+        exited = sub.wait_for(lambda e, n=name: e["type"] == "actor.exited"
+                              and e["data"]["actor"] == n)
+        assert exited[-1]["data"]["signal"] == signal.SIGKILL
+    node.wait_ready()
+    rows = {a["name"]: a for a in node.request("status")["actors"]}
+    assert all(rows[name]["restarts"] == 1 for name in _actor_pids(node))
+
+
+def test_kill_9_of_the_supervisor_leaves_no_actor_alive(clusters):
+    cluster = clusters(1).start()
+    node = cluster.nodes[0]
+    pids = list(_actor_pids(node).values())
+    assert pids and all(_alive(p) for p in pids)
+    node.signal(signal.SIGKILL)
+    wait_until(lambda: not any(_alive(p) for p in pids), timeout_s=5,
+               what="actors to die with their supervisor")
+
+
+def test_sigterm_stops_the_node_cleanly(clusters):
+    cluster = clusters(1).start()
+    node = cluster.nodes[0]
+    pids = list(_actor_pids(node).values())
+    node.signal(signal.SIGTERM)
+    assert node.proc.wait(20) == 0
+    assert not any(_alive(p) for p in pids)
+    assert not Path(node.control[len("ipc://"):]).exists()
+
+
+def test_a_hung_actor_is_killed_and_restarted(clusters, subscriber):
+    cluster = clusters(1, extra={"supervisor": {"heartbeat_timeout_s": 1.0}}).start()
+    node = cluster.nodes[0]
+    sub = subscriber([node.events], ("actor.",))
+    pid = _actor_pids(node)["provider.kv"]
+    os.kill(pid, signal.SIGSTOP)
+    sub.wait_for(lambda e: e["type"] == "actor.restarted"
+                 and e["data"]["actor"] == "provider.kv")
+    assert not _alive(pid)
+
+
+def test_an_actor_that_keeps_dying_makes_the_node_give_up(clusters, subscriber):
+    cluster = clusters(1, extra={"supervisor": {"max_restarts": 1}}).start()
+    node = cluster.nodes[0]
+    sub = subscriber([node.events], ("actor.",))
+    for _ in range(2):
+        pid = wait_until(lambda: _actor_pids(node).get("provider.kv"), what="kv actor")
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda p=pid: not _alive(p), what="kv actor to die")
+        time.sleep(0.3)
+    sub.wait_for(lambda e: e["type"] == "actor.gave_up")
+    assert node.proc.wait(20) == 1
+
+
+def test_kv_writes_survive_a_kill_9_of_the_provider_actor(clusters):
+    cluster = clusters(1).start()
+    node = cluster.nodes[0]
+    for i in range(50):
+        node.request("kv.set", {"key": f"k{i}", "value": {"n": i}})
+    node.request("kv.del", {"key": "k7"})
+    os.kill(_actor_pids(node)["provider.kv"], signal.SIGKILL)
+    wait_until(lambda: node.request("snapshot")["actors"] and all(
+        a["ready"] for a in node.request("snapshot")["actors"]), what="restart")
+    assert node.request("kv.get", {"key": "k42"})["value"] == {"n": 42}
+    assert node.request("kv.get", {"key": "k7"})["found"] is False
+
+
+def test_a_second_node_on_the_same_control_socket_is_refused(clusters):
+    cluster = clusters(1).start()
+    node = cluster.nodes[0]
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "supervisor", "-c", str(node.config_path)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "already running" in result.stderr
+    assert node.request("ping")["node_id"] == "n0"

@@ -1,0 +1,108 @@
+"""Config loading: valid files become frozen dataclasses; mistakes become ConfigError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actors.config import ConfigError, advertised, load_config
+
+BASE = """
+[node]
+id = "a"
+cluster = "c1"
+data_dir = "data/a"
+[network]
+gossip = "tcp://127.0.0.1:7946"
+sync = "tcp://127.0.0.1:7947"
+seeds = ["tcp://127.0.0.1:7956"]
+[local]
+events = "tcp://127.0.0.1:7948"
+control = "ipc://data/a/control.sock"
+"""
+
+
+def write(tmp_path: Path, extra: str = "", base: str = BASE) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text(base + "\n" + extra)
+    return path
+
+
+def test_a_minimal_config_loads_with_defaults(tmp_path):
+    cfg = load_config(write(tmp_path))
+    assert cfg.node.id == "a" and cfg.node.cluster == "c1"
+    assert cfg.node.data_dir == (tmp_path / "data/a").resolve()
+    assert cfg.local.control == f"ipc://{(tmp_path / 'data/a/control.sock').resolve()}"
+    assert cfg.membership_profile == "lan"
+    assert cfg.supervisor.max_restarts == 5
+    assert cfg.providers == ()
+
+
+def test_providers_keep_their_options(tmp_path):
+    cfg = load_config(write(tmp_path, '[[providers]]\ntype = "kv"\noptions = { a = 1 }\n'))
+    assert cfg.providers[0].type == "kv" and cfg.providers[0].options == {"a": 1}
+    assert cfg.providers[0].actor_name == "provider.kv"
+
+
+@pytest.mark.parametrize(("extra", "key"), [
+    ("[nodes]\nx = 1", "nodes"),
+    ("[supervisor]\nmax_restarts = true", "supervisor.max_restarts"),
+    ("[supervisor]\nmax_restarts = -1", "supervisor.max_restarts"),
+    ("[supervisor]\nmax_restarts_window_s = 0", "supervisor.max_restarts_window_s"),
+    ("[log]\nlevel = 'LOUD'", "log.level"),
+    ("[[providers]]\ntype = 'kv'\n[[providers]]\ntype = 'kv'", "providers[1].type"),
+    ("[[providers]]\nmodule = 'x:Y'", "providers[0].type"),
+    ("[[providers]]\ntype = 'x'\nmodule = 'no_colon'", "providers[0].module"),
+    ("[security]\ncurve_secret_key_file = 'missing.key'", "security.curve_secret_key_file"),
+])
+def test_mistakes_name_the_key(tmp_path, extra, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, extra))
+    assert info.value.key == key
+    assert str(info.value).startswith(str(tmp_path / "node.toml"))
+
+
+@pytest.mark.parametrize(("old", "new", "key"), [
+    ('gossip = "tcp://127.0.0.1:7946"', 'gossip = "udp://x:1"', "network.gossip"),
+    ('gossip = "tcp://127.0.0.1:7946"', 'gossip = "tcp://127.0.0.1:99999"', "network.gossip"),
+    ('sync = "tcp://127.0.0.1:7947"', 'sync = "tcp://127.0.0.1:7946"', "network.sync"),
+    ('seeds = ["tcp://127.0.0.1:7956"]', 'seeds = ["nope"]', "network.seeds[0]"),
+    ('control = "ipc://data/a/control.sock"', 'control = "tcp://127.0.0.1:1"', "local.control"),
+    ('cluster = "c1"', 'cluster = "has space"', "node.cluster"),
+    ('data_dir = "data/a"\n', "", "node.data_dir"),
+])
+def test_bad_values_name_the_key(tmp_path, old, new, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, base=BASE.replace(old, new)))
+    assert info.value.key == key
+
+
+def test_a_long_ipc_path_is_refused(tmp_path):
+    base = BASE.replace("ipc://data/a/control.sock", "ipc://" + "d" * 120 + "/c.sock")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, base=base))
+    assert info.value.key == "local.control"
+
+
+def test_missing_and_unreadable_files_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml")
+    (tmp_path / "dir.toml").mkdir()
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "dir.toml")
+
+
+def test_advertised_replaces_only_the_host():
+    assert advertised("tcp://0.0.0.0:7946", "10.0.0.5") == "tcp://10.0.0.5:7946"
+    assert advertised("tcp://127.0.0.1:7946", None) == "tcp://127.0.0.1:7946"
+
+
+def test_binding_every_interface_needs_an_advertised_host(tmp_path):
+    base = BASE.replace("tcp://127.0.0.1:7946", "tcp://0.0.0.0:7946")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, base=base))
+    assert info.value.key == "network.advertise_host"
+    cfg = load_config(write(tmp_path, base=base.replace(
+        'seeds =', 'advertise_host = "10.1.2.3"\nseeds =')))
+    assert cfg.network.advertise_host == "10.1.2.3"

@@ -1,0 +1,85 @@
+"""ZeroMQ socket helpers: the only place that sets socket options.
+
+Every socket gets LINGER 0 (a closing actor must never hang on unsent data),
+bounded high-water marks, and MAXMSGSIZE (a peer sending more is
+disconnected by libzmq before a byte reaches Python). Binding errors become
+`BindError` naming the endpoint, so a port in use is one clear line.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import zmq
+
+DEFAULT_HWM = 1000
+DEFAULT_MAXMSGSIZE = 4 << 20
+
+
+class BindError(Exception):
+    def __init__(self, endpoint: str, reason: str) -> None:
+        self.endpoint = endpoint
+        self.reason = reason
+        super().__init__(f"cannot bind {endpoint}: {reason}")
+
+
+def make_socket(ctx: zmq.Context, kind: int, *, hwm: int = DEFAULT_HWM,
+                maxmsgsize: int = DEFAULT_MAXMSGSIZE, immediate: bool = False) -> zmq.Socket:
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, maxmsgsize)
+    if immediate:
+        # Queue only to completed connections: nothing piles up for an absent peer.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+    return sock
+
+
+def bind(sock: zmq.Socket, endpoint: str) -> str:
+    """Bind and return the resolved endpoint (the real port for tcp://host:0)."""
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise BindError(endpoint, "address already in use") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise BindError(endpoint, "address not available on this host") from None
+        if exc.errno == errno.ENAMETOOLONG:
+            raise BindError(endpoint, "ipc path too long") from None
+        raise BindError(endpoint, exc.strerror or str(exc)) from None
+    last = sock.getsockopt(zmq.LAST_ENDPOINT)
+    return last.decode() if isinstance(last, bytes) else str(last)
+
+
+@contextmanager
+def private_umask() -> Iterator[None]:
+    """Files created inside (ipc socket files) are readable by their owner only."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def abstract_endpoint(namespace: str, name: str) -> str:
+    """A Linux abstract-namespace ipc endpoint: no file to clean up, and a
+    second bind fails instead of silently stealing the first (zmq_ipc)."""
+    return f"ipc://@lbc/{namespace}/{name}"
+
+
+def unix_socket_listening(path: str) -> bool:
+    """True when a process accepts connections on this Unix socket file."""
+    import socket
+
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
