@@ -24,6 +24,7 @@ Theory of operation
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -55,9 +56,6 @@ from transport.protocol import make_event
 from transport.sockets import BindError, bind, make_socket, private_umask, unix_socket_listening
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
-# Control ops answered by an actor: op prefix -> actor name.
-ROUTES = {"kv.": "provider.kv", "members": "membership", "metadata.": "membership",
-          "state": "anti_entropy", "provider.": None}
 FORWARD_TIMEOUT_S = 5.0
 
 
@@ -172,9 +170,9 @@ class Supervisor:
                     logger.bind(actor=msg["name"], error=msg["error"]).error("fork failed")
                     self._actor_died(self.actors[msg["name"]], None, None, now)
                 case "exited":
-                    state = self._by_pid(msg["pid"])
-                    if state is not None:
-                        self._actor_died(state, msg["code"], msg["signal"], now)
+                    dead = self._by_pid(msg["pid"])
+                    if dead is not None:
+                        self._actor_died(dead, msg["code"], msg["signal"], now)
         if self.zygote.events.eof and not self.stopping:
             logger.error("zygote died; every actor died with it; stopping")
             self._begin_stop(EXIT_ERROR)
@@ -303,22 +301,24 @@ class Supervisor:
                 return self._leave(req, now)
         return self._forward(req, now)
 
-    def _route(self, op: str) -> str:
+    def _route(self, op: str) -> tuple[str, str]:
+        """The actor that serves a control op, and the op as that actor names it."""
         if op.startswith("provider."):
-            parts = op.split(".")
-            if len(parts) >= 3:
-                return f"provider.{parts[1]}"
-        for prefix, actor in ROUTES.items():
-            if actor and op.startswith(prefix):
-                return actor
+            kind, _, inner = op[len("provider."):].partition(".")
+            if kind and inner:
+                return f"provider.{kind}", inner
+        if op.startswith("kv."):
+            return "provider.kv", op[len("kv."):]
+        if op == "members" or op.startswith("metadata."):
+            return "membership", op
+        if op == "state":
+            return "anti_entropy", op
         raise RpcError("unknown_op", f"no such operation: {op}")
 
-    def _forward(self, req: Request, now: float, actor: str | None = None) -> None:
-        target = actor or self._route(req.op)
-        state = self.actors.get(target)
-        if state is None:
+    def _forward(self, req: Request, now: float) -> None:
+        target, op = self._route(req.op)
+        if target not in self.actors:
             raise RpcError("unavailable", f"this node runs no {target} actor")
-        op = req.op.split(".", 2)[-1] if req.op.startswith("provider.") else req.op
 
         def done(result: Any, error: RpcError | None) -> None:
             if error is not None:
@@ -327,7 +327,6 @@ class Supervisor:
                 self.control.send_multipart(reply_frames(req, result))
 
         self.clients[target].request(op, req.args, now, FORWARD_TIMEOUT_S, done)
-        return None
 
     def _leave(self, req: Request, now: float) -> None:
         def done(result: Any, error: RpcError | None) -> None:
@@ -373,7 +372,7 @@ class Supervisor:
         handlers = {self.bus_in: self._on_bus, self.control: self._on_control,
                     self.zygote.event_fd: self._on_zygote}
         for client in self.clients.values():
-            handlers[client.sock] = lambda now, c=client: c.on_readable()
+            handlers[client.sock] = functools.partial(_on_readable, client)
         for sock in (*handlers, wake_r):
             poller.register(sock, zmq.POLLIN)
         while not self.stopping:
@@ -430,6 +429,10 @@ class Supervisor:
             self._on_zygote(time.monotonic())
             if self.zygote.events.eof:
                 break
+
+
+def _on_readable(client: AsyncClient, now: float) -> None:
+    client.on_readable()
 
 
 def _usage(a: ActorState) -> dict[str, Any]:

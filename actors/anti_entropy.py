@@ -20,8 +20,10 @@ never blocking (a slow peer drops its own messages, not everyone's).
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -31,6 +33,7 @@ from actors.core.antientropy import AntiEntropy, Outbound, ae_config_for
 from actors.core.store import Store
 from actors.rpc import AsyncClient, Request, RpcError
 from actors.runtime import Actor, NodeEnv
+from actors.views import state_row
 from transport.codec import DecodeError, decode_untrusted, encode
 from transport.protocol import (
     LamportClock,
@@ -69,7 +72,7 @@ class AntiEntropyActor(Actor):
         for spec in self.env.config.providers:
             client = AsyncClient.connect(self.ctx, self.env.rpc_endpoint(spec.actor_name))
             self.providers[spec.type] = client
-            self.watch(client.sock, lambda now, c=client: c.on_readable())
+            self.watch(client.sock, _readable(client))
             client.request("sync_state", {}, now, RPC_TIMEOUT_S, self._on_provider_state)
         self.membership = AsyncClient.connect(self.ctx, self.env.rpc_endpoint("membership"))
         self.watch(self.membership.sock, lambda now: self.membership.on_readable())
@@ -130,7 +133,7 @@ class AntiEntropyActor(Actor):
                 continue
             client.request("apply", {"states": [syncable_state_to_map(s) for s in batch]},
                            now, RPC_TIMEOUT_S,
-                           lambda result, error, b=batch: self._on_applied(b, result, error))
+                           functools.partial(self._on_applied, batch))
 
     def _on_applied(self, batch: list[SyncableState], result: Any,
                     error: RpcError | None) -> None:
@@ -155,7 +158,7 @@ class AntiEntropyActor(Actor):
                 return {"accepted": len(states)}
             case "state":
                 wanted = req.args.get("type")
-                return [syncable_state_to_map(s) for s in self.store.items(wanted)
+                return [state_row(s) for s in self.store.items(wanted)
                         if not is_tombstone(s) or req.args.get("tombstones")]
         raise RpcError("unknown_op", f"anti_entropy has no operation {req.op!r}")
 
@@ -165,7 +168,7 @@ class AntiEntropyActor(Actor):
             client.expire(now)
 
     def next_deadline(self) -> float | None:
-        deadlines = [self.core.next_deadline()]
+        deadlines: list[float | None] = [self.core.next_deadline()]
         deadlines += [c.next_deadline() for c in (*self.providers.values(), self.membership)]
         return min((d for d in deadlines if d is not None), default=None)
 
@@ -189,6 +192,10 @@ class AntiEntropyActor(Actor):
     def status(self) -> dict[str, Any]:
         return {"peers": len(self.peers), "keys": len(self.store.digest()),
                 "core": dict(self.core.counters)}
+
+
+def _readable(client: AsyncClient) -> Callable[[float], None]:
+    return lambda now: client.on_readable()
 
 
 def _states(raw: Any) -> list[SyncableState]:

@@ -79,6 +79,8 @@ class LocalNode:
     profile: str = "local"
     providers: list[Mapping[str, Any]] = field(default_factory=lambda: [{"type": "kv"}])
     extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Runs the node under another command, e.g. ["ip", "netns", "exec", "hostA"].
+    wrapper: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -111,7 +113,7 @@ class LocalNode:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it from here
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "supervisor", "-c", str(self.config_path)],
+                [*self.wrapper, sys.executable, "-m", "supervisor", "-c", str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         finally:

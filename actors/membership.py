@@ -22,6 +22,7 @@ members it knew even when its seeds are down.
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from actors.core.snapshot import SnapshotError, load_snapshot, save_snapshot
 from actors.core.timing import timing_for
 from actors.rpc import Request, RpcError
 from actors.runtime import Actor, NodeEnv
+from actors.views import member_row
 from transport.codec import DecodeError, decode_untrusted, encode
 from transport.protocol import NodeInfo, ProtocolError, map_to_node_info, node_info_to_map
 from transport.sockets import bind, make_socket
@@ -142,7 +144,7 @@ class MembershipActor(Actor):
         sock.connect(address)
         peer = Peer(address, sock, monitor)
         self.peers[address] = peer
-        self.watch(monitor, lambda now, p=peer: self._on_monitor(p, now))
+        self.watch(monitor, functools.partial(self._on_monitor, peer))
         return peer
 
     def _on_monitor(self, peer: Peer, now: float) -> None:
@@ -243,8 +245,3 @@ class MembershipActor(Actor):
         self.saved_incarnation = self.core.incarnation()
         self.next_save = now + SAVE_EVERY_S
 
-
-def member_row(node: NodeInfo, status: str, incarnation: int) -> dict[str, Any]:
-    """The public shape of a member (events' data, `lbcluster members --json`)."""
-    return {"node_id": node.node_id, "address": node.address, "metadata": dict(node.metadata),
-            "status": status, "incarnation": incarnation}

@@ -26,6 +26,7 @@ from actors.config import ProviderSpec
 from actors.journal import StateJournal
 from actors.rpc import AsyncClient, Request, RpcError
 from actors.runtime import Actor, NodeEnv
+from actors.views import state_row
 from transport.protocol import (
     LamportClock,
     ProtocolError,
@@ -101,7 +102,7 @@ class ProviderActor(Actor):
                 self.provider.on_node_failure(str(req.args["node_id"]))
                 return {}
             case "state":
-                return [syncable_state_to_map(s) for s in self.provider.get_sync_state()
+                return [state_row(s) for s in self.provider.get_sync_state()
                         if not is_tombstone(s) or req.args.get("tombstones")]
         command = getattr(self.provider, f"cmd_{req.op}", None)
         if command is None:
@@ -121,10 +122,10 @@ class ProviderActor(Actor):
                 rejected += 1
         for s in states:
             self.clock.update(s.version)
-        result = dict(self.provider.apply_remote_state(states))
-        result["rejected"] = result.get("rejected", 0) + rejected
+        result = self.provider.apply_remote_state(states)
         self._publish_changes(now, local=False)
-        return result
+        return {"applied": result["applied"], "conflicts": result["conflicts"],
+                "rejected": result["rejected"] + rejected}
 
     def on_event(self, event: dict[str, Any], now: float) -> None:
         node_id, data = event.get("node_id"), event.get("data")
@@ -173,10 +174,9 @@ class ProviderActor(Actor):
         if self.journal.records >= COMPACT_EVERY:
             self.journal.compact(self.provider.get_sync_state())
         for s in changed:
-            self.publish("state.changed", s.source_node, {
-                "state_type": s.state_type, "key": s.key, "version": s.version,
-                "source_node": s.source_node, "deleted": is_tombstone(s),
-            })
+            row = state_row(s)
+            del row["value"]  # events say what changed; the value is one `state` away
+            self.publish("state.changed", s.source_node, row)
         self.counters["local_writes" if local else "remote_applied"] += len(changed)
         if local and self.ae is not None:
             self.ae.notify("local", {"states": [syncable_state_to_map(s) for s in changed]})

@@ -146,6 +146,7 @@ class AsyncClient:
     def on_readable(self) -> None:
         while self.sock.poll(0, zmq.POLLIN):
             frame = self.sock.recv()
+            rid: int | None
             try:
                 rid, result = parse_reply_untrusted(frame)
                 error = None

@@ -201,6 +201,11 @@ class Membership:
         """Every known member, the local node included, sorted by node id."""
         return sorted((e.snapshot() for e in self._table.entries()), key=lambda m: m.node.node_id)
 
+    def suspicion_deadline(self, node_id: str) -> float | None:
+        """When the suspicion of `node_id` expires, or None if it is not suspect."""
+        entry = self._table.get(node_id)
+        return None if entry is None or entry.suspicion is None else entry.suspicion.deadline()
+
     def health_score(self) -> int:
         """Lifeguard local health score (0 = healthy)."""
         return self._awareness.score

@@ -25,17 +25,21 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_a_subscriber_sees_actor_started_for_every_actor(clusters, subscriber):
-    cluster = clusters(1)
+def test_a_subscriber_gets_events_newer_than_the_snapshot(clusters, subscriber):
+    cluster = clusters(1).start()
     node = cluster.nodes[0]
     sub = subscriber([node.events])
-    cluster.start()
-    names = set(_actor_pids(node))
-    started = sub.wait_for(lambda e: e["type"] == "actor.started", count=len(names))
-    assert {e["data"]["actor"] for e in started} == names
-    assert all(e["source"] == "n0" and e["node_id"] == "n0" for e in started)
+    snap = node.request("snapshot")
+    assert {a["name"] for a in snap["actors"]} >= {"membership", "anti_entropy", "provider.kv"}
+    assert all(a["ready"] for a in snap["actors"])
+    assert snap["seq"] >= len(snap["actors"])  # at least one actor.started each
+    for i in range(3):
+        node.request("kv.set", {"key": f"k{i}", "value": i})
+    changed = sub.wait_for(lambda e: e["type"] == "state.changed", count=3)
+    assert [e["data"]["key"] for e in changed] == ["k0", "k1", "k2"]
+    assert all(e["source"] == "n0" and e["node_id"] == "n0" for e in changed)
     seqs = [e["seq"] for e in sub.events]
-    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert seqs[0] > snap["seq"] and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
 
 def test_kill_9_of_each_actor_is_restarted_and_the_subscriber_stays_connected(

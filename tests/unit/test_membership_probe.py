@@ -2,69 +2,24 @@
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterable
-
 import pytest
-
-from actors.core.membership import Membership, Outbound
-from actors.core.timing import PROFILES
-from transport.protocol import (
-    GossipMessage,
-    NodeInfo,
-    alive_message,
-    make_message,
-    ping_ack_message,
-    ping_message,
-    ping_req_message,
+from test_membership_support import (
+    LAN,
+    ack,
+    extra,
+    gossip_items,
+    info,
+    make_core,
+    nack,
+    of_type,
+    seq_of,
+    start_probe,
+    status_of,
+    suspect_item,
+    target_index,
 )
 
-LAN = PROFILES["lan"]  # probe 1 s, timeout 0.5 s, 3 indirect checks
-
-
-def info(i: int) -> NodeInfo:
-    return NodeInfo(f"n{i}", f"tcp://n{i}:7946", {})
-
-
-def extra(i: int, inc: int = 0) -> dict[str, object]:
-    return {"addr": info(i).address, "inc": inc}
-
-
-def make_core(peers: Iterable[int] = (1,), seed: int = 0) -> Membership:
-    """n0 at time 0, knowing `peers` as alive at incarnation 0."""
-    core = Membership(info(0), LAN, random.Random(seed), 0.0)
-    for p in peers:
-        core.handle(alive_message(f"n{p}", 0, payload_extra=extra(p)), 0.0)
-    core.drain_events()
-    return core
-
-
-def of_type(out: list[Outbound], msg_type: str) -> list[Outbound]:
-    return [o for o in out if o.message.msg_type == msg_type]
-
-
-def start_probe(core: Membership) -> tuple[float, Outbound]:
-    """Tick until the next probe goes out; return its time and its ping."""
-    for _ in range(20):
-        now = core.next_deadline()
-        assert now is not None
-        pings = of_type(core.tick(now), "ping")
-        if pings:
-            assert len(pings) == 1
-            return now, pings[0]
-    raise AssertionError("no probe was sent")
-
-
-def ack(sender: int, seq: int, to: str = "n0") -> GossipMessage:
-    return ping_ack_message(f"n{sender}", to, seq, payload_extra=extra(sender))
-
-
-def nack(sender: int, seq: int) -> GossipMessage:
-    return make_message("ping-nack", f"n{sender}", "n0", payload={"seq": seq, **extra(sender)})
-
-
-def status_of(core: Membership, node_id: str) -> str:
-    return next(m.status for m in core.members() if m.node.node_id == node_id)
+from transport.protocol import make_message, ping_message, ping_req_message
 
 
 def test_a_probe_pings_the_member_and_its_ack_ends_the_probe_without_suspicion() -> None:
@@ -73,7 +28,7 @@ def test_a_probe_pings_the_member_and_its_ack_ends_the_probe_without_suspicion()
     assert ping.address == info(1).address
     assert ping.message.target == "n1"
     assert ping.message.payload is not None and ping.message.payload["addr"] == info(0).address
-    core.handle(ack(1, ping.message.payload["seq"]), t + 0.1)
+    core.handle(ack(1, seq_of(ping)), t + 0.1)
     out = core.tick(t + 1.0)
     assert not of_type(out, "ping-req")
     assert status_of(core, "n1") == "alive"
@@ -98,7 +53,7 @@ def test_a_ping_meant_for_another_node_id_is_ignored_and_counted() -> None:
 def test_no_ack_within_the_probe_timeout_sends_ping_req_through_k_other_members() -> None:
     core = make_core(peers=(1, 2, 3, 4, 5))
     t, ping = start_probe(core)
-    target, seq = ping.message.target, ping.message.payload["seq"]  # type: ignore[index]
+    target, seq = ping.message.target, seq_of(ping)
     assert of_type(core.tick(t + 0.49), "ping-req") == []
     reqs = of_type(core.tick(t + 0.5), "ping-req")
     assert len(reqs) == LAN.indirect_checks
@@ -113,9 +68,9 @@ def test_no_ack_within_the_probe_timeout_sends_ping_req_through_k_other_members(
 def test_an_ack_relayed_by_an_intermediary_saves_the_target() -> None:
     core = make_core(peers=(1, 2, 3, 4))
     t, ping = start_probe(core)
-    seq = ping.message.payload["seq"]  # type: ignore[index]
+    seq = seq_of(ping)
     reqs = of_type(core.tick(t + 0.5), "ping-req")
-    relay = int(reqs[0].message.target[1:])  # type: ignore[index]
+    relay = target_index(reqs[0])
     core.handle(ack(relay, seq), t + 0.7)
     core.tick(t + 1.0)
     assert status_of(core, ping.message.target or "") == "alive"
@@ -128,10 +83,10 @@ def test_a_failed_probe_suspects_the_target_and_each_missing_nack_costs_health(
 ) -> None:
     core = make_core(peers=(1, 2, 3, 4))
     t, ping = start_probe(core)
-    seq = ping.message.payload["seq"]  # type: ignore[index]
+    seq = seq_of(ping)
     reqs = of_type(core.tick(t + 0.5), "ping-req")
     for req in reqs[:nacks]:
-        core.handle(nack(int((req.message.target or "")[1:]), seq), t + 0.8)
+        core.handle(nack(target_index(req), seq), t + 0.8)
     core.tick(t + 1.0)
     assert status_of(core, ping.message.target or "") == "suspect"
     assert core.health_score() == score
@@ -152,7 +107,7 @@ def test_a_successful_probe_restores_one_health_point() -> None:
     core.tick(t + 0.5)
     (ping,) = of_type(core.tick(t + 1.0), "ping")  # failed (score 1); the next probe starts
     assert core.health_score() == 1
-    core.handle(ack(1, ping.message.payload["seq"]), t + 1.1)  # type: ignore[index]
+    core.handle(ack(1, seq_of(ping)), t + 1.1)
     assert core.health_score() == 0
 
 
@@ -160,7 +115,7 @@ def test_poor_health_stretches_the_probe_interval_but_not_the_probe_timeout() ->
     core = make_core(peers=(1, 2, 3))
     t, _ = start_probe(core)
     core.tick(t + 0.5)  # two ping-reqs, and no nack will come
-    (ping,) = of_type(core.tick(t + 1.0), "ping")  # failed: score 2, so this probe runs 3 s
+    assert of_type(core.tick(t + 1.0), "ping")  # failed: score 2, so this probe runs 3 s
     assert core.health_score() == 2
     start = t + 1.0
     assert of_type(core.tick(start + 0.49), "ping-req") == []
@@ -173,7 +128,7 @@ def test_poor_health_stretches_the_probe_interval_but_not_the_probe_timeout() ->
 def test_a_late_or_unknown_ack_is_dropped_and_counted(when: str) -> None:
     core = make_core(peers=(1,))
     t, ping = start_probe(core)
-    seq = ping.message.payload["seq"]  # type: ignore[index]
+    seq = seq_of(ping)
     if when == "unknown sequence":
         seq += 1000
     else:
@@ -190,11 +145,11 @@ def test_an_intermediary_pings_the_target_and_relays_its_ack_with_the_requesters
     req = ping_req_message("n1", "n0", "n2", 77, payload_extra=extra(1))
     (ping,) = of_type(core.handle(req, 0.0), "ping")
     assert ping.address == info(2).address
-    local_seq = ping.message.payload["seq"]  # type: ignore[index]
+    local_seq = seq_of(ping)
     (relayed,) = of_type(core.handle(ack(2, local_seq), 0.1), "ping-ack")
     assert relayed.address == info(1).address
     assert relayed.message.target == "n1"
-    assert relayed.message.payload["seq"] == 77  # type: ignore[index]
+    assert seq_of(relayed) == 77
     assert of_type(core.tick(1.0), "ping-nack") == []
 
 
@@ -204,7 +159,7 @@ def test_an_intermediary_that_hears_nothing_nacks_after_its_probe_timeout() -> N
     assert of_type(core.tick(0.49), "ping-nack") == []
     (sent,) = of_type(core.tick(0.5), "ping-nack")
     assert sent.address == info(1).address
-    assert sent.message.payload["seq"] == 77  # type: ignore[index]
+    assert seq_of(sent) == 77
 
 
 def test_an_intermediary_asked_about_a_stranger_uses_the_address_in_the_request() -> None:
@@ -219,9 +174,9 @@ def test_probes_visit_every_member_once_per_round() -> None:
     seen = []
     for _ in range(5):
         t, ping = start_probe(core)
-        seen.append(ping.message.target)
-        core.handle(ack(int((ping.message.target or "")[1:]), ping.message.payload["seq"]), t)  # type: ignore[index]
-    assert sorted(seen) == ["n1", "n2", "n3", "n4", "n5"]
+        seen.append(target_index(ping))
+        core.handle(ack(target_index(ping), seq_of(ping)), t)
+    assert sorted(seen) == [1, 2, 3, 4, 5]
 
 
 def test_a_probe_of_a_suspect_tells_it_that_it_is_suspected() -> None:
@@ -229,5 +184,4 @@ def test_a_probe_of_a_suspect_tells_it_that_it_is_suspected() -> None:
     core.handle(make_message("suspect", "n2", None,
                              payload={"node": "n1", "incarnation": 0, **extra(2)}), 0.0)
     _, ping = start_probe(core)
-    items = ping.message.payload["gossip"]  # type: ignore[index]
-    assert {"k": "suspect", "n": "n1", "i": 0, "f": "n0"} in items
+    assert suspect_item("n1", 0, "n0") in gossip_items([ping])

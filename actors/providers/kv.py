@@ -1,0 +1,214 @@
+"""The built-in `kv` provider: a plain replicated key/value map with tombstones.
+
+Every key is one `SyncableState` of type "kv" in a `Store`, so the version
+rules, conflicts, tombstone GC and the GC horizon are exactly the store's.
+Any node may write any key: the newest Lamport version wins, ties go to the
+greater source node. Deleting writes a tombstone, kept for
+`tombstone_grace_s` so a stale copy cannot bring the key back.
+
+Values are any msgpack-native value except None (None means deleted); keys
+are non-empty strings of at most `MAX_KEY_CHARS` characters; a local write's
+encoded value is bounded by the `max_value_bytes` option. Remote values are
+not held to this node's bound (the writer applied its own, and the wire codec
+bounds messages), so nodes with different options still converge.
+
+Time is an argument (`now`, monotonic seconds) everywhere except in the
+StateProvider method `apply_remote_state`, whose seed signature has none; it
+reads `now_fn`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import msgpack
+
+from actors.core.store import DEFAULT_TOMBSTONE_GRACE_S, Store, StoreSnapshotError
+from transport.protocol import (
+    ApplyResult,
+    LamportClock,
+    ProtocolError,
+    SyncableState,
+    check_u63,
+    is_tombstone,
+    state_key,
+    validate_value,
+)
+
+STATE_TYPE = "kv"
+MAX_KEY_CHARS = 256
+DEFAULT_MAX_VALUE_BYTES = 64 * 1024
+_OPTIONS = {"max_value_bytes", "tombstone_grace_s"}
+
+
+class KvError(ValueError):
+    """A bad key, value or option; `.reason` is a constant slug."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+class KvProvider:
+    """StateProvider for state_type "kv" (see the module docstring)."""
+
+    def __init__(self, node_id: str, clock: LamportClock,
+                 options: Mapping[str, Any] | None = None,
+                 now_fn: Callable[[], float] = time.monotonic) -> None:
+        opts = dict(options or {})
+        unknown = sorted(set(opts) - _OPTIONS)
+        if unknown:
+            raise KvError("unknown_option", f"{unknown[0]} (known: {', '.join(sorted(_OPTIONS))})")
+        self.node_id = node_id
+        self.clock = clock
+        self.max_value_bytes = int(_positive(opts, "max_value_bytes", DEFAULT_MAX_VALUE_BYTES,
+                                             integer=True))
+        self._store = Store(_positive(opts, "tombstone_grace_s", DEFAULT_TOMBSTONE_GRACE_S,
+                                      integer=False))
+        self._now_fn = now_fn
+        # Latest change per key since the last drain_changes(), for the provider host.
+        self._changes: dict[tuple[str, str], SyncableState] = {}
+
+    # -- the kv API ---------------------------------------------------------------------
+    def set(self, key: str, value: Any, now: float) -> SyncableState:
+        """Write `value` under `key`. Raises: KvError for a bad key or value."""
+        _check_key(key)
+        if value is None:
+            raise KvError("bad_value", "None is not a value (use delete)")
+        self._check_value(value)
+        return self._write(key, value, now)
+
+    def delete(self, key: str, now: float) -> SyncableState:
+        """Delete `key` (a tombstone is written even if the key is not held)."""
+        _check_key(key)
+        return self._write(key, None, now)
+
+    def get(self, key: str) -> Any | None:
+        state = self._store.get(STATE_TYPE, key)
+        return None if state is None else state.value
+
+    def state_of(self, key: str) -> SyncableState | None:
+        """The held state of `key`, a tombstone included."""
+        return self._store.get(STATE_TYPE, key)
+
+    def items(self) -> list[tuple[str, Any]]:
+        """Live (key, value) pairs, sorted by key."""
+        return sorted((s.key, s.value) for s in self._store.items(STATE_TYPE)
+                      if not is_tombstone(s))
+
+    # -- StateProvider ------------------------------------------------------------------
+    def provider_type(self) -> str:
+        return STATE_TYPE
+
+    def get_sync_state(self) -> list[SyncableState]:
+        return self._store.items(STATE_TYPE)
+
+    def get_state_digest(self) -> dict[tuple[str, str], int]:
+        return self._store.digest(STATE_TYPE)
+
+    def apply_remote_state(self, states: list[SyncableState]) -> ApplyResult:
+        result, _ = self.apply_remote(states, self._now_fn())
+        return result
+
+    def on_node_failure(self, node_id: str) -> None:
+        """Nothing to do: kv keys have no owner node."""
+
+    # -- host and persistence helpers ------------------------------------------------------
+    def apply_remote(self, states: Sequence[SyncableState], now: float
+                     ) -> tuple[ApplyResult, list[SyncableState]]:
+        """apply_remote_state with an explicit `now`; also returns the stored states."""
+        ours = [s for s in states if isinstance(s, SyncableState) and s.state_type == STATE_TYPE]
+        for state in ours:
+            try:  # Lamport receive rule, so later local writes are newer
+                self.clock.update(check_u63(state.version, "version"))
+            except ProtocolError:
+                continue  # the store rejects and counts it
+        self._store.gc(now)
+        result, changed = self._store.apply(ours, now)
+        result["rejected"] += len(states) - len(ours)  # not ours: wrong type or not a state
+        self._note(changed)
+        return result, changed
+
+    def drain_changes(self) -> list[SyncableState]:
+        """States changed (locally or remotely) since the last call, latest per key."""
+        changes, self._changes = list(self._changes.values()), {}
+        return changes
+
+    def gc(self, now: float) -> int:
+        return self._store.gc(now)
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """Msgpack-native: the store (with horizon and tombstone ages) and the clock."""
+        return {"store": self._store.snapshot(now), "clock": self.clock.current()}
+
+    def restore(self, snapshot: Mapping[str, Any], now: float) -> None:
+        """Load a `snapshot()`. Raises: StoreSnapshotError if it is malformed."""
+        if not isinstance(snapshot, Mapping) or not isinstance(snapshot.get("store"), Mapping):
+            raise StoreSnapshotError("bad_layout")
+        try:
+            clock = check_u63(snapshot.get("clock", 0), "clock")
+        except ProtocolError:
+            raise StoreSnapshotError("bad_clock") from None
+        self._store.restore(snapshot["store"], now)
+        self.clock.update(max([clock] + [s.version for s in self._store.items()]))
+
+    # -- commands (`lbcluster kv ...`, reached through the provider host) -----------------
+    def cmd_set(self, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        if "value" not in args:
+            raise KvError("bad_request", "set needs a value")
+        state = self.set(_check_key(args.get("key")), args["value"], now)
+        return {"key": state.key, "version": state.version}
+
+    def cmd_get(self, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        key = _check_key(args.get("key"))
+        state = self.state_of(key)
+        found = state is not None and not is_tombstone(state)
+        return {"key": key, "found": found, "value": state.value if state else None,
+                "version": state.version if found and state else None}
+
+    def cmd_del(self, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        key = _check_key(args.get("key"))
+        held = self.state_of(key)
+        state = self.delete(key, now)
+        return {"key": state.key, "version": state.version,
+                "existed": held is not None and not is_tombstone(held)}
+
+    # -- internals ------------------------------------------------------------------------
+    def _write(self, key: str, value: Any, now: float) -> SyncableState:
+        self._store.gc(now)
+        state = self._store.write(STATE_TYPE, key, value, self.clock, self.node_id, now)
+        self._note([state])
+        return state
+
+    def _note(self, states: Sequence[SyncableState]) -> None:
+        for state in states:
+            self._changes[state_key(state)] = state
+
+    def _check_value(self, value: Any) -> None:
+        try:
+            validate_value(value)
+            size = len(msgpack.packb(value, use_bin_type=True))
+        except (ProtocolError, TypeError, ValueError, OverflowError):
+            raise KvError("bad_value", "must be msgpack-native (str, int, float, bool, "
+                          "bytes, list, map with str keys)") from None
+        if size > self.max_value_bytes:
+            raise KvError("value_too_large",
+                          f"{size} bytes encoded, max_value_bytes is {self.max_value_bytes}")
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_CHARS:
+        raise KvError("bad_key", f"must be a non-empty string of at most {MAX_KEY_CHARS} "
+                      "characters")
+    return key
+
+
+def _positive(opts: Mapping[str, Any], name: str, default: float, *, integer: bool) -> float:
+    value = opts.get(name, default)
+    if (isinstance(value, bool) or not isinstance(value, int if integer else (int, float))
+            or not value > 0):
+        kind = "integer" if integer else "number"
+        raise KvError("bad_option", f"{name} must be a positive {kind}")
+    return value
