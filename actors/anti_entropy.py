@@ -109,11 +109,14 @@ class AntiEntropyActor(Actor):
         for _ in range(1000):
             if not self.inbox.poll(0, zmq.POLLIN):
                 break
+            frames = self.inbox.recv_multipart()
+            self.counters["bytes_received"] += len(frames[-1])
             try:
-                msg = decode_untrusted(self.inbox.recv_multipart(), self.cluster)
+                msg = decode_untrusted(frames, self.cluster)
             except DecodeError as exc:
                 self.counters[f"dropped.{exc.reason}"] += 1
                 continue
+            self.counters["received"] += 1
             result = self.core.handle(msg, now)
             self._send(result.replies)
             if result.to_apply:
@@ -184,8 +187,10 @@ class AntiEntropyActor(Actor):
                 sock.connect(endpoint)
                 self.dealers[out.peer] = sock
             try:
-                sock.send(encode(out.message, self.cluster), zmq.NOBLOCK)
+                data = encode(out.message, self.cluster)
+                sock.send(data, zmq.NOBLOCK)
                 self.counters["sent"] += 1
+                self.counters["bytes_sent"] += len(data)
             except zmq.Again:
                 self.counters["send_queue_full"] += 1
 

@@ -230,7 +230,10 @@ def format_event(event: dict[str, Any], colour: bool) -> str:
     text = f"{kind:<16}"
     if colour:
         text = f"\033[{COLOURS.get(kind, 0)}m{text}\033[0m"
-    data = event.get("data") or {}
+    data = dict(event.get("data") or {})
+    if isinstance(data.get("metadata"), dict):  # lbc.* keys are the library's own plumbing
+        data["metadata"] = {k: v for k, v in data["metadata"].items()
+                            if not str(k).startswith("lbc.")}
     detail = " ".join(f"{k}={_cell(v)}" for k, v in sorted(data.items())
                       if k not in ("node_id",) and v not in (None, {}, []))
     return (f"{stamp} [{event.get('source')} #{event.get('seq')}] {text} "

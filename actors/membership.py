@@ -105,6 +105,7 @@ class MembershipActor(Actor):
             if not self.inbox.poll(0, zmq.POLLIN):
                 break
             frames = self.inbox.recv_multipart()
+            self.counters["bytes_received"] += len(frames[-1])
             try:
                 msg = decode_untrusted(frames, self.cluster)
             except DecodeError as exc:
@@ -131,8 +132,10 @@ class MembershipActor(Actor):
         for out in outbound:
             peer = self.peers.get(out.address) or self._dial(out.address)
             try:
-                peer.sock.send(encode(out.message, self.cluster), zmq.NOBLOCK)
+                data = encode(out.message, self.cluster)
+                peer.sock.send(data, zmq.NOBLOCK)
                 self.counters["sent"] += 1
+                self.counters["bytes_sent"] += len(data)
             except zmq.Again:
                 self.counters["send_queue_full"] += 1
 

@@ -36,9 +36,11 @@ Theory of operation (pure: no sockets, no clock reads; randomness from the
   answered with `forget` too. Forgetting a live value puts a tombstone
   (version + 1, source = this node) in `to_apply`, so the provider drops it.
 * Fast push: `local_changes` pushes fresh states to `push_fanout` random
-  peers with {ae: "fast", hops: push_hops}; a receiver that finds them new
-  forwards them to `push_fanout` other peers with hops - 1 (never back to the
-  sender; nothing is sent with hops 0), so a change travels <= push_hops hops.
+  peers with {ae: "fast", hops: push_hops, seen: [ids]}; a receiver that finds
+  them new forwards them to `push_fanout` peers not in `seen` with hops - 1
+  (never back to the sender; nothing is sent with hops 0), so a change travels
+  <= push_hops hops. `seen` (the pusher, its targets and the `seen` it got)
+  steers forwards toward nodes the push has not reached yet.
 * Every message we build encodes to at most `max_chunk_bytes` and carries at
   most `max_states_per_message` states or digest entries (a single state
   larger than the bound travels alone). The core witnesses every version and
@@ -84,6 +86,7 @@ from transport.protocol import (
 )
 
 MIN_CHUNK_BYTES = 4096
+MAX_SEEN = 64  # node ids carried by a fast push to steer its forwards
 _U64 = 2**64 - 1
 # Envelope (magic, version, cluster <= 64 chars, tag), sender and target ids,
 # map keys and list headers: a generous allowance over the payload we size.
@@ -359,6 +362,7 @@ class AntiEntropy:
         if phase not in ("delta", "fast"):
             raise _Malformed("bad_phase")
         hops = _uint(payload, "hops", 64) if phase == "fast" else 0
+        seen = _seen(payload) if phase == "fast" else []
         forget = _forget_list(payload)
         wanted = list(msg.digest or {}) if msg.msg_type == "push-pull" else []
         self._witness(msg.states)
@@ -380,7 +384,7 @@ class AntiEntropy:
         send_back = [s for t, k in wanted if (s := self.store.get(t, k)) is not None]
         result.replies = self._delta_messages(msg.sender, send_back, {}, refused)
         if phase == "fast" and hops > 1:
-            result.replies += self._fast_push(changed, hops - 1, (msg.sender,))
+            result.replies += self._fast_push(changed, hops - 1, [msg.sender, *seen])
         return result
 
     def _forget(self, state_type: str, key: str, version: int,
@@ -416,14 +420,16 @@ class AntiEntropy:
         return out
 
     def _fast_push(self, states: Sequence[SyncableState], hops: int,
-                   exclude: Sequence[str]) -> list[Outbound]:
+                   seen: Sequence[str]) -> list[Outbound]:
         if not states or self.config.push_fanout == 0:
             return []
-        payload = {"ae": "fast", "hops": hops}
+        targets = self._sample(self.config.push_fanout, seen)
+        covered = sorted({self.node_id, *seen, *targets})[:MAX_SEEN]
+        payload = {"ae": "fast", "hops": hops, "seen": covered}
         ranges = self._split([_size(syncable_state_to_map(s)) for s in states], _size(payload))
         out = [self._message(peer, "push", states[lo:hi], None, payload)
-               for peer in self._sample(self.config.push_fanout, exclude) for lo, hi in ranges]
-        self.counters["forwarded" if exclude else "fast_pushes"] += len(out)
+               for peer in targets for lo, hi in ranges]
+        self.counters["forwarded" if seen else "fast_pushes"] += len(out)
         return out
 
     def _split(self, costs: list[int], overhead: int, first_reserve: int = 0
@@ -501,6 +507,13 @@ def _bucket_hashes(payload: Mapping[str, Any]) -> dict[int, int]:
     if len(rows) > DIGEST_BUCKETS:
         raise _Malformed("bad_b")
     return {_int(b, "bad_b", DIGEST_BUCKETS - 1): _int(h, "bad_b") for b, h in rows}
+
+
+def _seen(payload: Mapping[str, Any]) -> list[str]:
+    raw = payload.get("seen", [])
+    if not isinstance(raw, list) or len(raw) > MAX_SEEN:
+        raise _Malformed("bad_seen")
+    return [_str(node, "bad_seen") for node in raw]
 
 
 def _forget_list(payload: Mapping[str, Any]) -> list[tuple[str, str, int]]:

@@ -20,9 +20,10 @@ Theory of operation (SWIM, Lifeguard, memberlist `state.go`):
   it learns of the suspicion at once (Lifeguard buddy system).
 * Anti-entropy. A periodic "members" push-pull with one random alive member
   (period scaled past 32 nodes) and, every `gossip_to_dead_s`, with one
-  random dead member, so a healed partition merges by itself. Merging a
-  remote "dead" yields only a suspicion (memberlist `mergeState`). Dead and
-  left members are forgotten `reap_after_s` after their transition.
+  random dead member, so a healed partition merges by itself; a ping from a
+  member we never heard of (its join gossip missed us) triggers one at once.
+  Merging a remote "dead" yields only a suspicion (memberlist `mergeState`).
+  Dead and left members are forgotten `reap_after_s` after their transition.
 * Join and leave. `join` sends "join" to every seed until a "members"
   message (the join reply is the full table) arrives, with doubling backoff.
   `leave` marks the local node left at its current incarnation and tells up
@@ -38,9 +39,10 @@ backs a suspicion its timeout is `refused_timeout_s`, counted from when the
 evidence first reached this node, instead of the Lifeguard timer. A refusal
 reported by a member other than the suspicion's originator is also a
 Lifeguard confirmation. News that makes a suspicion refusal-backed is
-gossiped at once, not at the next round, so every survivor starts its short
-timer within a few network hops. `connection_ok(node_id)` withdraws this
-node's own refusal evidence (the Lifeguard timer resumes). Why it is safe:
+gossiped at once, not at the next round (and never to members whose
+connection was refused), so every survivor starts its short timer within a
+few network hops. `connection_ok(node_id)` withdraws this node's own
+refusal evidence (the Lifeguard timer resumes). Why it is safe:
 the gossip port is owned by the node's supervisor for its whole life (actor
 restarts never close it) and every actor exits within a second of the
 supervisor's death, so a refusal means the whole node process tree is
@@ -93,7 +95,7 @@ from actors.core.members import (
     reply_address,
     str_or_none,
     u63_or_none,
-)  # fmt: skip
+)
 from actors.core.timing import MembershipTiming, push_pull_scale
 from transport.protocol import (
     GossipMessage,
@@ -109,7 +111,7 @@ from transport.protocol import (
     ping_message,
     ping_req_message,
     validate_value,
-)  # fmt: skip
+)
 
 __all__ = ["Member", "MemberEvent", "Membership", "Outbound"]
 
@@ -167,7 +169,12 @@ class Membership:
         incarnation: int = 0,
         known: Iterable[NodeInfo] = (),
     ) -> None:
-        """`known`: peers remembered from a previous run; `join` contacts them with the seeds."""
+        """`known`: peers remembered from a previous run; `join` contacts them with the seeds.
+
+        Raises:
+            ValueError: `me.metadata` is not msgpack-native or exceeds `max_metadata_bytes`.
+        """
+        _checked_metadata(me.metadata, timing.max_metadata_bytes)
         self._t = timing
         self._rng = rng
         self._table = MemberTable(me, incarnation, now, timing)
@@ -266,11 +273,7 @@ class Membership:
             ValueError: not msgpack-native, larger than `max_metadata_bytes`,
                 or the node has left.
         """
-        meta = dict(metadata)
-        validate_value(meta, "metadata")  # ProtocolError is a ValueError
-        size = packed_size(meta)
-        if size > self._t.max_metadata_bytes:
-            raise ValueError(f"metadata is {size} bytes; the limit is {self._t.max_metadata_bytes}")
+        meta = _checked_metadata(metadata, self._t.max_metadata_bytes)
         if self._leaving:
             raise ValueError("the node has left the cluster")
         me = self._table.me
@@ -278,7 +281,7 @@ class Membership:
         me.incarnation += 1
         self._table.emit("node.updated", me)
         self._queue_self_alive()
-        return self._gossip_round(now)
+        return self._gossip_round()
 
     def connection_refused(self, node_id: str, now: float) -> list[Outbound]:
         """Crash evidence from the shell: see "Crash fast path" in the module docstring."""
@@ -321,7 +324,18 @@ class Membership:
                 out += self._on_members(msg, pl, now)
             case _:
                 self._count("rejected.unexpected_type")
+        if msg.msg_type in ("ping", "ping-req") and self._table.get(msg.sender) is None:
+            out += self._greet_stranger(msg.sender, pl)
         return out
+
+    def _greet_stranger(self, sender: str, pl: Mapping[str, Any]) -> list[Outbound]:
+        """A member we never heard of is probing us: the gossip about it missed us, so
+        push-pull with it now rather than wait for the periodic exchange."""
+        address = reply_address(pl)
+        if address is None or self._leaving:
+            return []
+        self._count("stranger_push_pulls")
+        return [Outbound(address, self._members_msg(sender, reply=True))]
 
     def _screen(self, msg: GossipMessage, pl: Mapping[str, Any]) -> str | None:
         """Reason to drop `msg` unread, or None."""
@@ -462,7 +476,7 @@ class Membership:
             self._count("news_" + applied.reason)
             return []
         self._after_accept(news, applied)
-        return self._gossip_round(now) if applied.urgent else []
+        return self._gossip_round() if applied.urgent else []
 
     def _after_accept(self, news: News, applied: Applied) -> None:
         self._queue.queue(news.node_id, news_to_map(news))
@@ -510,7 +524,7 @@ class Membership:
             self._reap(now)
         if now >= self._gossip_at:
             self._gossip_at = now + self._t.gossip_interval_s
-            out += self._gossip_round(now)
+            out += self._gossip_round()
         return out
 
     def _expire_relays(self, now: float) -> list[Outbound]:
@@ -637,9 +651,12 @@ class Membership:
             self._queue.discard(node_id)
             self._count("reaped")
 
-    def _gossip_round(self, now: float) -> list[Outbound]:
+    def _gossip_round(self) -> list[Outbound]:
         """Send queued news to `gossip_nodes` random live members."""
-        peers = self._table.others()
+        # Skip members whose connection was refused: almost surely gone. If one is not,
+        # the suspect item on our next probe of it still lets it refute.
+        peers = [e for e in self._table.others()
+                 if e.suspicion is None or not e.suspicion.refusal_backed]
         peers = self._rng.sample(peers, min(self._t.gossip_nodes, len(peers)))
         out: list[Outbound] = []
         for peer in peers:
@@ -694,3 +711,13 @@ class Membership:
     def _reject(self, reason: str) -> list[Outbound]:
         self._count("rejected." + reason)
         return []
+
+
+def _checked_metadata(metadata: Mapping[str, Any], limit: int) -> dict[str, Any]:
+    """A copy of `metadata` if it is msgpack-native and at most `limit` bytes packed."""
+    meta = dict(metadata)
+    validate_value(meta, "metadata")  # ProtocolError is a ValueError
+    size = packed_size(meta)
+    if size > limit:
+        raise ValueError(f"metadata is {size} bytes; the limit is {limit}")
+    return meta

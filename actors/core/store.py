@@ -284,7 +284,11 @@ class Store:
         return held
 
     def gc(self, now: float) -> int:
-        """Drop tombstones stored at least `tombstone_grace_s` ago; return how many."""
+        """Drop tombstones stored at least `tombstone_grace_s` ago; return how many.
+
+        Expects `now` not to go backwards between calls; if it does, a tombstone
+        may be collected late, never early.
+        """
         removed = 0
         queue = self._tomb_queue
         while queue and queue[0][0] + self.tombstone_grace_s <= now:

@@ -26,9 +26,9 @@ Theory of operation:
   With replicas > 1 a secondary's flip is published at once and the primary
   confirms or overrides it at its next check; secondaries never override
   the primary, so two owners that disagree cannot ping-pong.
-* Remote states are accepted by the protocol's version rule (through
-  `ReplicatedTable`, which the circuit breaker shares); malformed values are
-  rejected and counted.
+* Remote states are accepted by the protocol's version rule (through the
+  `ReplicatedTable` shared with `actors.providers.circuit_breaker`);
+  malformed values are rejected and counted.
 """
 
 from __future__ import annotations
@@ -36,24 +36,23 @@ from __future__ import annotations
 import http.client
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from actors.core.rendezvous import Ownership
-from actors.core.store import Store
-from transport.protocol import (
-    MAX_KEY_LEN,
-    ApplyResult,
-    LamportClock,
-    ProtocolError,
-    SyncableState,
-    check_u63,
-    is_tombstone,
-    state_key,
+from actors.providers.circuit_breaker import (
+    ProviderOptionError,
+    ReplicatedTable,
+    arg_name,
+    check_known,
+    is_number,
+    option_int,
+    option_num,
 )
+from transport.protocol import MAX_KEY_LEN, ApplyResult, LamportClock, SyncableState
 
 STATE_TYPE = "health"
 UP, DOWN = "up", "down"
@@ -64,119 +63,6 @@ _OPTIONS = frozenset({"backends", "interval_ms", "fast_interval_ms", "timeout_ms
                       "rise", "fall"})
 _BACKEND_KEYS = {"tcp": frozenset({"name", "check", "address"}),
                  "http": frozenset({"name", "check", "url", "expect_status"})}
-
-
-# --- shared with actors.providers.circuit_breaker -------------------------------------
-
-
-class ProviderOptionError(ValueError):
-    """A bad `[[providers]] options` entry; `.option` names it, `.reason` says why."""
-
-    def __init__(self, provider: str, option: str, reason: str) -> None:
-        super().__init__(f"{provider} option {option}: {reason}")
-        self.provider, self.option, self.reason = provider, option, reason
-
-
-def check_known(provider: str, options: object, known: frozenset[str]) -> dict[str, Any]:
-    """Copy `options` into a dict; raise ProviderOptionError on an unknown key."""
-    if not isinstance(options, Mapping):
-        raise ProviderOptionError(provider, "options", "must be a table")
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ProviderOptionError(provider, str(unknown[0]),
-                                  f"unknown option (known: {', '.join(sorted(known))})")
-    return dict(options)
-
-
-def option_int(provider: str, opts: Mapping[str, Any], name: str, default: int,
-               minimum: int) -> int:
-    """An integer option >= `minimum` (bool refused)."""
-    value = opts.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ProviderOptionError(provider, name,
-                                  f"must be an integer >= {minimum} (got {value!r})")
-    return value
-
-
-def option_num(provider: str, opts: Mapping[str, Any], name: str, default: float) -> float:
-    """A finite number option > 0 (bool refused)."""
-    value = opts.get(name, default)
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not 0 < value < float("inf")):
-        raise ProviderOptionError(provider, name, f"must be a positive number (got {value!r})")
-    return float(value)
-
-
-def arg_name(args: object, name: str) -> str:
-    """A command argument that names a key. Raises: ValueError."""
-    value = args.get(name) if isinstance(args, Mapping) else None
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_KEY_LEN:
-        raise ValueError(f"argument {name} must be a non-empty string "
-                         f"of at most {MAX_KEY_LEN} characters")
-    return value
-
-
-def is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-class ReplicatedTable:
-    """One provider's replicated states: a Store of one type, value checks, a change log.
-
-    Local writes and accepted remote states both land in the change log that
-    `drain` empties (latest state per key), which is what the host publishes.
-    """
-
-    def __init__(self, state_type: str, node_id: str, clock: LamportClock,
-                 valid_value: Callable[[Any], bool]) -> None:
-        self.state_type, self.node_id, self.clock = state_type, node_id, clock
-        self._valid_value = valid_value
-        self._store = Store()
-        self._changes: dict[tuple[str, str], SyncableState] = {}
-
-    def value(self, key: str) -> Any | None:
-        """The live value of `key`; None if absent or deleted."""
-        state = self._store.get(self.state_type, key)
-        return None if state is None else state.value
-
-    def keys(self) -> list[str]:
-        """Keys with a live (non-tombstone) value."""
-        return [s.key for s in self._store.items(self.state_type) if not is_tombstone(s)]
-
-    def states(self) -> list[SyncableState]:
-        return self._store.items(self.state_type)
-
-    def digest(self) -> dict[tuple[str, str], int]:
-        return self._store.digest(self.state_type)
-
-    def write(self, key: str, value: Any, now: float) -> SyncableState:
-        state = self._store.write(self.state_type, key, value, self.clock, self.node_id, now)
-        self._changes[state_key(state)] = state
-        return state
-
-    def apply(self, states: Sequence[SyncableState], now: float
-              ) -> tuple[ApplyResult, list[SyncableState]]:
-        """Apply remote states; wrong type or a malformed value counts as rejected."""
-        ours = [s for s in states if isinstance(s, SyncableState)
-                and s.state_type == self.state_type
-                and (s.value is None or self._valid_value(s.value))]
-        for state in ours:
-            try:  # Lamport receive rule, so later local writes are newer
-                self.clock.update(check_u63(state.version, "version"))
-            except ProtocolError:
-                continue  # the store rejects and counts it
-        result, changed = self._store.apply(ours, now)
-        result["rejected"] += len(states) - len(ours)
-        for state in changed:
-            self._changes[state_key(state)] = state
-        return result, changed
-
-    def drain(self) -> list[SyncableState]:
-        changes, self._changes = list(self._changes.values()), {}
-        return changes
-
-    def gc(self, now: float) -> int:
-        return self._store.gc(now)
 
 
 # --- options ----------------------------------------------------------------------------
@@ -265,15 +151,14 @@ def _parse_address(where: str, value: object) -> tuple[str, int]:
 
 
 def _parse_url(where: str, value: object) -> str:
-    try:
-        parts = urlsplit(value) if isinstance(value, str) else None
-        ok = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname)
-        ok = ok and parts is not None and (parts.port is None or parts.port > 0)
-    except ValueError:  # a port that is not a number or out of range
-        ok = False
-    if not ok or not isinstance(value, str):
-        raise ProviderOptionError(STATE_TYPE, where, "must be an http:// or https:// URL")
-    return value
+    if isinstance(value, str):
+        try:
+            parts = urlsplit(value)
+            if parts.scheme in ("http", "https") and parts.hostname and parts.port != 0:
+                return value
+        except ValueError:  # a port that is not a number or out of range
+            pass
+    raise ProviderOptionError(STATE_TYPE, where, "must be an http:// or https:// URL")
 
 
 # --- checks -----------------------------------------------------------------------------
@@ -323,3 +208,225 @@ def _http(backend: Backend, timeout_s: float) -> tuple[bool, str]:
 
 def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:160]
+
+
+# --- the provider -----------------------------------------------------------------------
+
+
+def valid_value(value: object) -> bool:
+    """Shape of a replicated health value (remote values are untrusted)."""
+    return (isinstance(value, dict) and value.get("status") in (UP, DOWN)
+            and isinstance(value.get("checked_by"), str) and is_number(value.get("since"))
+            and isinstance(value.get("detail"), str) and is_number(value.get("latency_ms")))
+
+
+@dataclass(slots=True)
+class Tracker:
+    """This node's check history for one backend it owns."""
+
+    next_at: float  # when the next check is due (monotonic)
+    decided: str | None = None  # verdict after rise/fall; None until enough results
+    run_status: str | None = None  # status of the current run of equal results
+    run: int = 0  # length of that run
+    last: CheckResult | None = None
+    future: Future[CheckResult] | None = field(default=None, repr=False)
+    started_at: float = 0.0
+
+    def record(self, ok: bool, rise: int, fall: int) -> bool:
+        """Count one result; return True if the verdict flipped."""
+        status = UP if ok else DOWN
+        self.run = self.run + 1 if status == self.run_status else 1
+        self.run_status = status
+        if status != self.decided and self.run >= (rise if ok else fall):
+            self.decided = status
+            return True
+        return False
+
+    @property
+    def pending(self) -> bool:
+        """A flip is under way (results disagree with the verdict)."""
+        return self.run_status is not None and self.run_status != self.decided
+
+
+class HealthProvider:
+    """StateProvider for state_type "health" (see the module docstring).
+
+    `check`, `executor`, `now_fn` and `wall_fn` are seams for tests; the host
+    passes only node_id, clock and options.
+    """
+
+    def __init__(self, node_id: str, clock: LamportClock,
+                 options: Mapping[str, Any] | None = None, *,
+                 check: CheckFn = run_check, executor: Executor | None = None,
+                 now_fn: Callable[[], float] = time.monotonic,
+                 wall_fn: Callable[[], float] = time.time) -> None:
+        self.options = parse_options({} if options is None else options)
+        self.node_id = node_id
+        self._backends = {b.name: b for b in self.options.backends}
+        self._table = ReplicatedTable(STATE_TYPE, node_id, clock, valid_value)
+        self._own = Ownership(node_id, self.options.replicas)
+        self._trackers: dict[str, Tracker] = {}
+        self._check, self._executor, self._own_pool = check, executor, False
+        self._now_fn, self._wall_fn = now_fn, wall_fn
+        self._last_now = now_fn()
+        self._reown(self._last_now)
+
+    @staticmethod
+    def validate_options(options: Mapping[str, Any]) -> None:
+        """Raise ProviderOptionError (a ValueError) if `options` are invalid."""
+        parse_options(options)
+
+    # -- StateProvider -------------------------------------------------------------------
+    def provider_type(self) -> str:
+        return STATE_TYPE
+
+    def get_sync_state(self) -> list[SyncableState]:
+        return self._table.states()
+
+    def get_state_digest(self) -> dict[tuple[str, str], int]:
+        return self._table.digest()
+
+    def apply_remote_state(self, states: list[SyncableState]) -> ApplyResult:
+        # Owners reconcile against remote states at their next check, not here:
+        # reacting to every remote write is how two disagreeing owners ping-pong.
+        result, _ = self._table.apply(states, self._now_fn())
+        return result
+
+    def on_node_failure(self, node_id: str) -> None:
+        """Re-own the failed node's backends now, without waiting for on_members."""
+        if self._own.remove(node_id):
+            self._reown(self._now_fn())
+
+    # -- host hooks ----------------------------------------------------------------------
+    def drain_changes(self) -> list[SyncableState]:
+        return self._table.drain()
+
+    def on_members(self, live: list[str], now: float) -> None:
+        self._last_now = now
+        if self._own.set_members(live):
+            self._reown(now)
+
+    def tick(self, now: float) -> None:
+        """Submit due checks, fold in finished ones; never blocks."""
+        self._last_now = now
+        self._submit_due(now)
+        self._collect(now)
+        self._table.gc(now)
+
+    def next_deadline(self) -> float | None:
+        due = [t.next_at for t in self._trackers.values() if t.future is None]
+        if len(due) < len(self._trackers):  # checks running: look for results soon
+            due.append(self._last_now + POLL_S)
+        return min(due, default=None)
+
+    def close(self) -> None:
+        """Stop the pool this provider created (running checks finish on their own)."""
+        if self._own_pool and self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- commands ------------------------------------------------------------------------
+    def cmd_list(self, args: Mapping[str, Any], now: float) -> list[dict[str, Any]]:
+        """Every configured or replicated backend with its status, by name."""
+        names = sorted({*self._backends, *self._table.keys()})
+        return [self._row(name) for name in names]
+
+    def cmd_get(self, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        name = arg_name(args, "name")
+        if name not in self._backends and self._table.value(name) is None:
+            raise ValueError(f"unknown backend {name!r}")
+        return self._row(name)
+
+    # -- internals -----------------------------------------------------------------------
+    def _row(self, name: str) -> dict[str, Any]:
+        row: dict[str, Any] = {"name": name, "status": "unknown", "checked_by": None,
+                               "since": None, "detail": "", "latency_ms": None}
+        held = self._table.value(name)
+        if held is not None:
+            row.update({k: held[k] for k in ("status", "checked_by", "since", "detail",
+                                             "latency_ms")})
+        row["owners"] = self._own.owners_of(name)
+        row["configured"] = name in self._backends
+        return row
+
+    def _reown(self, now: float) -> None:
+        """Start tracking newly owned backends, drop lost ones, take over where due."""
+        for name in self._backends:
+            owned = self._own.is_owner(name)
+            tracker = self._trackers.get(name)
+            if owned and tracker is None:
+                self._trackers[name] = Tracker(next_at=now)
+            elif not owned and tracker is not None:
+                if tracker.future is not None:
+                    tracker.future.cancel()  # no effect if running: its result is ignored
+                del self._trackers[name]
+            elif tracker is not None and tracker.last is not None:
+                self._maybe_write(name, tracker, tracker.last, False, now)
+
+    def _pool(self) -> Executor:
+        if self._executor is None:  # lazily: threads must start in the provider's process
+            workers = min(MAX_WORKERS, max(1, len(self._backends)))
+            self._executor = ThreadPoolExecutor(workers, thread_name_prefix="health-check")
+            self._own_pool = True
+        return self._executor
+
+    def _submit_due(self, now: float) -> None:
+        for name, tracker in self._trackers.items():
+            if tracker.future is None and tracker.next_at <= now:
+                backend, timeout_s = self._backends[name], self.options.timeout_s
+                tracker.started_at, tracker.next_at = now, now + self.options.interval_s
+                tracker.future = self._pool().submit(self._check, backend, timeout_s)
+
+    def _collect(self, now: float) -> None:
+        overdue_s = self.options.timeout_s + OVERDUE_GRACE_S
+        for name, tracker in self._trackers.items():
+            future = tracker.future
+            if future is None:
+                continue
+            if future.done():
+                tracker.future = None
+                self._on_result(name, tracker, _outcome(future), now)
+            elif now - tracker.started_at > overdue_s:
+                tracker.future = None  # abandoned: the thread ends by itself, unheard
+                late = CheckResult(False, "check overdue", (now - tracker.started_at) * 1000)
+                self._on_result(name, tracker, late, now)
+
+    def _on_result(self, name: str, tracker: Tracker, result: CheckResult, now: float) -> None:
+        flipped = tracker.record(result.ok, self.options.rise, self.options.fall)
+        tracker.last = result
+        if tracker.pending:  # confirm a flip sooner (HAProxy fastinter)
+            tracker.next_at = min(tracker.next_at, now + self.options.fast_interval_s)
+        self._maybe_write(name, tracker, result, flipped, now)
+
+    def _should_write(self, name: str, decided: str | None, flipped: bool) -> bool:
+        """Decide whether this owner's verdict must be written (module docstring)."""
+        if decided is None:
+            return False
+        held = self._table.value(name)
+        if held is None:
+            return True
+        owners = self._own.owners_of(name)
+        if held["checked_by"] not in owners:
+            return True  # the previous checker left the owner set: take over
+        if held["status"] == decided:
+            return False
+        return flipped or owners[0] == self.node_id
+
+    def _maybe_write(self, name: str, tracker: Tracker, result: CheckResult, flipped: bool,
+                     now: float) -> None:
+        if not self._should_write(name, tracker.decided, flipped):
+            return
+        held = self._table.value(name)
+        same = held is not None and held["status"] == tracker.decided
+        self._table.write(name, {
+            "status": tracker.decided, "checked_by": self.node_id,
+            "since": held["since"] if same and held is not None else self._wall_fn(),
+            "detail": result.detail, "latency_ms": float(result.latency_ms),
+        }, now)
+
+
+def _outcome(future: Future[CheckResult]) -> CheckResult:
+    """A finished check's result; a check that raised counts as a failure."""
+    if future.cancelled():
+        return CheckResult(False, "check cancelled", 0.0)
+    exc = future.exception()
+    return future.result() if exc is None else CheckResult(False, describe(exc), 0.0)

@@ -6,6 +6,12 @@ Any node may write any key: the newest Lamport version wins, ties go to the
 greater source node. Deleting writes a tombstone, kept for
 `tombstone_grace_s` so a stale copy cannot bring the key back.
 
+Remote states are applied by version only, without the store's GC-horizon
+check: the node's anti-entropy mirror is the one gate against resurrection
+(it offers a provider only what it accepted itself). A second gate here,
+collecting tombstones on its own schedule, would now and then refuse what
+the mirror just accepted, and the two would stay different.
+
 Values are any msgpack-native value except None (None means deleted); keys
 are non-empty strings of at most `MAX_KEY_CHARS` characters; a local write's
 encoded value is bounded by the `max_value_bytes` option. Remote values are
@@ -126,7 +132,7 @@ class KvProvider:
             except ProtocolError:
                 continue  # the store rejects and counts it
         self._store.gc(now)
-        result, changed = self._store.apply(ours, now)
+        result, changed = self._store.apply(ours, now, enforce_horizon=False)  # see module doc
         result["rejected"] += len(states) - len(ours)  # not ours: wrong type or not a state
         self._note(changed)
         return result, changed

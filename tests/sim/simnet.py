@@ -22,6 +22,7 @@ due by then are handled before `tick`.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import importlib
 import random
@@ -235,7 +236,7 @@ class SimNet:
             if self.rng.random() < self.net.loss:
                 continue
             delay = self.rng.uniform(self.net.delay_min_s, self.net.delay_max_s)
-            self._at(self.now + delay, lambda w=wire: self._deliver(dst, w))
+            self._at(self.now + delay, functools.partial(self._deliver, dst, wire))
 
     def _deliver(self, dst: SimNode, wire: Any) -> None:
         msg = self._decode(wire)

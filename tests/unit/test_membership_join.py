@@ -11,7 +11,7 @@ from test_membership_support import LAN, ack, extra, info, make_core, of_type, s
 
 from actors.core.membership import Membership
 from actors.core.timing import push_pull_scale
-from transport.protocol import join_message, make_message
+from transport.protocol import join_message, make_message, ping_message
 
 
 def members_msg(sender: int, entries: list[dict[str, Any]], reply: bool = False,
@@ -162,3 +162,24 @@ def test_dead_and_left_members_are_forgotten_after_the_reap_timeout() -> None:
     assert core.counters["reaped"] == 2
     reaped = [e.kind for e in core.drain_events() if e.node.node_id in ("n1", "n2")]
     assert reaped == ["node.failed", "node.left"]  # reaping itself is not an event
+
+
+def test_a_ping_from_a_member_we_never_heard_of_triggers_a_push_pull_with_it() -> None:
+    core = make_core(peers=(1,))
+    out = core.handle(ping_message("n8", "n0", 4, payload_extra=extra(8)), 1.0)
+    (pull,) = of_type(out, "members")
+    assert pull.address == info(8).address
+    assert pull.message.payload is not None and pull.message.payload["reply"] is True
+    assert of_type(core.handle(ping_message("n1", "n0", 5, payload_extra=extra(1)), 1.1),
+                   "members") == []
+
+
+def test_an_idle_node_has_no_gossip_deadline_once_its_news_is_spent() -> None:
+    core = make_core(peers=(1,), probe_interval_s=100.0, probe_timeout_s=50.0,
+                     push_pull_interval_s=1000.0)
+    core.tick(0.0)  # a gossip round: the news about n1 has transmits left
+    assert core.next_deadline() == pytest.approx(LAN.gossip_interval_s)
+    for tenth in range(1, 50):
+        core.tick(tenth / 10)
+    deadline = core.next_deadline()
+    assert deadline is not None and deadline > 10.0  # only the first probe is left

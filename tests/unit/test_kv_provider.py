@@ -1,0 +1,171 @@
+"""Unit tests of actors.providers.kv: the built-in replicated key/value provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from actors.core.store import StoreSnapshotError
+from actors.providers.kv import KvError, KvProvider
+from transport.protocol import (
+    LamportClock,
+    StateProvider,
+    SyncableState,
+    make_syncable_state,
+)
+
+
+def kv(node_id: str = "a", **options: Any) -> KvProvider:
+    return KvProvider(node_id, LamportClock(), options, now_fn=lambda: 0.0)
+
+
+def by_key(provider: KvProvider) -> list[SyncableState]:
+    return sorted(provider.get_sync_state(), key=lambda s: s.key)
+
+
+def remote(version: int, key: str = "k", value: Any = "r", source: str = "b",
+           state_type: str = "kv") -> SyncableState:
+    return make_syncable_state(state_type, key, value, version, source)
+
+
+def test_the_kv_provider_implements_state_provider() -> None:
+    provider = kv()
+    assert isinstance(provider, StateProvider)
+    assert provider.provider_type() == "kv"
+
+
+def test_set_get_delete_and_items() -> None:
+    provider = kv()
+    first = provider.set("a", {"n": [1, 2]}, 0.0)
+    provider.set("b", "x", 0.0)
+    assert provider.get("a") == {"n": [1, 2]} and first.source_node == "a"
+    deleted = provider.delete("a", 1.0)
+    assert deleted.value is None and deleted.version > first.version
+    assert provider.get("a") is None and provider.get("never") is None
+    assert provider.items() == [("b", "x")]
+    assert {s.key for s in provider.get_sync_state()} == {"a", "b"}  # tombstone included
+    assert provider.get_state_digest() == {("kv", "a"): deleted.version, ("kv", "b"): 2}
+
+
+@pytest.mark.parametrize(("key", "value", "reason"), [
+    ("", 1, "bad_key"),
+    ("k" * 257, 1, "bad_key"),
+    (7, 1, "bad_key"),
+    ("k", None, "bad_value"),
+    ("k", {1: "int key"}, "bad_value"),
+    ("k", object(), "bad_value"),
+    ("k", "x" * 70_000, "value_too_large"),
+])
+def test_bad_keys_and_values_raise_a_clear_kv_error(key: Any, value: Any, reason: str) -> None:
+    provider = kv()
+    with pytest.raises(KvError) as info:
+        provider.set(key, value, 0.0)
+    assert info.value.reason == reason
+    assert provider.get_sync_state() == []
+
+
+def test_the_value_bound_is_an_option_and_counts_encoded_bytes() -> None:
+    provider = kv(max_value_bytes=10)
+    provider.set("k", "x" * 8, 0.0)  # 9 bytes encoded
+    with pytest.raises(KvError, match="max_value_bytes is 10"):
+        provider.set("k", "x" * 10, 0.0)
+
+
+@pytest.mark.parametrize("options", [
+    {"max_value_bytes": 0}, {"max_value_bytes": "big"}, {"max_value_bytes": 1.5},
+    {"tombstone_grace_s": -1}, {"colour": "red"},
+])
+def test_bad_options_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(KvError):
+        kv(**options)
+
+
+def test_remote_states_are_applied_by_version_and_counted() -> None:
+    provider = kv()
+    provider.set("mine", 1, 0.0)
+    result = provider.apply_remote_state([
+        remote(5), remote(4, "k"), remote(1, "mine", source="0"),
+        remote(1, "mine", source="z"), remote(3, "other", state_type="health"),
+    ])
+    assert result == {"applied": 1, "conflicts": 2, "rejected": 2}
+    assert provider.get("k") == "r" and provider.get("mine") == "r"
+
+
+def test_remote_versions_are_witnessed_so_local_writes_win_afterwards() -> None:
+    provider = kv()
+    provider.apply_remote_state([remote(100)])
+    assert provider.set("k", "local", 0.0).version == 101
+    assert provider.get("k") == "local"
+
+
+def test_a_remote_value_above_the_local_bound_is_still_accepted() -> None:
+    provider = kv(max_value_bytes=10)
+    assert provider.apply_remote_state([remote(1, value="x" * 100)])["applied"] == 1
+
+
+def test_drain_changes_returns_local_and_remote_changes_once() -> None:
+    provider = kv()
+    provider.set("a", 1, 0.0)
+    provider.set("a", 2, 0.0)
+    provider.apply_remote_state([remote(9, "b")])
+    assert sorted((s.key, s.value) for s in provider.drain_changes()) == [("a", 2), ("b", "r")]
+    assert provider.drain_changes() == []
+
+
+def test_tombstones_are_collected_after_the_grace_period() -> None:
+    provider = kv(tombstone_grace_s=5)
+    provider.set("k", "v", 0.0)
+    provider.delete("k", 1.0)
+    assert provider.gc(5.9) == 0 and provider.gc(6.0) == 1
+    assert provider.state_of("k") is None and provider.get_sync_state() == []
+
+
+def test_remote_states_are_not_held_to_the_providers_own_horizon() -> None:
+    # The mirror is the one gate: what it offers is applied even after a local GC.
+    provider = kv(tombstone_grace_s=5)
+    provider.delete("gone", 0.0)
+    provider.gc(5.0)
+    result, _ = provider.apply_remote([remote(1, "late")], 6.0)
+    assert result["applied"] == 1 and provider.get("late") == "r"
+
+
+def test_snapshot_and_restore_keep_values_tombstones_and_the_clock() -> None:
+    provider = kv()
+    provider.set("a", [1, "two"], 0.0)
+    provider.delete("b", 0.0)
+    provider.apply_remote_state([remote(50, "c")])
+    again = kv()
+    again.restore(provider.snapshot(1.0), 100.0)
+    assert again.items() == provider.items()
+    assert by_key(again) == by_key(provider)
+    assert again.set("d", 1, 100.0).version == 51
+
+
+@pytest.mark.parametrize("snap", [None, {}, {"store": {}}, {"store": "x"},
+                                  {"store": {"format": 1, "horizons": {}, "states": []},
+                                   "clock": -1}])
+def test_restoring_a_bad_snapshot_raises_store_snapshot_error(snap: Any) -> None:
+    with pytest.raises(StoreSnapshotError):
+        kv().restore(snap, 0.0)
+
+
+def test_commands_answer_what_the_cli_prints() -> None:
+    provider = kv()
+    assert provider.cmd_set({"key": "k", "value": 3}, 0.0) == {"key": "k", "version": 1}
+    assert provider.cmd_get({"key": "k"}, 0.0) == {"key": "k", "found": True, "value": 3,
+                                                   "version": 1}
+    assert provider.cmd_del({"key": "k"}, 0.0) == {"key": "k", "version": 2, "existed": True}
+    assert provider.cmd_get({"key": "k"}, 0.0) == {"key": "k", "found": False, "value": None,
+                                                   "version": None}
+    with pytest.raises(KvError, match="needs a value"):
+        provider.cmd_set({"key": "k"}, 0.0)
+    with pytest.raises(KvError, match="bad_key"):
+        provider.cmd_get({}, 0.0)
+
+
+def test_node_failure_changes_nothing() -> None:
+    provider = kv()
+    provider.set("k", 1, 0.0)
+    provider.on_node_failure("b")
+    assert provider.items() == [("k", 1)]
