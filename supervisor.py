@@ -50,7 +50,7 @@ from actors.rpc import (
     reply_frames,
 )
 from actors.runtime import NodeEnv, configure_logging, run_actor_process
-from actors.zygote import Zygote
+from actors.zygote import Zygote, die_with_parent
 from transport.codec import DecodeError, pack, unpack_untrusted
 from transport.protocol import make_event
 from transport.sockets import BindError, bind, make_socket, private_umask, unix_socket_listening
@@ -134,7 +134,7 @@ class Supervisor:
 
     def _proxy(self, public: str, internal: str, name: str) -> str:
         front = make_socket(self.ctx, zmq.ROUTER, hwm=10000)
-        back = make_socket(self.ctx, zmq.PUSH, hwm=10000)
+        back = make_socket(self.ctx, zmq.PUSH, hwm=10000, local=True)
         resolved = bind(front, public)
         back.connect(internal)
 
@@ -311,7 +311,7 @@ class Supervisor:
             return "provider.kv", op[len("kv."):]
         if op == "members" or op.startswith("metadata."):
             return "membership", op
-        if op == "state":
+        if op in ("state", "attach", "local"):  # "attach"/"local": SDK-hosted providers
             return "anti_entropy", op
         raise RpcError("unknown_op", f"no such operation: {op}")
 
@@ -477,8 +477,17 @@ def _refuse_if_running(cfg: Config) -> None:
     os.unlink(path)  # stale file of a node that died
 
 
+def _follow_parent() -> None:
+    """Under a test harness (LBCLUSTER_PARENT_PID set), stop gracefully when the
+    harness dies, so a killed test run leaves no node behind."""
+    parent = os.environ.get("LBCLUSTER_PARENT_PID")
+    if parent and parent.isdigit():
+        die_with_parent(int(parent), signal.SIGTERM)
+
+
 def run_node(config_path: str | Path) -> int:
     """`lbcluster run -c FILE`: exit 0 after a clean stop, 1 on failure, 2 on bad config."""
+    _follow_parent()
     try:
         cfg = load_config(config_path)
         configure_logging(cfg)

@@ -30,7 +30,8 @@ import zmq
 
 from actors.config import SYNC_META_KEY
 from actors.core.antientropy import AntiEntropy, Outbound, ae_config_for
-from actors.core.store import Store
+from actors.core.snapshot import SnapshotError, load_snapshot, save_snapshot
+from actors.core.store import Store, StoreSnapshotError
 from actors.rpc import AsyncClient, Request, RpcError
 from actors.runtime import Actor, NodeEnv
 from actors.views import state_row
@@ -46,6 +47,7 @@ from transport.protocol import (
 from transport.sockets import bind, make_socket
 
 PEER_HWM = 256
+SAVE_EVERY_S = 10.0
 RPC_TIMEOUT_S = 5.0
 LIVE = ("alive", "suspect")
 
@@ -62,8 +64,13 @@ class AntiEntropyActor(Actor):
         self.peers: dict[str, str] = {}  # node id -> sync endpoint of live members
         self.dealers: dict[str, zmq.Socket] = {}
         self.providers: dict[str, AsyncClient] = {}
+        self.attached: dict[str, str] = {}  # state type -> endpoint of an SDK-hosted provider
+        self.mirror_path = env.config.node.data_dir / "anti_entropy.bin"
+        self.next_save = 0.0
+        self.clock_told = 0
 
     def setup(self, now: float) -> None:
+        self._restore(now)
         self.core = AntiEntropy(self.env.node_id, self.store, self.config, random.Random(),
                                 self.clock)
         self.inbox = make_socket(self.ctx, zmq.PULL, hwm=10000)
@@ -77,6 +84,28 @@ class AntiEntropyActor(Actor):
         self.membership = AsyncClient.connect(self.ctx, self.env.rpc_endpoint("membership"))
         self.watch(self.membership.sock, lambda now: self.membership.on_readable())
         self.membership.request("members", {}, now, RPC_TIMEOUT_S, self._on_members)
+
+    # -- the mirror on disk --------------------------------------------------------
+    # Kept so a restarted actor remembers its GC horizons at once: without them a
+    # stale copy of a deleted key could reappear here until a peer corrects it.
+    def _restore(self, now: float) -> None:
+        try:
+            saved = load_snapshot(self.mirror_path)
+            if isinstance(saved, dict):
+                self.store.restore(saved, now)
+        except (SnapshotError, StoreSnapshotError) as exc:
+            self.log.bind(error=str(exc)).warning("mirror snapshot unreadable; rebuilding")
+        versions = [s.version for s in self.store.items()]
+        versions += list(self.store.horizons().values())
+        if versions:
+            self.clock.update(max(versions))
+
+    def _save(self, now: float) -> None:
+        save_snapshot(self.mirror_path, self.store.snapshot(now))
+        self.next_save = now + SAVE_EVERY_S
+
+    def shutdown(self, now: float) -> None:
+        self._save(now)
 
     # -- peers -------------------------------------------------------------------
     def _on_members(self, rows: Any, error: RpcError | None) -> None:
@@ -134,8 +163,11 @@ class AntiEntropyActor(Actor):
                 self.core.applied(batch)
                 self.counters["relayed_unowned"] += len(batch)
                 continue
-            client.request("apply", {"states": [syncable_state_to_map(s) for s in batch]},
-                           now, RPC_TIMEOUT_S,
+            # The clock rides along: a provider must write above every version and GC
+            # horizon this node has seen, or its next write would be forgotten.
+            args = {"states": [syncable_state_to_map(s) for s in batch],
+                    "clock": self.clock.current()}
+            client.request("apply", args, now, RPC_TIMEOUT_S,
                            functools.partial(self._on_applied, batch))
 
     def _on_applied(self, batch: list[SyncableState], result: Any,
@@ -144,6 +176,8 @@ class AntiEntropyActor(Actor):
             self.counters["apply_failed"] += len(batch)
             return
         self.core.applied(batch)
+        if batch and batch[0].state_type in self.attached:
+            self._publish_changed(batch)  # no provider host publishes for an SDK provider
         for key in ("applied", "conflicts", "rejected"):
             if isinstance(result, dict) and isinstance(result.get(key), int):
                 self.counters[key] += result[key]
@@ -158,15 +192,52 @@ class AntiEntropyActor(Actor):
             case "local":
                 states = _states(req.args.get("states"))
                 self._send(self.core.local_changes(states, now, list(self.peers)))
-                return {"accepted": len(states)}
+                if states and states[0].state_type in self.attached:
+                    self._publish_changed(states)
+                return {"accepted": len(states), "clock": self.clock.current()}
+            case "attach":
+                return self._attach(req.args, now)
             case "state":
                 wanted = req.args.get("type")
                 return [state_row(s) for s in self.store.items(wanted)
                         if not is_tombstone(s) or req.args.get("tombstones")]
         raise RpcError("unknown_op", f"anti_entropy has no operation {req.op!r}")
 
+    def _attach(self, args: dict[str, Any], now: float) -> dict[str, Any]:
+        """An SDK-hosted provider (in a user's program) joins this node's replication."""
+        state_type, endpoint = args.get("type"), args.get("endpoint")
+        if not isinstance(state_type, str) or not isinstance(endpoint, str):
+            raise RpcError("bad_request", "attach needs a type and an endpoint")
+        if state_type in self.providers and state_type not in self.attached:
+            raise RpcError("conflict", f"provider type {state_type!r} is run by this node")
+        if self.attached.get(state_type) != endpoint:
+            old = self.providers.pop(state_type, None)
+            if old is not None:
+                self.unwatch(old.sock)
+                old.close()
+            client = AsyncClient.connect(self.ctx, endpoint)
+            self.providers[state_type] = client
+            self.attached[state_type] = endpoint
+            self.watch(client.sock, _readable(client))
+            self.counters["attached"] += 1
+        states = [syncable_state_to_map(s) for s in self.store.items(state_type)]
+        return {"states": states, "clock": self.clock.current()}
+
+    def _publish_changed(self, states: list[SyncableState]) -> None:
+        for s in states:
+            row = state_row(s)
+            del row["value"]
+            self.publish("state.changed", s.source_node, row)
+
     def tick(self, now: float) -> None:
         self._send(self.core.tick(now, list(self.peers)))
+        if now >= self.next_save:
+            self._save(now)
+        clock = self.clock.current()
+        if clock > self.clock_told:  # keep providers' clocks above our horizons
+            self.clock_told = clock
+            for client in self.providers.values():
+                client.notify("clock", {"clock": clock})
         for client in (*self.providers.values(), self.membership):
             client.expire(now)
 

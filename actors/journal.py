@@ -23,7 +23,7 @@ from pathlib import Path
 
 import msgpack
 
-from actors.core.snapshot import load_snapshot, save_snapshot
+from actors.core.snapshot import SnapshotError, load_snapshot, save_snapshot
 from transport.protocol import (
     ProtocolError,
     SyncableState,
@@ -41,10 +41,20 @@ class StateJournal:
         self.journal_path = folder / "journal.bin"
         self.records = 0
         self.fd: int | None = None
+        self.corrupt = False
 
     def load(self) -> list[SyncableState]:
-        """Snapshot states, then journal states in order (later ones win on apply)."""
-        raw = load_snapshot(self.snapshot_path) or []
+        """Snapshot states, then journal states in order (later ones win on apply).
+
+        A corrupt snapshot is moved aside rather than crash-looping the actor;
+        what it held comes back from the journal and from the other nodes.
+        """
+        try:
+            raw = load_snapshot(self.snapshot_path) or []
+        except SnapshotError:
+            self.snapshot_path.replace(self.snapshot_path.with_suffix(".corrupt"))
+            self.corrupt = True
+            raw = []
         states = _decode(raw)
         data = b""
         with contextlib.suppress(FileNotFoundError):

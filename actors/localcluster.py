@@ -115,7 +115,8 @@ class LocalNode:
             self.proc = subprocess.Popen(
                 [*self.wrapper, sys.executable, "-m", "supervisor", "-c", str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)
+                start_new_session=True,
+                env={**os.environ, "LBCLUSTER_PARENT_PID": str(os.getpid())})
         finally:
             log.close()
 

@@ -46,6 +46,12 @@ def provider_class(cfg: Config, spec: ProviderSpec, index: int) -> type:
         raise ConfigError(cfg.path, key, f"cannot load {target} ({exc})") from None
     if not isinstance(cls, type):
         raise ConfigError(cfg.path, f"providers[{index}].module", f"{target} is not a class")
+    validate = getattr(cls, "validate_options", None)
+    if validate is not None:  # bad options fail at startup, not in a crash loop
+        try:
+            validate(dict(spec.options))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(cfg.path, f"providers[{index}].options", str(exc)) from None
     return cls
 
 

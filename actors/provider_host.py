@@ -61,6 +61,9 @@ class ProviderActor(Actor):
 
     def setup(self, now: float) -> None:
         restored = self.journal.load()
+        if self.journal.corrupt:
+            self.log.error("provider snapshot was corrupt; moved aside, resyncing")
+            self.counters["snapshot_corrupt"] += 1
         if restored:
             result = self.provider.apply_remote_state(restored)
             self.counters["restored"] = result["applied"]
@@ -97,7 +100,11 @@ class ProviderActor(Actor):
             case "digest":
                 return [[t, k, v] for (t, k), v in self.provider.get_state_digest().items()]
             case "apply":
+                self._witness(req.args.get("clock"))
                 return self._apply_untrusted(req.args.get("states"), now)
+            case "clock":
+                self._witness(req.args.get("clock"))
+                return {}
             case "node_failed":
                 self.provider.on_node_failure(str(req.args["node_id"]))
                 return {}
@@ -110,6 +117,10 @@ class ProviderActor(Actor):
         result = command(req.args, now)
         self._publish_changes(now, local=True)
         return result
+
+    def _witness(self, clock: Any) -> None:
+        if isinstance(clock, int) and not isinstance(clock, bool) and clock >= 0:
+            self.clock.update(clock)
 
     def _apply_untrusted(self, raw: Any, now: float) -> dict[str, int]:
         if not isinstance(raw, list):
@@ -183,6 +194,9 @@ class ProviderActor(Actor):
 
     def shutdown(self, now: float) -> None:
         self.journal.compact(self.provider.get_sync_state())
+        close = getattr(self.provider, "close", None)
+        if close is not None:
+            close()
 
     def status(self) -> dict[str, Any]:
         return {"provider": self.spec.type, "keys": len(self.versions)}

@@ -121,7 +121,7 @@ class AsyncClient:
 
     @classmethod
     def connect(cls, ctx: zmq.Context, endpoint: str, hwm: int = 1000) -> AsyncClient:
-        sock = make_socket(ctx, zmq.DEALER, hwm=hwm)
+        sock = make_socket(ctx, zmq.DEALER, hwm=hwm, local=endpoint.startswith("ipc://"))
         sock.connect(endpoint)
         return cls(sock)
 

@@ -150,11 +150,11 @@ class _Runtime:
         ctx, env = actor.ctx, actor.env
         self.rpc = make_socket(ctx, zmq.ROUTER)
         bind(self.rpc, env.rpc_endpoint(actor.name))
-        self.bus = make_socket(ctx, zmq.PUSH, hwm=10000)
+        self.bus = make_socket(ctx, zmq.PUSH, hwm=10000, local=True)
         self.bus.connect(env.bus_in)
         self.sub: zmq.Socket | None = None
         if actor.subscriptions:
-            self.sub = make_socket(ctx, zmq.SUB, hwm=100000)
+            self.sub = make_socket(ctx, zmq.SUB, hwm=100000, local=True)
             for prefix in actor.subscriptions:
                 self.sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
             self.sub.connect(env.bus_out)

@@ -27,16 +27,22 @@ class GiveUp:
 class RestartPolicy:
     max_restarts: int
     window_s: float
-    # The first restart in a window is immediate: a restart must be fast.
-    first_delay_s: float = 0.0
+    # A death this soon after the previous restart counts as a quick one.
+    quick_s: float = 1.0
     backoff_s: float = 0.05
     backoff_max_s: float = 2.0
 
     def decide(self, history: tuple[float, ...], now: float) -> Restart | GiveUp:
-        """`history` holds the times of earlier restarts; the verdict is for one more."""
+        """`history` holds the times of earlier restarts, oldest first; the verdict
+        is for one more restart now."""
         recent = [t for t in history if now - t < self.window_s]
         if len(recent) >= self.max_restarts:
             return GiveUp(len(recent))
-        if not recent:
-            return Restart(self.first_delay_s)
-        return Restart(min(self.backoff_max_s, self.backoff_s * 2 ** (len(recent) - 1)))
+        quick, later = 0, now
+        for t in reversed(history):
+            if later - t >= self.quick_s:
+                break
+            quick, later = quick + 1, t
+        if quick == 0:
+            return Restart(0.0)
+        return Restart(min(self.backoff_max_s, self.backoff_s * 2 ** (quick - 1)))
