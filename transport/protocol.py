@@ -15,6 +15,10 @@ Theory of operation:
   node resolves it the same way. A state whose value is None is a tombstone.
 * The Lamport clock follows the usual witness rule: after `update(v)` the next
   local version is greater than `v`, and the clock never goes backwards.
+* Layout: the field checks and value-shape rules live in `transport.validate`,
+  the clock class in `transport.lamport` and `ProtocolError` in
+  `transport.errors`; this module re-exports them all, so callers import
+  every seed name from here.
 
 This module is pure: no sockets, no logging, no random module. The one clock
 read is `make_event`'s default timestamp (tests inject `timestamp=`).
@@ -24,22 +28,33 @@ from __future__ import annotations
 
 import enum
 import secrets
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NewType, Protocol, TypedDict, runtime_checkable
 
+# Some of these moved out of this module; callers still import them all from here
+# (`X as X`: imported only to re-export).
+from transport.errors import ProtocolError
+from transport.lamport import LamportClock
+from transport.validate import MAX_ID_LEN as MAX_ID_LEN
+from transport.validate import (
+    MAX_KEY_LEN,
+    as_map,
+    check_digest,
+    check_id,
+    check_map,
+    check_u63,
+    digest_from_triples,
+    required,
+    validate_value,
+)
+from transport.validate import MAX_U63 as MAX_U63
+from transport.validate import MAX_VALUE_DEPTH as MAX_VALUE_DEPTH
+
 NodeId = NewType("NodeId", str)
 Version = NewType("Version", int)
 Incarnation = NewType("Incarnation", int)
-
-MAX_ID_LEN = 256
-MAX_KEY_LEN = 1024
-MAX_U63 = 2**63 - 1  # versions, incarnations and sequence numbers stay below 2**63
-MAX_VALUE_DEPTH = 32
-_INT_MIN = -(2**63)  # msgpack integers: int64 .. uint64
-_UINT_MAX = 2**64 - 1
 
 # WARNING: ONLY APPEND TO THIS TUPLE. The index of a type is its wire tag
 # (transport.codec puts it in the envelope), so reordering or removing an
@@ -54,113 +69,6 @@ EVENT_TYPES: tuple[str, ...] = (
     "state.changed",
     "actor.started", "actor.exited", "actor.restarted", "actor.gave_up",
 )  # fmt: skip
-
-
-class ProtocolError(ValueError):
-    """Malformed record, map or argument.
-
-    Attributes:
-        reason: short constant slug (e.g. "missing_field"), safe to count.
-        field: the offending field, or None.
-    """
-
-    def __init__(self, reason: str, field: str | None = None) -> None:
-        super().__init__(f"{reason} (field={field})")
-        self.reason = reason
-        self.field = field
-
-    def __reduce__(self) -> tuple[type[ProtocolError], tuple[str, str | None]]:
-        # Keep reason/field when pickled (e.g. across a multiprocessing boundary).
-        return (type(self), (self.reason, self.field))
-
-
-# --- validation primitives -------------------------------------------------
-
-
-def check_id(value: object, name: str, max_len: int = MAX_ID_LEN) -> str:
-    """Return `value` if it is a non-empty str of at most `max_len` chars."""
-    if not isinstance(value, str):
-        raise ProtocolError("bad_field_type", name)
-    if not value or len(value) > max_len:
-        raise ProtocolError("bad_field_value", name)
-    return value
-
-
-def check_u63(value: object, name: str) -> int:
-    """Return `value` if it is an int in [0, 2**63) (bool is refused)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolError("bad_field_type", name)
-    if not 0 <= value <= MAX_U63:
-        raise ProtocolError("out_of_range", name)
-    return value
-
-
-# Exact scalar types accepted at a glance; subclasses take the _is_leaf path.
-_LEAVES = frozenset({type(None), bool, str, bytes, float})
-
-
-def _is_leaf(item: object, name: str) -> bool:
-    """True for a native scalar, False for a container; raise on anything else."""
-    if item is None or isinstance(item, (bool, str, bytes, float)):
-        return True
-    if isinstance(item, int):
-        if not _INT_MIN <= item <= _UINT_MAX:
-            raise ProtocolError("out_of_range", name)
-        return True
-    if isinstance(item, (list, tuple, dict)):
-        return False
-    raise ProtocolError("bad_value_type", name)
-
-
-def validate_value(value: object, name: str = "value", max_depth: int = MAX_VALUE_DEPTH) -> None:
-    """Check that `value` is msgpack-native and nested at most `max_depth` deep.
-
-    Native: None, bool, int in the 64-bit range, float, str, bytes, list or
-    tuple, dict with str keys. Iterative, so cyclic or absurdly deep input
-    gives `ProtocolError("too_deep")`, never RecursionError. Hot on decode
-    (every state value), hence the exact-type fast paths.
-    """
-    if type(value) in _LEAVES or _is_leaf(value, name):
-        return
-    stack: list[tuple[Any, int]] = [(value, 0)]  # containers only
-    while stack:
-        item, depth = stack.pop()
-        if depth >= max_depth:
-            raise ProtocolError("too_deep", name)
-        children = item
-        if isinstance(item, dict):
-            try:
-                "".join(item)  # a C-speed "every key is a str" check
-            except TypeError:
-                raise ProtocolError("bad_map_key", name) from None
-            children = item.values()
-        for child in children:
-            kind = type(child)
-            if kind in _LEAVES or (kind is int and _INT_MIN <= child <= _UINT_MAX):
-                continue
-            if not _is_leaf(child, name):
-                stack.append((child, depth + 1))
-
-
-def _check_map(value: object, name: str) -> dict[str, Any]:
-    """Copy a str-keyed mapping of native values into a plain dict."""
-    if not isinstance(value, Mapping):
-        raise ProtocolError("bad_field_type", name)
-    result = dict(value)
-    validate_value(result, name)
-    return result
-
-
-def _as_map(value: object, name: str) -> Mapping[Any, Any]:
-    if not isinstance(value, Mapping):
-        raise ProtocolError("not_a_map", name)
-    return value
-
-
-def _required(m: Mapping[Any, Any], key: str, name: str) -> Any:
-    if key not in m:
-        raise ProtocolError("missing_field", name)
-    return m[key]
 
 
 # --- records ---------------------------------------------------------------
@@ -202,7 +110,7 @@ def make_node_info(
     node_id: str, address: str, metadata: Mapping[str, Any] | None = None
 ) -> NodeInfo:
     """Build a validated NodeInfo. Raises: ProtocolError."""
-    meta = {} if metadata is None else _check_map(metadata, "metadata")
+    meta = {} if metadata is None else check_map(metadata, "metadata")
     return NodeInfo(check_id(node_id, "node_id"), check_id(address, "address"), meta)
 
 
@@ -257,29 +165,10 @@ def _check_payload(msg_type: str, payload: object) -> dict[str, Any] | None:
         if schema:
             raise ProtocolError("missing_field", "payload")
         return None
-    checked = _check_map(payload, "payload")
+    checked = check_map(payload, "payload")
     for key, check in schema:
-        check(_required(checked, key, "payload." + key), "payload." + key)
+        check(required(checked, key, "payload." + key), "payload." + key)
     return checked
-
-
-def _digest_entry(stype: object, key: object, version: object) -> tuple[tuple[str, str], int]:
-    skey = (check_id(stype, "digest.state_type"), check_id(key, "digest.key", MAX_KEY_LEN))
-    return skey, check_u63(version, "digest.version")
-
-
-def _check_digest(digest: object) -> dict[tuple[str, str], int] | None:
-    if digest is None:
-        return None
-    if not isinstance(digest, Mapping):
-        raise ProtocolError("bad_field_type", "digest")
-    result: dict[tuple[str, str], int] = {}
-    for skey, version in digest.items():
-        if not isinstance(skey, tuple) or len(skey) != 2:
-            raise ProtocolError("bad_field_type", "digest")
-        checked, ver = _digest_entry(skey[0], skey[1], version)
-        result[checked] = ver
-    return result
 
 
 def _check_state(state: object) -> SyncableState:
@@ -327,7 +216,7 @@ def make_message(
     if not isinstance(states, (list, tuple)):
         raise ProtocolError("bad_field_type", "states")
     checked = tuple(_check_state(s) for s in states)
-    return _message(msg_type, sender, target, checked, _check_digest(digest), payload)
+    return _message(msg_type, sender, target, checked, check_digest(digest), payload)
 
 
 # Short aliases keep the constructor signatures on one or two lines.
@@ -442,9 +331,9 @@ def node_info_to_map(info: NodeInfo) -> dict[str, Any]:
 
 def map_to_node_info(m: object) -> NodeInfo:
     """Inverse of node_info_to_map. Raises: ProtocolError (only)."""
-    d = _as_map(m, "node_info")
-    node_id = _required(d, "id", "node_id")
-    return make_node_info(node_id, _required(d, "addr", "address"), d.get("meta"))
+    d = as_map(m, "node_info")
+    node_id = required(d, "id", "node_id")
+    return make_node_info(node_id, required(d, "addr", "address"), d.get("meta"))
 
 
 def syncable_state_to_map(state: SyncableState) -> dict[str, Any]:
@@ -460,13 +349,13 @@ def syncable_state_to_map(state: SyncableState) -> dict[str, Any]:
 
 def map_to_syncable_state(m: object) -> SyncableState:
     """Inverse of syncable_state_to_map. Raises: ProtocolError (only)."""
-    d = _as_map(m, "state")
+    d = as_map(m, "state")
     return make_syncable_state(
-        _required(d, "t", "state_type"),
-        _required(d, "k", "key"),
-        _required(d, "v", "value"),
-        _required(d, "ver", "version"),
-        _required(d, "src", "source_node"),
+        required(d, "t", "state_type"),
+        required(d, "k", "key"),
+        required(d, "v", "value"),
+        required(d, "ver", "version"),
+        required(d, "src", "source_node"),
     )
 
 
@@ -488,32 +377,16 @@ def gossip_message_to_map(msg: GossipMessage) -> dict[str, Any]:
     return result
 
 
-def _digest_from_triples(raw: object) -> dict[tuple[str, str], int] | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, (list, tuple)):
-        raise ProtocolError("bad_field_type", "digest")
-    result: dict[tuple[str, str], int] = {}
-    for triple in raw:
-        if not isinstance(triple, (list, tuple)) or len(triple) != 3:
-            raise ProtocolError("bad_field_type", "digest")
-        skey, version = _digest_entry(*triple)
-        if skey in result:
-            raise ProtocolError("duplicate_digest_key", "digest")
-        result[skey] = version
-    return result
-
-
 def map_to_gossip_message(m: object) -> GossipMessage:
     """Inverse of gossip_message_to_map. Raises: ProtocolError (only)."""
-    d = _as_map(m, "message")
+    d = as_map(m, "message")
     raw_states = d.get("st", ())
     if not isinstance(raw_states, (list, tuple)):
         raise ProtocolError("bad_field_type", "states")
     states = tuple(map_to_syncable_state(s) for s in raw_states)
-    digest = _digest_from_triples(d.get("dg"))
-    msg_type = _required(d, "type", "msg_type")
-    sender = _required(d, "from", "sender")
+    digest = digest_from_triples(d.get("dg"))
+    msg_type = required(d, "type", "msg_type")
+    sender = required(d, "from", "sender")
     return _message(msg_type, sender, d.get("to"), states, digest, d.get("pl"))
 
 
@@ -548,51 +421,7 @@ def newer(a: SyncableState, b: SyncableState) -> bool:
     return compare_states(a, b) in (Order.NEWER, Order.CONFLICT_WIN)
 
 
-# --- Lamport clock ---------------------------------------------------------
-
-
-class LamportClock:
-    """A thread-safe Lamport clock.
-
-    Rule: `next()` ticks and returns the new time; `update(v)` witnesses a
-    received version, time = max(time, v), so the next local version is > v.
-    The time never goes backwards except through an explicit `reset`.
-    """
-
-    def __init__(self, start: int = 0) -> None:
-        self._time = check_u63(start, "start")
-        # Guards _time: providers may stamp versions from several threads.
-        self._lock = threading.Lock()
-
-    def current(self) -> int:
-        """The last issued or witnessed time, without ticking."""
-        with self._lock:
-            return self._time
-
-    def next(self) -> int:
-        """Tick and return the new time. Raises: ProtocolError at 2**63 - 1."""
-        with self._lock:
-            if self._time >= MAX_U63:
-                raise ProtocolError("clock_exhausted", "version")
-            self._time += 1
-            return self._time
-
-    def update(self, received: int) -> int:
-        """Witness a received version; return the (possibly raised) time.
-
-        Raises: ProtocolError if `received` is not an int in [0, 2**63).
-        """
-        check_u63(received, "received")
-        with self._lock:
-            if received > self._time:
-                self._time = received
-            return self._time
-
-    def reset(self, to: int = 0) -> None:
-        """Set the time (tests; restoring a persisted high-water mark)."""
-        check_u63(to, "to")
-        with self._lock:
-            self._time = to
+# --- Lamport clock (the class is transport.lamport's) ----------------------
 
 
 default_clock = LamportClock()
@@ -643,7 +472,7 @@ def make_event(
     return {
         "type": event_type,
         "node_id": check_id(node_id, "node_id"),
-        "data": {} if data is None else _check_map(data, "data"),
+        "data": {} if data is None else check_map(data, "data"),
         "timestamp": time.time() if timestamp is None else timestamp,
     }
 
