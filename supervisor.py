@@ -53,6 +53,7 @@ from actors.runtime import NodeEnv, configure_logging, run_actor_process
 from actors.zygote import Zygote, die_with_parent
 from transport.codec import DecodeError, pack, unpack_untrusted
 from transport.protocol import make_event
+from transport.security import KeyPair, Keyring, NodeAuthenticator, load_keypair, secure_server
 from transport.sockets import BindError, bind, make_socket, private_umask, unix_socket_listening
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
@@ -93,6 +94,13 @@ class Supervisor:
         self.counters: dict[str, int] = {"events": 0, "control_requests": 0,
                                          "bus_malformed": 0, "control_malformed": 0}
         self.last_check = time.monotonic()
+        self.reload_requested = False
+        self.keys: KeyPair | None = None
+        self.keyring: Keyring | None = None
+        sec = cfg.security
+        if sec.curve_public_key_file and sec.curve_secret_key_file and sec.allowed_keys_dir:
+            self.keys = load_keypair(sec.curve_public_key_file, sec.curve_secret_key_file)
+            self.keyring = Keyring(sec.allowed_keys_dir)
 
     # -- startup -----------------------------------------------------------------
     def start(self) -> None:
@@ -117,7 +125,13 @@ class Supervisor:
     def _bind_all(self) -> None:
         self.ctx = zmq.Context()
         cfg, env = self.cfg, self.env
+        self.auth: NodeAuthenticator | None = None
+        if self.keyring is not None:
+            self.auth = NodeAuthenticator(self.ctx, self.keyring)
+            self.auth.start()
         self.events = make_socket(self.ctx, zmq.PUB, hwm=100000)
+        if self.keys is not None and cfg.local.events.startswith("tcp://"):
+            secure_server(self.events, self.keys)
         self.bus_out = make_socket(self.ctx, zmq.PUB, hwm=100000)
         self.bus_in = make_socket(self.ctx, zmq.PULL, hwm=100000)
         self.control = make_socket(self.ctx, zmq.ROUTER)
@@ -135,12 +149,18 @@ class Supervisor:
     def _proxy(self, public: str, internal: str, name: str) -> str:
         front = make_socket(self.ctx, zmq.ROUTER, hwm=10000)
         back = make_socket(self.ctx, zmq.PUSH, hwm=10000, local=True)
+        if self.keys is not None:
+            secure_server(front, self.keys)
         resolved = bind(front, public)
         back.connect(internal)
+        keyring = self.keyring
 
         def forward() -> None:
             try:
-                zmq.proxy(front, back)
+                if keyring is None:
+                    zmq.proxy(front, back)
+                else:
+                    self._forward_checked(front, back, keyring, name)
             except zmq.ContextTerminated:
                 pass
             finally:
@@ -149,6 +169,21 @@ class Supervisor:
 
         threading.Thread(target=forward, name=f"proxy-{name}", daemon=True).start()
         return resolved
+
+    def _forward_checked(self, front: zmq.Socket, back: zmq.Socket, keyring: Keyring,
+                         name: str) -> None:
+        """With CURVE: pass on only messages from admitted keys, each prefixed with the
+        node id its key belongs to, so the actor can bind claimed sender to key. The
+        check is per message, so a key revoked by a reload stops at once, even on a
+        connection opened before."""
+        while True:
+            frames = front.recv_multipart(copy=False)
+            user = frames[-1].get("User-Id")
+            if not isinstance(user, str) or not keyring.admits(user):
+                key = f"{name}_unadmitted"
+                self.counters[key] = self.counters.get(key, 0) + 1
+                continue
+            back.send_multipart([user.encode(), *(f.bytes for f in frames)])
 
     # -- actors ------------------------------------------------------------------
     def _spawn(self, state: ActorState, now: float) -> None:
@@ -368,6 +403,7 @@ class Supervisor:
         signal.set_wakeup_fd(wake_w)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._begin_stop(EXIT_OK))
+        signal.signal(signal.SIGHUP, lambda *_: setattr(self, "reload_requested", True))
         poller = zmq.Poller()
         handlers = {self.bus_in: self._on_bus, self.control: self._on_control,
                     self.zygote.event_fd: self._on_zygote}
@@ -382,10 +418,22 @@ class Supervisor:
                 elif sock in handlers:
                     handlers[sock](time.monotonic())
             now = time.monotonic()
+            if self.reload_requested:
+                self._reload()
             self._check_actors(now)
             for client in self.clients.values():
                 client.expire(now)
         return self._shutdown()
+
+    def _reload(self) -> None:
+        """SIGHUP: re-read the admitted keys here and in every actor."""
+        self.reload_requested = False
+        if self.auth is not None:
+            self.auth.refresh()
+        for state in self.actors.values():
+            if state.pid:
+                _kill(state.pid, signal.SIGHUP)
+        logger.bind(node=self.node_id).info("reloaded keys")
 
     def _begin_stop(self, code: int) -> None:
         if not self.stopping:
@@ -412,6 +460,8 @@ class Supervisor:
             client.close()
         for sock in (self.events, self.bus_out, self.bus_in, self.control):
             sock.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.cfg.local.control[len("ipc://"):])

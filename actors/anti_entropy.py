@@ -32,6 +32,7 @@ from actors.config import SYNC_META_KEY
 from actors.core.antientropy import AntiEntropy, Outbound, ae_config_for
 from actors.core.snapshot import SnapshotError, load_snapshot, save_snapshot
 from actors.core.store import Store, StoreSnapshotError
+from actors.peering import PeerSecurity
 from actors.rpc import AsyncClient, Request, RpcError
 from actors.runtime import Actor, NodeEnv
 from actors.views import state_row
@@ -62,6 +63,7 @@ class AntiEntropyActor(Actor):
         self.clock = LamportClock()
         self.store = Store(tombstone_grace_s=self.config.tombstone_grace_s)
         self.peers: dict[str, str] = {}  # node id -> sync endpoint of live members
+        self.security = PeerSecurity(env.config)
         self.dealers: dict[str, zmq.Socket] = {}
         self.providers: dict[str, AsyncClient] = {}
         self.attached: dict[str, str] = {}  # state type -> endpoint of an SDK-hosted provider
@@ -145,6 +147,9 @@ class AntiEntropyActor(Actor):
             except DecodeError as exc:
                 self.counters[f"dropped.{exc.reason}"] += 1
                 continue
+            if self.security.spoofed(frames, msg):
+                self.counters["dropped.spoofed_sender"] += 1
+                continue
             self.counters["received"] += 1
             result = self.core.handle(msg, now)
             self._send(result.replies)
@@ -223,6 +228,11 @@ class AntiEntropyActor(Actor):
         states = [syncable_state_to_map(s) for s in self.store.items(state_type)]
         return {"states": states, "clock": self.clock.current()}
 
+    def reload(self) -> None:
+        self.security.reload()
+        for node_id in list(self.dealers):  # redial with current keys, or not at all
+            self.dealers.pop(node_id).close(linger=0)
+
     def _publish_changed(self, states: list[SyncableState]) -> None:
         for s in states:
             row = state_row(s)
@@ -255,6 +265,10 @@ class AntiEntropyActor(Actor):
             sock = self.dealers.get(out.peer)
             if sock is None:
                 sock = make_socket(self.ctx, zmq.DEALER, hwm=PEER_HWM)
+                if not self.security.prepare(sock, out.peer):
+                    sock.close(linger=0)
+                    self.counters["send_no_key"] += 1
+                    continue
                 sock.connect(endpoint)
                 self.dealers[out.peer] = sock
             try:

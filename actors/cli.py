@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -173,6 +174,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     try:
         for prefix in args.type or [""]:
             sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        secure_subscriber(sub, cfg)
         sub.connect(cfg.local.events)
         after = -1
         if args.snapshot:
@@ -187,6 +189,17 @@ def cmd_events(args: argparse.Namespace) -> int:
     finally:
         sub.close(linger=0)
         ctx.term()
+
+
+def secure_subscriber(sub: zmq.Socket, cfg: Config) -> None:
+    """With [security] on, a tcp events socket speaks CURVE: subscribe with the node's keys."""
+    sec = cfg.security
+    if cfg.local.events.startswith("tcp://") and sec.curve_public_key_file \
+            and sec.curve_secret_key_file:
+        from transport.security import load_keypair, secure_client
+
+        keys = load_keypair(sec.curve_public_key_file, sec.curve_secret_key_file)
+        secure_client(sub, keys, keys.public)
 
 
 def _stream(sub: zmq.Socket, args: argparse.Namespace, after: int,
@@ -241,6 +254,20 @@ def format_event(event: dict[str, Any], colour: bool) -> str:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.dir:
+        from transport.security import write_keypair
+
+        if not args.node_id:
+            raise CliError("keygen: --dir needs --node-id (key files are named by node id)",
+                           EXIT_USAGE)
+        public_file, secret_file = write_keypair(Path(args.dir), args.node_id)
+        doc = {"public_file": str(public_file), "secret_file": str(secret_file)}
+        if args.json:
+            _print_json(doc)
+        else:
+            print(f"wrote {public_file} (copy it into every node's allowed_keys_dir)\n"
+                  f"wrote {secret_file} (keep it on this node only, mode 0600)")
+        return EXIT_OK
     public, secret = zmq.curve_keypair()
     if args.json:
         _print_json({"public": public.decode(), "secret": secret.decode()})
@@ -297,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, help="seconds (default: until Ctrl-C)")
     demo.set_defaults(handler=cmd_demo)
     keygen = sub.add_parser("keygen", help="print a CURVE key pair for [security]")
+    keygen.add_argument("--dir", help="write ZeroMQ key files into this folder")
+    keygen.add_argument("--node-id", help="the node the key pair is for (names the files)")
     keygen.add_argument("--json", action="store_true")
     keygen.set_defaults(handler=cmd_keygen)
     return parser

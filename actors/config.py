@@ -56,6 +56,9 @@ class NetworkSection:
     sync: str
     advertise_host: str | None
     seeds: tuple[str, ...]
+    # endpoint -> node id, for seeds written "node-id@tcp://host:port" (needed with CURVE:
+    # a node's key file is named by its id, and a seed's key must be known to dial it)
+    seed_ids: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,12 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path) -> Config:
     if not isinstance(profile, str):
         raise ConfigError(cfg_path, "membership.profile", "must be a string")
     _check_core_settings(cfg_path, profile, membership, dict(raw.get("anti_entropy", {})))
+    security = _security(_Reader(cfg_path, raw.get("security", {}), "security"), base)
+    if security.enabled:
+        for i, seed in enumerate(network.seeds):
+            if seed not in network.seed_ids:
+                raise ConfigError(cfg_path, f"network.seeds[{i}]", "with [security] on, name "
+                                  "the seed's node: \"node-id@tcp://host:port\"")
     return Config(
         path=cfg_path.resolve(),
         node=node,
@@ -205,7 +214,7 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path) -> Config:
         membership=membership,
         anti_entropy=dict(raw.get("anti_entropy", {})),
         supervisor=_supervisor(_Reader(cfg_path, raw.get("supervisor", {}), "supervisor")),
-        security=_security(_Reader(cfg_path, raw.get("security", {}), "security"), base),
+        security=security,
         log=_log(_Reader(cfg_path, raw.get("log", {}), "log")),
         providers=_providers(cfg_path, raw.get("providers", [])),
     )
@@ -229,15 +238,22 @@ def _node(r: _Reader, base: Path) -> NodeSection:
 
 
 def _network(r: _Reader) -> NetworkSection:
-    seeds = r.get("seeds", list, [])
-    for i, seed in enumerate(seeds):
-        if not isinstance(seed, str) or tcp_endpoint_problem(seed):
-            raise r.err(f"seeds[{i}]", "must be an endpoint like tcp://host:port")
+    seeds, seed_ids = [], {}
+    for i, seed in enumerate(r.get("seeds", list, [])):
+        node_id, _, endpoint = seed.rpartition("@") if isinstance(seed, str) else ("", "", "")
+        if not isinstance(seed, str) or tcp_endpoint_problem(endpoint) or (
+                node_id and not _NODE_ID_RE.match(node_id)):
+            raise r.err(f"seeds[{i}]", "must be an endpoint like tcp://host:port "
+                        "(or node-id@tcp://host:port)")
+        seeds.append(endpoint)
+        if node_id:
+            seed_ids[endpoint] = node_id
     section = NetworkSection(
         gossip=r.get("gossip", str, check=tcp_endpoint_problem),
         sync=r.get("sync", str, check=tcp_endpoint_problem),
         advertise_host=r.get("advertise_host", str, None),
         seeds=tuple(seeds),
+        seed_ids=seed_ids,
     )
     r.reject_unknown()
     if section.gossip == section.sync:
@@ -289,10 +305,22 @@ def _security(r: _Reader, base: Path) -> SecuritySection:
         allowed_keys_dir=path_of("allowed_keys_dir"),
     )
     r.reject_unknown()
-    for key in ("curve_secret_key_file", "curve_public_key_file", "allowed_keys_dir"):
+    keys = ("curve_secret_key_file", "curve_public_key_file", "allowed_keys_dir")
+    given = [k for k in keys if getattr(section, k) is not None]
+    if given and len(given) != len(keys):
+        missing = next(k for k in keys if k not in given)
+        raise r.err(missing, "is required when [security] is used (all three keys go together)")
+    for key in given:
         target = getattr(section, key)
-        if target is not None and not target.exists():
+        if not target.exists():
             raise r.err(key, f"no such file or folder: {target}")
+    if section.curve_public_key_file and section.curve_secret_key_file:
+        from transport.security import KeyError_, load_keypair
+
+        try:
+            load_keypair(section.curve_public_key_file, section.curve_secret_key_file)
+        except KeyError_ as exc:
+            raise r.err("curve_secret_key_file", str(exc)) from None
     return section
 
 

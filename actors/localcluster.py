@@ -187,7 +187,7 @@ class LocalCluster:
                 name=f"n{i}", folder=root / f"n{i}", gossip=gossips[i],
                 sync=f"tcp://127.0.0.1:{ports[3 * i + 1]}",
                 events=f"tcp://127.0.0.1:{ports[3 * i + 2]}",
-                seeds=[g for j, g in enumerate(gossips) if j != i],
+                seeds=[f"n{j}@{g}" for j, g in enumerate(gossips) if j != i],
                 profile=profile,
                 providers=list(providers) if providers is not None else [{"type": "kv"}],
                 extra=extra or {},

@@ -34,6 +34,7 @@ from actors.config import SYNC_META_KEY, advertised
 from actors.core.membership import Membership, Outbound
 from actors.core.snapshot import SnapshotError, load_snapshot, save_snapshot
 from actors.core.timing import timing_for
+from actors.peering import PeerSecurity
 from actors.rpc import Request, RpcError
 from actors.runtime import Actor, NodeEnv
 from actors.views import member_row
@@ -68,6 +69,7 @@ class MembershipActor(Actor):
         self.address = advertised(cfg.network.gossip, cfg.network.advertise_host)
         self.state_path = cfg.node.data_dir / "membership.bin"
         self.peers: dict[str, Peer] = {}
+        self.security = PeerSecurity(cfg)
         self.next_save = 0.0
         self.dirty = True
         self.saved_incarnation = -1
@@ -112,6 +114,9 @@ class MembershipActor(Actor):
                 self.counters[f"dropped.{exc.reason}"] += 1
                 self.log.bind(reason=exc.reason).debug("dropped undecodable gossip")
                 continue
+            if self.security.spoofed(frames, msg):
+                self.counters["dropped.spoofed_sender"] += 1
+                continue
             self.counters["received"] += 1
             self._send(self.core.handle(msg, now))
         self._flush_events()
@@ -131,6 +136,9 @@ class MembershipActor(Actor):
     def _send(self, outbound: list[Outbound]) -> None:
         for out in outbound:
             peer = self.peers.get(out.address) or self._dial(out.address)
+            if peer is None:
+                self.counters["send_no_key"] += 1
+                continue
             try:
                 data = encode(out.message, self.cluster)
                 peer.sock.send(data, zmq.NOBLOCK)
@@ -139,8 +147,12 @@ class MembershipActor(Actor):
             except zmq.Again:
                 self.counters["send_queue_full"] += 1
 
-    def _dial(self, address: str) -> Peer:
+    def _dial(self, address: str) -> Peer | None:
         sock = make_socket(self.ctx, zmq.DEALER, hwm=PEER_HWM)
+        node_id = self._node_at(address) or self.env.config.network.seed_ids.get(address)
+        if not self.security.prepare(sock, node_id):
+            sock.close(linger=0)
+            return None
         sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
         monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
@@ -172,6 +184,13 @@ class MembershipActor(Actor):
                 if node_id:
                     self._send(self.core.connection_refused(node_id, now))
         self._flush_events()
+
+    def reload(self) -> None:
+        """New keys: hang up on every peer, so each is dialled again with its current key
+        (or not at all when revoked)."""
+        self.security.reload()
+        for address in list(self.peers):
+            self._hang_up(address)
 
     def _node_at(self, address: str) -> str | None:
         for member in self.core.members():

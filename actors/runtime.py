@@ -112,6 +112,9 @@ class Actor:
         """Extra fields for `lbcluster status`."""
         return {}
 
+    def reload(self) -> None:
+        """SIGHUP: re-read what may change at run time (the admitted keys)."""
+
     # -- services ------------------------------------------------------------
     @property
     def rt(self) -> _Runtime:
@@ -145,6 +148,7 @@ class _Runtime:
         self.actor = actor
         self.zygote_pid = zygote_pid
         self.running = True
+        self.reload_requested = False
         self.poller = zmq.Poller()
         self.handlers: dict[Any, Callable[[float], None]] = {}
         ctx, env = actor.ctx, actor.env
@@ -247,6 +251,9 @@ class _Runtime:
                 handler = self.handlers.get(sock)
                 if handler is not None:
                     handler(time.monotonic())
+            if self.reload_requested:
+                self.reload_requested = False
+                actor.reload()
             actor.tick(time.monotonic())
         actor.shutdown(time.monotonic())
         return 0
@@ -283,6 +290,7 @@ def run_actor_process(actor_factory: Callable[[str, NodeEnv, zmq.Context], Actor
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, lambda *_: setattr(runtime, "reload_requested", True))
     runtime.watch_signals()
     try:
         return runtime.run()

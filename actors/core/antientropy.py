@@ -46,6 +46,8 @@ Theory of operation (pure: no sockets, no clock reads; randomness from the
   larger than the bound travels alone). The core witnesses every version and
   peer horizon on its Lamport clock: forward `clock.current()` to the
   providers so their local writes stay above the cluster's horizons.
+* Untrusted payload fields are read by `actors.core.ae_wire`, which raises
+  `Malformed` and nothing else; `handle` counts it and drops the message.
 """
 
 from __future__ import annotations
@@ -56,24 +58,32 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
+from actors.core.ae_wire import (
+    MAX_SEEN,
+    Cover,
+    Malformed,
+    encoded_size,
+    read_bucket_hashes,
+    read_cover,
+    read_forget,
+    read_horizons,
+    read_seen,
+    read_sources,
+    read_uint,
+)
 from actors.core.store import (
     DEFAULT_TOMBSTONE_GRACE_S,
     DIGEST_BUCKETS,
     STORED,
-    Position,
     StateKey,
     Store,
     Summary,
     Verdict,
     count_verdict,
     empty_result,
-    position,
 )
 from transport.codec import DEFAULT_LIMITS
 from transport.protocol import (
-    MAX_U63,
     GossipMessage,
     LamportClock,
     Order,
@@ -86,8 +96,6 @@ from transport.protocol import (
 )
 
 MIN_CHUNK_BYTES = 4096
-MAX_SEEN = 64  # node ids carried by a fast push to steer its forwards
-_U64 = 2**64 - 1
 # Envelope (magic, version, cluster <= 64 chars, tag), sender and target ids,
 # map keys and list headers: a generous allowance over the payload we size.
 _ENVELOPE_BYTES = 1024
@@ -156,12 +164,6 @@ class HandleResult:
     to_apply: list[SyncableState] = field(default_factory=list)
 
 
-class _Malformed(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 @dataclass
 class _Plan:
     """What one digest chunk asks of the responder."""
@@ -170,19 +172,6 @@ class _Plan:
     want: dict[StateKey, int] = field(default_factory=dict)
     forget: list[list[Any]] = field(default_factory=list)
     to_apply: list[SyncableState] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class _Cover:
-    """The key positions one digest chunk speaks for."""
-
-    buckets: tuple[int, ...]
-    after: Position | None  # exclusive lower bound
-    upper: Position | None  # inclusive upper bound; None: to the end
-
-    def __contains__(self, pos: Position) -> bool:
-        return ((self.after is None or pos > self.after)
-                and (self.upper is None or pos <= self.upper))
 
 
 class AntiEntropy:
@@ -259,7 +248,7 @@ class AntiEntropy:
                 case _:
                     self.counters["dropped.not_anti_entropy"] += 1
                     return HandleResult()
-        except _Malformed as exc:
+        except Malformed as exc:
             self.counters[f"dropped.{exc.reason}"] += 1
             return HandleResult()
 
@@ -268,8 +257,8 @@ class AntiEntropy:
         payload = msg.payload or {}
         match payload.get("ae"):
             case "syn":
-                theirs = Summary(_uint(payload, "count"), _uint(payload, "hash"))
-                self._witness_horizons(_horizons(payload))
+                theirs = Summary(read_uint(payload, "count"), read_uint(payload, "hash"))
+                self._witness_horizons(read_horizons(payload))
                 if theirs == self.store.summary():
                     self.counters["in_sync"] += 1
                     return HandleResult()
@@ -278,14 +267,14 @@ class AntiEntropy:
                 reply = self._message(msg.sender, "summary", payload={"ae": "buckets", "b": rows})
                 return HandleResult([reply])
             case "buckets":
-                theirs_b, mine = _bucket_hashes(payload), self.store.bucket_hashes()
+                theirs_b, mine = read_bucket_hashes(payload), self.store.bucket_hashes()
                 differing = sorted(b for b in theirs_b.keys() | mine.keys()
                                    if theirs_b.get(b, 0) != mine.get(b, 0))
                 if not differing:
                     self.counters["in_sync"] += 1
                     return HandleResult()
                 return HandleResult(self._digest_messages(msg.sender, differing))
-        raise _Malformed("bad_phase")
+        raise Malformed("bad_phase")
 
     def _digest_messages(self, peer: str, buckets: list[int]) -> list[Outbound]:
         positions = self.store.positions_in(buckets)
@@ -295,8 +284,8 @@ class AntiEntropy:
         index = {src: i for i, src in enumerate(srcs)}
         base = {"ae": "digest", "buckets": buckets, "horizon": self.store.horizons(),
                 "srcs": srcs, "after": None, "last": False}
-        overhead = _size(base) + max((_size(list(p)) for p in positions), default=0)
-        costs = [_size([s.state_type, s.key, s.version]) + 3 for s in states]
+        overhead = encoded_size(base) + max((encoded_size(list(p)) for p in positions), default=0)
+        costs = [encoded_size([s.state_type, s.key, s.version]) + 3 for s in states]
         ranges = self._split(costs, overhead)
         out = []
         for n, (lo, hi) in enumerate(ranges):
@@ -313,12 +302,12 @@ class AntiEntropy:
         payload = msg.payload or {}
         digest = dict(msg.digest or {})
         if payload.get("ae") == "digest":
-            cover = _cover(payload, digest)
-            sources, their_h = _sources(payload, digest), _horizons(payload)
+            cover = read_cover(payload, digest)
+            sources, their_h = read_sources(payload, digest), read_horizons(payload)
         elif "ae" not in payload:  # a plain seed pull: it speaks for every key
-            cover, sources, their_h = _Cover(tuple(range(DIGEST_BUCKETS)), None, None), {}, {}
+            cover, sources, their_h = Cover(tuple(range(DIGEST_BUCKETS)), None, None), {}, {}
         else:
-            raise _Malformed("bad_phase")
+            raise Malformed("bad_phase")
         self._witness_horizons(their_h)
         self.counters["digest_messages_received"] += 1
         mine = {(t, k) for b, t, k in self.store.positions_in(cover.buckets) if (b, t, k) in cover}
@@ -360,10 +349,10 @@ class AntiEntropy:
         payload = msg.payload or {}
         phase = payload.get("ae", "delta")
         if phase not in ("delta", "fast"):
-            raise _Malformed("bad_phase")
-        hops = _uint(payload, "hops", 64) if phase == "fast" else 0
-        seen = _seen(payload) if phase == "fast" else []
-        forget = _forget_list(payload)
+            raise Malformed("bad_phase")
+        hops = read_uint(payload, "hops", 64) if phase == "fast" else 0
+        seen = read_seen(payload) if phase == "fast" else []
+        forget = read_forget(payload)
         wanted = list(msg.digest or {}) if msg.msg_type == "push-pull" else []
         self._witness(msg.states)
         result, refused, changed = HandleResult(), [], []
@@ -408,8 +397,8 @@ class AntiEntropy:
         first: dict[str, Any] = {"ae": "delta"}
         if forget:
             first["forget"] = forget
-        reserve = _size(first) + sum(_size([t, k, v]) for (t, k), v in want.items())
-        ranges = self._split([_size(syncable_state_to_map(s)) for s in states], 0, reserve)
+        reserve = encoded_size(first) + sum(encoded_size([t, k, v]) for (t, k), v in want.items())
+        ranges = self._split([encoded_size(syncable_state_to_map(s)) for s in states], 0, reserve)
         out = []
         for n, (lo, hi) in enumerate(ranges):
             payload, digest = (first, dict(want)) if n == 0 else ({"ae": "delta"}, {})
@@ -426,7 +415,8 @@ class AntiEntropy:
         targets = self._sample(self.config.push_fanout, seen)
         covered = sorted({self.node_id, *seen, *targets})[:MAX_SEEN]
         payload = {"ae": "fast", "hops": hops, "seen": covered}
-        ranges = self._split([_size(syncable_state_to_map(s)) for s in states], _size(payload))
+        costs = [encoded_size(syncable_state_to_map(s)) for s in states]
+        ranges = self._split(costs, encoded_size(payload))
         out = [self._message(peer, "push", states[lo:hi], None, payload)
                for peer in targets for lo, hi in ranges]
         self.counters["forwarded" if seen else "fast_pushes"] += len(out)
@@ -464,86 +454,3 @@ class AntiEntropy:
     def _witness_horizons(self, horizons: Mapping[str, int]) -> None:
         if horizons:
             self.clock.update(max(horizons.values()))
-
-
-# -- sizes and untrusted payload fields -----------------------------------------------
-def _size(obj: object) -> int:
-    return len(msgpack.packb(obj, use_bin_type=True))
-
-
-def _int(value: object, reason: str, high: int = _U64) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
-        raise _Malformed(reason)
-    return value
-
-
-def _uint(payload: Mapping[str, Any], name: str, high: int = _U64) -> int:
-    return _int(payload.get(name), f"bad_{name}", high)
-
-
-def _str(value: object, reason: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise _Malformed(reason)
-    return value
-
-
-def _horizons(payload: Mapping[str, Any]) -> dict[str, int]:
-    raw = payload.get("horizon", {})
-    if not isinstance(raw, Mapping):
-        raise _Malformed("bad_horizon")
-    return {_str(t, "bad_horizon"): _int(v, "bad_horizon", MAX_U63) for t, v in raw.items()}
-
-
-def _rows(payload: Mapping[str, Any], name: str, width: int) -> list[list[Any]]:
-    raw = payload.get(name, [])
-    if not isinstance(raw, list) or not all(isinstance(r, list) and len(r) == width
-                                            for r in raw):
-        raise _Malformed(f"bad_{name}")
-    return raw
-
-
-def _bucket_hashes(payload: Mapping[str, Any]) -> dict[int, int]:
-    rows = _rows(payload, "b", 2)
-    if len(rows) > DIGEST_BUCKETS:
-        raise _Malformed("bad_b")
-    return {_int(b, "bad_b", DIGEST_BUCKETS - 1): _int(h, "bad_b") for b, h in rows}
-
-
-def _seen(payload: Mapping[str, Any]) -> list[str]:
-    raw = payload.get("seen", [])
-    if not isinstance(raw, list) or len(raw) > MAX_SEEN:
-        raise _Malformed("bad_seen")
-    return [_str(node, "bad_seen") for node in raw]
-
-
-def _forget_list(payload: Mapping[str, Any]) -> list[tuple[str, str, int]]:
-    return [(_str(t, "bad_forget"), _str(k, "bad_forget"), _int(v, "bad_forget", MAX_U63))
-            for t, k, v in _rows(payload, "forget", 3)]
-
-
-def _cover(payload: Mapping[str, Any], digest: Mapping[StateKey, int]) -> _Cover:
-    buckets = payload.get("buckets")
-    if not isinstance(buckets, list) or len(buckets) > DIGEST_BUCKETS:
-        raise _Malformed("bad_buckets")
-    checked = tuple(_int(b, "bad_buckets", DIGEST_BUCKETS - 1) for b in buckets)
-    after = payload.get("after")
-    if after is not None:
-        if not isinstance(after, list) or len(after) != 3:
-            raise _Malformed("bad_after")
-        after = (_int(after[0], "bad_after"), _str(after[1], "bad_after"),
-                 _str(after[2], "bad_after"))
-    last = payload.get("last")
-    if not isinstance(last, bool) or (not last and not digest):
-        raise _Malformed("bad_last")
-    upper = None if last else max(position(t, k) for t, k in digest)
-    return _Cover(checked, after, upper)
-
-
-def _sources(payload: Mapping[str, Any], digest: Mapping[StateKey, int]) -> dict[StateKey, str]:
-    """Writer of each digest key: src[i] indexes srcs for the i-th key of sorted(digest)."""
-    srcs, src = payload.get("srcs", []), payload.get("src", [])
-    if not isinstance(srcs, list) or not isinstance(src, list) or len(src) != len(digest):
-        raise _Malformed("bad_src")
-    names = [_str(s, "bad_src") for s in srcs]
-    return {skey: names[_int(i, "bad_src", len(names) - 1)]
-            for skey, i in zip(sorted(digest), src, strict=True)}

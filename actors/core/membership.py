@@ -2,14 +2,13 @@
 
 Theory of operation (SWIM, Lifeguard, memberlist `state.go`):
 
-* Probing. Every probe interval (stretched by the local health multiplier,
-  `actors.core.awareness`) one member, taken round-robin from a shuffled
-  list, gets a "ping" with a fresh sequence number. No "ping-ack" within the
+* Probing (`actors.core.probe`). Every probe interval (stretched by the
+  local health multiplier, `actors.core.awareness`) one member, taken
+  round-robin from a shuffled list, gets a "ping". No "ping-ack" within the
   probe timeout: "ping-req" through `indirect_checks` alive members, which
-  ping the target, relay its ack, or answer "ping-nack" when they get none
-  within their own probe timeout. No ack by the end of the interval: the
-  target is suspected. Acks and nacks carrying an unknown or finished
-  sequence number are late; they are dropped and counted.
+  ping the target, relay its ack, or answer "ping-nack" when they get none.
+  No ack by the end of the interval: the prober hands back a suspicion of
+  the target, applied here like any other news.
 * Suspicion and refutation. News (`actors.core.members`) spreads by
   piggybacking on every message (`actors.core.broadcast`) and by gossip
   rounds while news is queued. A suspicion runs the Lifeguard timer
@@ -93,9 +92,9 @@ from actors.core.members import (
     message_news,
     news_to_map,
     reply_address,
-    str_or_none,
     u63_or_none,
 )
+from actors.core.probe import Outbound, Prober
 from actors.core.timing import MembershipTiming, push_pull_scale
 from transport.protocol import (
     GossipMessage,
@@ -107,9 +106,6 @@ from transport.protocol import (
     leave_message,
     make_message,
     map_to_node_info,
-    ping_ack_message,
-    ping_message,
-    ping_req_message,
     validate_value,
 )
 
@@ -118,36 +114,6 @@ __all__ = ["Member", "MemberEvent", "Membership", "Outbound"]
 LEAVE_FANOUT = 32  # members told of a graceful leave directly; gossip does the rest
 MAX_GOSSIP_ITEMS = 512  # bound on work per inbound message
 MAX_JOIN_ATTEMPT = 30  # caps the backoff exponent
-
-
-@dataclass(frozen=True)
-class Outbound:
-    """A message to send to `address` ("tcp://host:port")."""
-
-    address: str
-    message: GossipMessage
-
-
-@dataclass
-class _Probe:
-    target: str
-    address: str
-    seq: int
-    ack_at: float  # direct ack deadline: ping-req after it
-    end_at: float  # end of the (scaled) interval: suspect after it
-    asked: bool = False  # ping-reqs sent
-    indirect: int = 0  # ping-reqs sent = nacks expected
-    nacks: int = 0
-
-
-@dataclass
-class _Relay:
-    """A ping we send on behalf of a ping-req's requester."""
-
-    requester: str
-    address: str
-    seq: int  # the requester's sequence number, echoed in our ack or nack
-    nack_at: float
 
 
 @dataclass
@@ -182,12 +148,9 @@ class Membership:
         self._awareness = Awareness(timing.awareness_max)
         self.counters: dict[str, int] = {}
         self._known = tuple(k.address for k in known if k.node_id != me.node_id)
-        self._seq = 0
-        self._probe: _Probe | None = None
-        self._order: list[str] = []
-        self._order_idx = 0
-        self._next_probe_at = now + rng.uniform(0, timing.probe_interval_s)
-        self._relays: dict[int, _Relay] = {}
+        # Draws its first probe time from `rng` here, before the push-pull stagger below.
+        self._prober = Prober(self._table, timing, rng, self._awareness, self._count,
+                              self._extra, now)
         self._gossip_at = now
         # memberlist staggers the first push-pull so nodes started together spread out.
         self._push_pull_at = now + rng.uniform(0, timing.push_pull_interval_s)
@@ -224,13 +187,8 @@ class Membership:
 
     def next_deadline(self) -> float | None:
         """The earliest time `tick` has work to do, or None."""
-        times: list[float | None] = [r.nack_at for r in self._relays.values()]
+        times = [self._prober.next_deadline(probing=not self._leaving)]
         if not self._leaving:
-            probe = self._probe
-            if probe is None:
-                times.append(self._next_probe_at)
-            else:
-                times.append(probe.end_at if probe.asked else probe.ack_at)
             times += [self._table.next_expiry(), self._push_pull_at,
                       self._table.next_reap(self._t.reap_after_s)]
             if self._table.others((DEAD,)):
@@ -257,7 +215,8 @@ class Membership:
         """Leave gracefully: status left at the current incarnation, told to up to 32 members."""
         if self._leaving:
             return []
-        self._leaving, self._join, self._probe = True, None, None
+        self._leaving, self._join = True, None
+        self._prober.stop()
         me = self._table.me
         me.status, me.since = LEFT, now
         self._table.emit("node.left", me)
@@ -309,13 +268,13 @@ class Membership:
         out = self._absorb_gossip(msg, pl, now)
         match msg.msg_type:
             case "ping":
-                out += self._on_ping(msg, pl)
+                out += self._prober.on_ping(msg, pl)
             case "ping-ack":
-                out += self._on_ack(u63_or_none(pl.get("seq")))
+                out += self._prober.on_ack(u63_or_none(pl.get("seq")))
             case "ping-nack":
-                self._on_nack(u63_or_none(pl.get("seq")))
+                self._prober.on_nack(u63_or_none(pl.get("seq")))
             case "ping-req":
-                out += self._on_ping_req(msg, pl, now)
+                out += self._prober.on_ping_req(msg, pl, now)
             case "suspect" | "dead" | "alive" | "leave":
                 out += self._on_news_message(msg, pl, now)
             case "join":
@@ -367,59 +326,6 @@ class Membership:
                 continue
             out += self._on_news(news, now, reply_address(pl))
         return out
-
-    def _on_ping(self, msg: GossipMessage, pl: Mapping[str, Any]) -> list[Outbound]:
-        address, seq = reply_address(pl), u63_or_none(pl.get("seq"))
-        if address is None or seq is None:
-            return self._reject("bad_ping")
-        extra = self._extra(msg.sender)
-        return [Outbound(address, ping_ack_message(self.me.node_id, msg.sender, seq,
-                                                   payload_extra=extra))]
-
-    def _on_ack(self, seq: int | None) -> list[Outbound]:
-        probe = self._probe
-        if probe is not None and seq is not None and seq == probe.seq:
-            self._count("acks")
-            self._awareness.apply_delta(-1)
-            self._probe = None
-            return []
-        relay = None if seq is None else self._relays.pop(seq, None)
-        if relay is None:
-            self._count("late_acks")
-            return []
-        self._count("relayed_acks")
-        ack = ping_ack_message(self.me.node_id, relay.requester, relay.seq,
-                               payload_extra=self._extra(relay.requester))
-        return [Outbound(relay.address, ack)]
-
-    def _on_nack(self, seq: int | None) -> None:
-        probe = self._probe
-        if probe is not None and seq is not None and seq == probe.seq:
-            probe.nacks += 1
-            self._count("nacks_received")
-        else:
-            self._count("late_nacks")
-
-    def _on_ping_req(self, msg: GossipMessage, pl: Mapping[str, Any], now: float) -> list[Outbound]:
-        requester_address = reply_address(pl)
-        target_id, seq = str_or_none(pl.get("node")), u63_or_none(pl.get("seq"))
-        if requester_address is None or target_id is None or seq is None:
-            return self._reject("bad_ping_req")
-        self._count("ping_reqs_received")
-        if target_id == self.me.node_id:  # odd but harmless: answer for ourselves
-            return [Outbound(requester_address, ping_ack_message(
-                self.me.node_id, msg.sender, seq, payload_extra=self._extra(msg.sender)))]
-        entry = self._table.get(target_id)
-        target_address = entry.node.address if entry is not None else str_or_none(pl.get("taddr"))
-        local_seq = self._next_seq()
-        self._relays[local_seq] = _Relay(msg.sender, requester_address, seq,
-                                         now + self._t.probe_timeout_s)
-        if target_address is None:
-            self._relays[local_seq].nack_at = now  # nobody to ping: nack at the next tick
-            return []
-        ping = ping_message(self.me.node_id, target_id, local_seq,
-                            payload_extra=self._extra(target_id))
-        return [Outbound(target_address, ping)]
 
     def _on_news_message(
         self, msg: GossipMessage, pl: Mapping[str, Any], now: float
@@ -481,8 +387,7 @@ class Membership:
     def _after_accept(self, news: News, applied: Applied) -> None:
         self._queue.queue(news.node_id, news_to_map(news))
         if applied.reason == "joined" and not self._leaving:
-            # memberlist inserts new members at a random point so they are probed soon.
-            self._order.insert(self._rng.randint(self._order_idx, len(self._order)), news.node_id)
+            self._prober.add_member(news.node_id)
         if news.refused and news.accuser != self.me.node_id:
             self._count("refused_confirmations")
         if applied.reason == "transition":
@@ -512,7 +417,7 @@ class Membership:
 
     def tick(self, now: float) -> list[Outbound]:
         """Run everything due at `now`: timeouts, probes, push-pull, joins, reaping, gossip."""
-        out = self._expire_relays(now)
+        out = self._prober.expire_relays(now)
         if not self._leaving:
             out += self._expire_suspicions(now)
             out += self._run_probe(now)
@@ -525,17 +430,6 @@ class Membership:
         if now >= self._gossip_at:
             self._gossip_at = now + self._t.gossip_interval_s
             out += self._gossip_round()
-        return out
-
-    def _expire_relays(self, now: float) -> list[Outbound]:
-        out: list[Outbound] = []
-        for seq, relay in list(self._relays.items()):
-            if relay.nack_at <= now:
-                del self._relays[seq]
-                self._count("nacks_sent")
-                payload = {"seq": relay.seq, **self._extra(None, gossip=False)}
-                nack = make_message("ping-nack", self.me.node_id, relay.requester, payload=payload)
-                out.append(Outbound(relay.address, nack))
         return out
 
     def _expire_suspicions(self, now: float) -> list[Outbound]:
@@ -553,69 +447,10 @@ class Membership:
         return out
 
     def _run_probe(self, now: float) -> list[Outbound]:
-        out: list[Outbound] = []
-        probe = self._probe
-        if probe is not None and not probe.asked and now >= probe.ack_at:
-            out += self._ask_indirect(probe)
-        if probe is not None and now >= probe.end_at:
-            out += self._probe_failed(probe, now)
-        if self._probe is None and now >= self._next_probe_at:
-            out += self._start_probe(now)
-        return out
-
-    def _start_probe(self, now: float) -> list[Outbound]:
-        interval = self._awareness.scale(self._t.probe_interval_s)
-        self._next_probe_at = now + interval
-        target = self._next_target()
-        if target is None:
-            return []
-        tid = target.node.node_id
-        seq = self._next_seq()
-        self._probe = _Probe(tid, target.node.address, seq, now + self._t.probe_timeout_s,
-                             now + interval)
-        self._count("probes")
-        ping = ping_message(self.me.node_id, tid, seq, payload_extra=self._extra(tid))
-        return [Outbound(target.node.address, ping)]
-
-    def _next_target(self) -> Entry | None:
-        """Round-robin over a list reshuffled at the end of each round (SWIM §4.3)."""
-        for _ in range(2):
-            while self._order_idx < len(self._order):
-                entry = self._table.get(self._order[self._order_idx])
-                self._order_idx += 1
-                if entry is not None and entry is not self._table.me and entry.status in LIVE:
-                    return entry
-            self._order = [e.node.node_id for e in self._table.others()]
-            self._rng.shuffle(self._order)
-            self._order_idx = 0
-        return None
-
-    def _ask_indirect(self, probe: _Probe) -> list[Outbound]:
-        probe.asked = True
-        peers = [e for e in self._table.others((ALIVE,)) if e.node.node_id != probe.target]
-        peers = self._rng.sample(peers, min(self._t.indirect_checks, len(peers)))
-        probe.indirect = len(peers)
-        self._count("ping_reqs_sent", len(peers))
-        out = []
-        for peer in peers:
-            pid = peer.node.node_id
-            extra = {**self._extra(pid), "taddr": probe.address}
-            req = ping_req_message(self.me.node_id, pid, probe.target, probe.seq,
-                                   payload_extra=extra)
-            out.append(Outbound(peer.node.address, req))
-        return out
-
-    def _probe_failed(self, probe: _Probe, now: float) -> list[Outbound]:
-        self._probe = None
-        self._count("probe_failures")
-        # Lifeguard: a missing nack from a relay blames our own health.
-        missing = max(0, probe.indirect - probe.nacks) if probe.indirect else 1
-        self._awareness.apply_delta(missing)
-        entry = self._table.get(probe.target)
-        if entry is None or entry.status not in LIVE:
-            return []
-        news = News(SUSPECT, probe.target, entry.incarnation, accuser=self.me.node_id)
-        return self._on_news(news, now, None)
+        out, suspicion = self._prober.step(now)
+        if suspicion is not None:
+            out += self._on_news(suspicion, now, None)
+        return out + self._prober.start_due(now)
 
     def _run_push_pull(self, now: float) -> list[Outbound]:
         if now < self._push_pull_at:
@@ -700,10 +535,6 @@ class Membership:
         payload = {**self._extra(None, gossip=False), "reply": reply, "join": join,
                    "members": [member_to_map(e) for e in self._table.entries()]}
         return make_message("members", self.me.node_id, to, payload=payload)
-
-    def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
 
     def _count(self, name: str, by: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + by

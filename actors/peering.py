@@ -1,0 +1,54 @@
+"""What the membership and anti-entropy shells share about their peers' sockets.
+
+With ``[security]`` on, an outbound DEALER to a peer needs that peer's public
+key (found by node id in the keyring), and every inbound message arrives from
+the supervisor prefixed with the node id of the key that sent it: a message
+whose claimed sender differs is a spoof and is dropped. With security off
+both checks are no-ops (and sender ids cannot be verified: see
+docs/SECURITY.md).
+"""
+
+from __future__ import annotations
+
+import zmq
+
+from actors.config import Config
+from transport.protocol import GossipMessage
+from transport.security import Keyring, load_keypair, secure_client
+
+
+class PeerSecurity:
+    def __init__(self, cfg: Config) -> None:
+        sec = cfg.security
+        self.keys = None
+        self.keyring: Keyring | None = None
+        if sec.curve_public_key_file and sec.curve_secret_key_file and sec.allowed_keys_dir:
+            self.keys = load_keypair(sec.curve_public_key_file, sec.curve_secret_key_file)
+            self.keyring = Keyring(sec.allowed_keys_dir)
+
+    @property
+    def enabled(self) -> bool:
+        return self.keyring is not None
+
+    def spoofed(self, frames: list[bytes], msg: GossipMessage) -> bool:
+        """True when the key that sent `frames` does not belong to `msg.sender`."""
+        if self.keyring is None:
+            return False
+        return frames[0].decode("utf-8", "replace") != msg.sender
+
+    def prepare(self, sock: zmq.Socket, node_id: str | None) -> bool:
+        """Set up `sock` to dial `node_id`; False when its key is unknown."""
+        if self.keyring is None or self.keys is None:
+            return True
+        key = self.keyring.key_for(node_id) if node_id else None
+        if key is None:
+            return False
+        secure_client(sock, self.keys, key)
+        return True
+
+    def admits(self, node_id: str) -> bool:
+        return self.keyring is None or self.keyring.admits(node_id)
+
+    def reload(self) -> None:
+        if self.keyring is not None:
+            self.keyring.reload()

@@ -1,0 +1,351 @@
+"""A discrete-event network for thousands of `Membership` cores, in virtual time.
+
+Theory of operation: one event heap ordered by (time, insertion counter),
+one seeded `random.Random` for the network and one per core (drawn from it),
+so a run is a pure function of its seed and parameters. Each node has at
+most one live wake-up, at its core's `next_deadline()`; a wake-up is
+superseded (generation bump) only when an earlier one is needed, because an
+early `tick` is harmless and a late one is not. The shell's order is kept:
+`handle`/`tick`, send what it returned, drain its events, reschedule.
+
+Network model (`NetModel`), per message: latency drawn uniform or lognormal
+in [min, max] (lognormal: median at the geometric middle, tail past max);
+lost with probability `loss`; dropped across partition groups. Every message
+is encoded by the real codec (`transport.codec.encode`) at the sender, whose
+byte count is the traffic meter, and decoded with `decode_untrusted` at the
+receiver, unless `codec` is off (then bytes are not measured).
+
+Node fates, as the real shell (`actors/membership.py`) would see them:
+
+* crashed: it neither ticks nor handles; messages to it vanish. Each live
+  node that had a connection to it (had sent to it: the shell keeps one
+  DEALER per peer) gets `connection_refused` after `refusal_delay_s`, the
+  reconnect-then-refused path; a node that never connected gets nothing.
+  With `refusals` off a crash is a silent stop (the plain SWIM path).
+* restarted: a fresh core for the same id (at an incarnation the caller
+  gives) joins its seeds; nodes that had reported a refusal get
+  `connection_ok` once they reconnect.
+* slow (Lifeguard's scenario): inbound messages are handled in arrival
+  order, each no earlier than its arrival plus a delay drawn from
+  `slow_delay_s`; its timers still fire on time, so its own probes see late
+  acks -- the case in which Lifeguard must keep it from failing healthy
+  members.
+
+Not modelled: bandwidth and queueing in the network, message reordering by
+TCP (each message draws its own latency), CPU cost of healthy nodes, the
+shell's bounded send queues (HWM) and its event publishing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.core.membership import MemberEvent, Membership, Outbound
+from actors.core.timing import MembershipTiming
+from transport.codec import decode_untrusted, encode
+from transport.protocol import GossipMessage, NodeInfo
+
+CLUSTER = "sim"
+_WAKE, _ARRIVE, _PROCESS, _REFUSED, _OK, _ACTION = range(6)
+
+EventListener = Callable[[float, int, MemberEvent], None]  # (now, observer index, event)
+SendTap = Callable[[int, int, GossipMessage], None]  # (sender index, receiver index, message)
+
+
+@dataclass
+class NetModel:
+    """Network behaviour; mutable so a scenario can change loss between phases."""
+
+    latency: str = "uniform"  # uniform | lognormal
+    latency_min_s: float = 0.0005
+    latency_max_s: float = 0.005
+    loss: float = 0.0
+    slow_delay_s: tuple[float, float] = (0.5, 2.0)
+    # The shell reconnects after RECONNECT_IVL (50 ms); the refusal comes a round trip later.
+    refusal_delay_s: tuple[float, float] = (0.05, 0.1)
+    codec: bool = True
+
+    def draw_latency(self, rng: random.Random) -> float:
+        lo, hi = self.latency_min_s, self.latency_max_s
+        if self.latency == "lognormal":
+            # ~95 % of draws inside [lo, hi]; the rest is a tail, floored at lo.
+            mu, sigma = math.log(math.sqrt(lo * hi)), math.log(hi / lo) / 4
+            return max(lo, rng.lognormvariate(mu, sigma))
+        return rng.uniform(lo, hi)
+
+
+@dataclass(eq=False)
+class SimNode:
+    """One simulated node: its core plus what its shell would know."""
+
+    index: int
+    info: NodeInfo
+    core: Membership | None = None  # None until started
+    up: bool = False
+    slow: bool = False
+    life: int = 0  # bumped by crash/restart: messages sent to an older life are lost
+    generation: int = 0  # supersedes pending wake-ups
+    wake_at: float = math.inf
+    busy_until: float = 0.0  # slow nodes: inbound handled in order, one after another
+    connected: set[int] = field(default_factory=set)  # peers it holds a connection to
+    refused: set[int] = field(default_factory=set)  # refusals reported, not withdrawn
+    sent: int = 0
+    sent_bytes: int = 0
+
+
+@dataclass
+class Meter:
+    """Traffic since the last `Sim.reset_meter`: per type, all nodes together."""
+
+    since: float = 0.0
+    messages: dict[str, int] = field(default_factory=dict)
+    bytes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, msg_type: str, size: int) -> None:
+        self.messages[msg_type] = self.messages.get(msg_type, 0) + 1
+        self.bytes[msg_type] = self.bytes.get(msg_type, 0) + size
+
+
+class Sim:
+    """N membership cores on a virtual clock and a seeded, lossy network."""
+
+    def __init__(self, n: int, timing: MembershipTiming, net: NetModel, seed: int) -> None:
+        self.timing, self.net, self.seed = timing, net, seed
+        self.rng = random.Random(seed)
+        self.now = 0.0
+        self.nodes = [SimNode(i, NodeInfo(f"n{i}", f"tcp://n{i}.sim:7946", {}))
+                      for i in range(n)]
+        self.index = {node.info.node_id: node.index for node in self.nodes}
+        self._by_address = {node.info.address: node.index for node in self.nodes}
+        self._heap: list[tuple[float, int, int, int, Any]] = []
+        self._counter = 0
+        self._groups: list[int] | None = None
+        self.listeners: list[EventListener] = []
+        self.tap: SendTap | None = None
+        self.meter = Meter()
+        self.handled = 0  # handle + tick calls, for progress and profiling
+
+    # --- node life -----------------------------------------------------------
+
+    def start(self, i: int, at: float, seeds: list[int], incarnation: int = 0) -> None:
+        """Start node `i` at time `at`; it joins `seeds` (node indices)."""
+        self._push(at, _ACTION, i, lambda: self._boot(i, seeds, incarnation))
+
+    def _boot(self, i: int, seeds: list[int], incarnation: int) -> None:
+        node = self.nodes[i]
+        rng = random.Random(self.rng.random())
+        node.core = Membership(node.info, self.timing, rng, self.now, incarnation)
+        node.up, node.busy_until = True, self.now
+        addresses = [self.nodes[s].info.address for s in seeds if s != i]
+        self._after(node, node.core.join(addresses, self.now))
+
+    def crash(self, i: int, refusals: bool) -> None:
+        """Node `i` stops dead now; see the module docstring for `refusals`."""
+        node = self.nodes[i]
+        node.up, node.life, node.wake_at = False, node.life + 1, math.inf
+        for other in self.nodes:
+            if i in other.connected:
+                other.connected.discard(i)
+                if refusals and other.up:
+                    delay = self.rng.uniform(*self.net.refusal_delay_s)
+                    self._push(self.now + delay, _REFUSED, other.index, i)
+
+    def restart(self, i: int, seeds: list[int], incarnation: int) -> None:
+        """Start a fresh core for crashed node `i`; peers that saw a refusal reconnect."""
+        for other in self.nodes:
+            if i in other.refused:
+                delay = self.rng.uniform(*self.net.refusal_delay_s)
+                self._push(self.now + delay, _OK, other.index, i)
+        self.start(i, self.now, seeds, incarnation)
+
+    def set_metadata(self, i: int, metadata: dict[str, Any]) -> None:
+        node = self.nodes[i]
+        assert node.core is not None and node.up  # scenario bug otherwise
+        self._after(node, node.core.set_metadata(metadata, self.now))
+
+    def partition(self, groups: list[int] | None) -> None:
+        """groups[i] is node i's side; None heals."""
+        self._groups = groups
+
+    def schedule(self, at: float, action: Callable[[], None]) -> None:
+        self._push(at, _ACTION, -1, action)
+
+    def reset_meter(self) -> None:
+        self.meter = Meter(since=self.now)
+        for node in self.nodes:
+            node.sent = node.sent_bytes = 0
+
+    # --- running -------------------------------------------------------------
+
+    def run_until(
+        self,
+        end: float,
+        until: Callable[[], bool] | None = None,
+        check_every_s: float = 0.05,
+        progress: Callable[[Sim], None] | None = None,
+    ) -> bool:
+        """Advance to `end`, or until `until()` holds (checked every `check_every_s`)."""
+        next_check, next_report = self.now, time.monotonic() + 10.0
+        heap = self._heap
+        while heap and heap[0][0] <= end:
+            at, _, kind, i, data = heapq.heappop(heap)
+            self.now = at
+            self._dispatch(kind, i, data)
+            if until is not None and at >= next_check:
+                if until():
+                    return True
+                next_check = at + check_every_s
+            if progress is not None and self.handled % 2048 == 0 and \
+                    time.monotonic() >= next_report:
+                progress(self)
+                next_report = time.monotonic() + 10.0
+        self.now = max(self.now, end)
+        return until() if until is not None else True
+
+    def _dispatch(self, kind: int, i: int, data: Any) -> None:
+        node = self.nodes[i] if i >= 0 else None
+        if kind == _ARRIVE:
+            assert node is not None
+            self._arrive(node, data)
+        elif kind == _WAKE:
+            assert node is not None
+            if node.up and data == node.generation:
+                node.wake_at = math.inf
+                self._call(node, lambda core: core.tick(self.now))
+        elif kind == _PROCESS:
+            assert node is not None
+            self._process(node, data)
+        elif kind in (_REFUSED, _OK):
+            assert node is not None
+            self._connection_news(node, data, refused=kind == _REFUSED)
+        else:
+            data()
+
+    def _connection_news(self, node: SimNode, peer: int, refused: bool) -> None:
+        if not node.up:
+            return
+        peer_id = self.nodes[peer].info.node_id
+        if refused:
+            node.refused.add(peer)
+            self._call(node, lambda core: core.connection_refused(peer_id, self.now))
+        elif peer in node.refused and node.core is not None:
+            node.refused.discard(peer)
+            node.core.connection_ok(peer_id, self.now)
+            self._after(node, [])
+
+    # --- message path ----------------------------------------------------------
+
+    def _call(self, node: SimNode, step: Callable[[Membership], list[Outbound]]) -> None:
+        assert node.core is not None
+        self.handled += 1
+        self._after(node, step(node.core))
+
+    def _after(self, node: SimNode, outbound: list[Outbound]) -> None:
+        core = node.core
+        assert core is not None
+        self._send(node, outbound)
+        events = core.drain_events()
+        if events and self.listeners:
+            for event in events:
+                for listener in self.listeners:
+                    listener(self.now, node.index, event)
+        deadline = core.next_deadline()
+        if deadline is not None and deadline < node.wake_at:
+            node.generation += 1
+            node.wake_at = max(deadline, self.now)
+            self._push(node.wake_at, _WAKE, node.index, node.generation)
+
+    def _send(self, src: SimNode, outbound: list[Outbound]) -> None:
+        net = self.net
+        for out in outbound:
+            msg = out.message
+            wire: Any = msg
+            size = 0
+            if net.codec:
+                wire = encode(msg, CLUSTER)
+                size = len(wire)
+            src.sent += 1
+            src.sent_bytes += size
+            self.meter.add(msg.msg_type, size)
+            j = self._by_address.get(out.address)
+            if j is None:
+                continue
+            dst = self.nodes[j]
+            if self.tap is not None:
+                self.tap(src.index, j, msg)
+            if not dst.up:
+                continue  # a dial to a dead address: no connection, no refusal
+            src.connected.add(j)
+            if self._groups is not None and self._groups[src.index] != self._groups[j]:
+                continue
+            if net.loss and self.rng.random() < net.loss:
+                continue
+            at = self.now + net.draw_latency(self.rng)
+            self._push(at, _ARRIVE, j, (dst.life, wire))
+
+    def _arrive(self, dst: SimNode, data: tuple[int, Any]) -> None:
+        life, wire = data
+        if not dst.up or life != dst.life:
+            return
+        if dst.slow:
+            at = max(self.now + self.rng.uniform(*self.net.slow_delay_s), dst.busy_until)
+            dst.busy_until = at
+            self._push(at, _PROCESS, dst.index, data)
+            return
+        self._process(dst, data)
+
+    def _process(self, dst: SimNode, data: tuple[int, Any]) -> None:
+        life, wire = data
+        if not dst.up or life != dst.life:
+            return
+        msg: GossipMessage = decode_untrusted(wire, CLUSTER) if self.net.codec else wire
+        self._call(dst, lambda core: core.handle(msg, self.now))
+
+    def _push(self, at: float, kind: int, i: int, data: Any) -> None:
+        self._counter += 1
+        heapq.heappush(self._heap, (at, self._counter, kind, i, data))
+
+
+class Views:
+    """What every node believes, kept incrementally from the cores' events.
+
+    `alive[i]` is how many other nodes observer i holds alive; `not_alive[i]`
+    maps the others it knows in another status to that status. O(1) per
+    event, so convergence can be checked often at any N.
+    """
+
+    def __init__(self, sim: Sim) -> None:
+        n = len(sim.nodes)
+        self._index = sim.index
+        self.alive = [0] * n
+        self.not_alive: list[dict[int, str]] = [{} for _ in range(n)]
+        sim.listeners.append(self.on_event)
+
+    def on_event(self, now: float, observer: int, event: MemberEvent) -> None:
+        subject = self._index.get(event.node.node_id)
+        if subject is None or subject == observer:
+            return
+        others = self.not_alive[observer]
+        was_counted = event.kind != "node.joined" and subject not in others
+        if event.status == "alive":
+            if not was_counted:
+                self.alive[observer] += 1
+                others.pop(subject, None)
+        else:
+            if was_counted:
+                self.alive[observer] -= 1
+            others[subject] = event.status
+
+    def reset(self, i: int) -> None:
+        """Node i restarted with an empty table."""
+        self.alive[i] = 0
+        self.not_alive[i] = {}
+
+    def sees_all_alive(self, observer: int, others: int) -> bool:
+        return self.alive[observer] == others and not self.not_alive[observer]
