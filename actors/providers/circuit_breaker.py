@@ -21,13 +21,11 @@ Theory of operation:
   only its recorded outcomes count there. `open_s` is measured on each node's
   monotonic clock from when that node saw the breaker open, so wall-clock
   skew between nodes does not matter (propagation delay adds milliseconds).
-* Concurrent writes resolve by the protocol's version rule, as everywhere.
+* Concurrent writes resolve by the protocol's version rule, as everywhere;
+  remote states go through the `ReplicatedTable` of `actors.providers.base`
+  (version rule only, no GC-horizon check; malformed values are rejected).
   Known limit: if the owner sends no traffic to a half-open upstream, the
   breaker stays half-open until the owner changes or an operator resets it.
-
-This module also holds the glue both built-in owner-based providers share
-(`ReplicatedTable`, option and argument helpers); `actors.providers.health`
-imports it from here.
 """
 
 from __future__ import annotations
@@ -35,138 +33,27 @@ from __future__ import annotations
 import enum
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from actors.core.rendezvous import Ownership
-from actors.core.store import Store
-from transport.protocol import (
-    MAX_KEY_LEN,
-    ApplyResult,
-    LamportClock,
-    ProtocolError,
-    SyncableState,
-    check_u63,
-    is_tombstone,
-    state_key,
+
+# Imported from here before actors.providers.base existed (`X as X`: re-exported).
+from actors.providers.base import ProviderOptionError as ProviderOptionError
+from actors.providers.base import (
+    ReplicatedTable,
+    TableProvider,
+    arg_name,
+    check_known,
+    is_number,
+    option_int,
+    option_num,
 )
+from transport.protocol import ApplyResult, LamportClock, SyncableState
 
 STATE_TYPE = "circuit_breaker"
 _OPTIONS = frozenset({"failure_threshold", "window_s", "open_s", "half_open_successes"})
-
-
-# --- shared with actors.providers.circuit_breaker -------------------------------------
-
-
-class ProviderOptionError(ValueError):
-    """A bad `[[providers]] options` entry; `.option` names it, `.reason` says why."""
-
-    def __init__(self, provider: str, option: str, reason: str) -> None:
-        super().__init__(f"{provider} option {option}: {reason}")
-        self.provider, self.option, self.reason = provider, option, reason
-
-
-def check_known(provider: str, options: object, known: frozenset[str]) -> dict[str, Any]:
-    """Copy `options` into a dict; raise ProviderOptionError on an unknown key."""
-    if not isinstance(options, Mapping):
-        raise ProviderOptionError(provider, "options", "must be a table")
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ProviderOptionError(provider, str(unknown[0]),
-                                  f"unknown option (known: {', '.join(sorted(known))})")
-    return dict(options)
-
-
-def option_int(provider: str, opts: Mapping[str, Any], name: str, default: int,
-               minimum: int) -> int:
-    """An integer option >= `minimum` (bool refused)."""
-    value = opts.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ProviderOptionError(provider, name,
-                                  f"must be an integer >= {minimum} (got {value!r})")
-    return value
-
-
-def option_num(provider: str, opts: Mapping[str, Any], name: str, default: float) -> float:
-    """A finite number option > 0 (bool refused)."""
-    value = opts.get(name, default)
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not 0 < value < float("inf")):
-        raise ProviderOptionError(provider, name, f"must be a positive number (got {value!r})")
-    return float(value)
-
-
-def arg_name(args: object, name: str) -> str:
-    """A command argument that names a key. Raises: ValueError."""
-    value = args.get(name) if isinstance(args, Mapping) else None
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_KEY_LEN:
-        raise ValueError(f"argument {name} must be a non-empty string "
-                         f"of at most {MAX_KEY_LEN} characters")
-    return value
-
-
-def is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-class ReplicatedTable:
-    """One provider's replicated states: a Store of one type, value checks, a change log.
-
-    Local writes and accepted remote states both land in the change log that
-    `drain` empties (latest state per key), which is what the host publishes.
-    """
-
-    def __init__(self, state_type: str, node_id: str, clock: LamportClock,
-                 valid_value: Callable[[Any], bool]) -> None:
-        self.state_type, self.node_id, self.clock = state_type, node_id, clock
-        self._valid_value = valid_value
-        self._store = Store()
-        self._changes: dict[tuple[str, str], SyncableState] = {}
-
-    def value(self, key: str) -> Any | None:
-        """The live value of `key`; None if absent or deleted."""
-        state = self._store.get(self.state_type, key)
-        return None if state is None else state.value
-
-    def keys(self) -> list[str]:
-        """Keys with a live (non-tombstone) value."""
-        return [s.key for s in self._store.items(self.state_type) if not is_tombstone(s)]
-
-    def states(self) -> list[SyncableState]:
-        return self._store.items(self.state_type)
-
-    def digest(self) -> dict[tuple[str, str], int]:
-        return self._store.digest(self.state_type)
-
-    def write(self, key: str, value: Any, now: float) -> SyncableState:
-        state = self._store.write(self.state_type, key, value, self.clock, self.node_id, now)
-        self._changes[state_key(state)] = state
-        return state
-
-    def apply(self, states: Sequence[SyncableState], now: float
-              ) -> tuple[ApplyResult, list[SyncableState]]:
-        """Apply remote states; wrong type or a malformed value counts as rejected."""
-        ours = [s for s in states if isinstance(s, SyncableState)
-                and s.state_type == self.state_type
-                and (s.value is None or self._valid_value(s.value))]
-        for state in ours:
-            try:  # Lamport receive rule, so later local writes are newer
-                self.clock.update(check_u63(state.version, "version"))
-            except ProtocolError:
-                continue  # the store rejects and counts it
-        result, changed = self._store.apply(ours, now)
-        result["rejected"] += len(states) - len(ours)
-        for state in changed:
-            self._changes[state_key(state)] = state
-        return result, changed
-
-    def drain(self) -> list[SyncableState]:
-        changes, self._changes = list(self._changes.values()), {}
-        return changes
-
-    def gc(self, now: float) -> int:
-        return self._store.gc(now)
 
 
 # --- the breaker ------------------------------------------------------------------------
@@ -239,7 +126,7 @@ class Local:
     successes: int = 0
 
 
-class CircuitBreakerProvider:
+class CircuitBreakerProvider(TableProvider):
     """StateProvider for state_type "circuit_breaker" (see the module docstring).
 
     `now_fn` and `wall_fn` are seams for tests; the host passes only node_id,
@@ -264,16 +151,7 @@ class CircuitBreakerProvider:
         """Raise ProviderOptionError (a ValueError) if `options` are invalid."""
         parse_options(options)
 
-    # -- StateProvider -------------------------------------------------------------------
-    def provider_type(self) -> str:
-        return STATE_TYPE
-
-    def get_sync_state(self) -> list[SyncableState]:
-        return self._table.states()
-
-    def get_state_digest(self) -> dict[tuple[str, str], int]:
-        return self._table.digest()
-
+    # -- StateProvider (the queries and drain_changes come from TableProvider) ------------
     def apply_remote_state(self, states: list[SyncableState]) -> ApplyResult:
         now = self._now_fn()
         keys = {s.key for s in states if isinstance(s, SyncableState)}
@@ -288,9 +166,6 @@ class CircuitBreakerProvider:
         self._own.remove(node_id)
 
     # -- host hooks ----------------------------------------------------------------------
-    def drain_changes(self) -> list[SyncableState]:
-        return self._table.drain()
-
     def on_members(self, live: list[str], now: float) -> None:
         self._own.set_members(live)
 

@@ -27,8 +27,8 @@ Theory of operation:
   confirms or overrides it at its next check; secondaries never override
   the primary, so two owners that disagree cannot ping-pong.
 * Remote states are accepted by the protocol's version rule (through the
-  `ReplicatedTable` shared with `actors.providers.circuit_breaker`);
-  malformed values are rejected and counted.
+  `ReplicatedTable` of `actors.providers.base`, which does not apply the GC
+  horizon); malformed values are rejected and counted.
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from actors.core.rendezvous import Ownership
-from actors.providers.circuit_breaker import (
+from actors.providers.base import (
     ProviderOptionError,
     ReplicatedTable,
+    TableProvider,
     arg_name,
     check_known,
     is_number,
@@ -248,7 +249,7 @@ class Tracker:
         return self.run_status is not None and self.run_status != self.decided
 
 
-class HealthProvider:
+class HealthProvider(TableProvider):
     """StateProvider for state_type "health" (see the module docstring).
 
     `check`, `executor`, `now_fn` and `wall_fn` are seams for tests; the host
@@ -276,16 +277,7 @@ class HealthProvider:
         """Raise ProviderOptionError (a ValueError) if `options` are invalid."""
         parse_options(options)
 
-    # -- StateProvider -------------------------------------------------------------------
-    def provider_type(self) -> str:
-        return STATE_TYPE
-
-    def get_sync_state(self) -> list[SyncableState]:
-        return self._table.states()
-
-    def get_state_digest(self) -> dict[tuple[str, str], int]:
-        return self._table.digest()
-
+    # -- StateProvider (the queries and drain_changes come from TableProvider) ------------
     def apply_remote_state(self, states: list[SyncableState]) -> ApplyResult:
         # Owners reconcile against remote states at their next check, not here:
         # reacting to every remote write is how two disagreeing owners ping-pong.
@@ -298,9 +290,6 @@ class HealthProvider:
             self._reown(self._now_fn())
 
     # -- host hooks ----------------------------------------------------------------------
-    def drain_changes(self) -> list[SyncableState]:
-        return self._table.drain()
-
     def on_members(self, live: list[str], now: float) -> None:
         self._last_now = now
         if self._own.set_members(live):

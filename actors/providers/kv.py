@@ -7,10 +7,7 @@ greater source node. Deleting writes a tombstone, kept for
 `tombstone_grace_s` so a stale copy cannot bring the key back.
 
 Remote states are applied by version only, without the store's GC-horizon
-check: the node's anti-entropy mirror is the one gate against resurrection
-(it offers a provider only what it accepted itself). A second gate here,
-collecting tombstones on its own schedule, would now and then refuse what
-the mirror just accepted, and the two would stay different.
+check, like every built-in provider (`actors.providers.base` says why).
 
 Values are any msgpack-native value except None (None means deleted); keys
 are non-empty strings of at most `MAX_KEY_CHARS` characters; a local write's
@@ -31,7 +28,8 @@ from typing import Any
 
 import msgpack
 
-from actors.core.store import DEFAULT_TOMBSTONE_GRACE_S, Store, StoreSnapshotError
+from actors.core.store import DEFAULT_TOMBSTONE_GRACE_S, StoreSnapshotError
+from actors.providers.base import ReplicatedTable, TableProvider
 from transport.protocol import (
     ApplyResult,
     LamportClock,
@@ -39,7 +37,6 @@ from transport.protocol import (
     SyncableState,
     check_u63,
     is_tombstone,
-    state_key,
     validate_value,
 )
 
@@ -57,7 +54,7 @@ class KvError(ValueError):
         self.reason = reason
 
 
-class KvProvider:
+class KvProvider(TableProvider):
     """StateProvider for state_type "kv" (see the module docstring)."""
 
     def __init__(self, node_id: str, clock: LamportClock,
@@ -71,11 +68,9 @@ class KvProvider:
         self.clock = clock
         self.max_value_bytes = int(_positive(opts, "max_value_bytes", DEFAULT_MAX_VALUE_BYTES,
                                              integer=True))
-        self._store = Store(_positive(opts, "tombstone_grace_s", DEFAULT_TOMBSTONE_GRACE_S,
-                                      integer=False))
+        grace_s = _positive(opts, "tombstone_grace_s", DEFAULT_TOMBSTONE_GRACE_S, integer=False)
+        self._table = ReplicatedTable(STATE_TYPE, node_id, clock, tombstone_grace_s=grace_s)
         self._now_fn = now_fn
-        # Latest change per key since the last drain_changes(), for the provider host.
-        self._changes: dict[tuple[str, str], SyncableState] = {}
 
     # -- the kv API ---------------------------------------------------------------------
     def set(self, key: str, value: Any, now: float) -> SyncableState:
@@ -92,28 +87,17 @@ class KvProvider:
         return self._write(key, None, now)
 
     def get(self, key: str) -> Any | None:
-        state = self._store.get(STATE_TYPE, key)
-        return None if state is None else state.value
+        return self._table.value(key)
 
     def state_of(self, key: str) -> SyncableState | None:
         """The held state of `key`, a tombstone included."""
-        return self._store.get(STATE_TYPE, key)
+        return self._table.get(key)
 
     def items(self) -> list[tuple[str, Any]]:
         """Live (key, value) pairs, sorted by key."""
-        return sorted((s.key, s.value) for s in self._store.items(STATE_TYPE)
-                      if not is_tombstone(s))
+        return sorted((s.key, s.value) for s in self._table.states() if not is_tombstone(s))
 
-    # -- StateProvider ------------------------------------------------------------------
-    def provider_type(self) -> str:
-        return STATE_TYPE
-
-    def get_sync_state(self) -> list[SyncableState]:
-        return self._store.items(STATE_TYPE)
-
-    def get_state_digest(self) -> dict[tuple[str, str], int]:
-        return self._store.digest(STATE_TYPE)
-
+    # -- StateProvider (the queries and drain_changes come from TableProvider) ------------
     def apply_remote_state(self, states: list[SyncableState]) -> ApplyResult:
         result, _ = self.apply_remote(states, self._now_fn())
         return result
@@ -125,29 +109,15 @@ class KvProvider:
     def apply_remote(self, states: Sequence[SyncableState], now: float
                      ) -> tuple[ApplyResult, list[SyncableState]]:
         """apply_remote_state with an explicit `now`; also returns the stored states."""
-        ours = [s for s in states if isinstance(s, SyncableState) and s.state_type == STATE_TYPE]
-        for state in ours:
-            try:  # Lamport receive rule, so later local writes are newer
-                self.clock.update(check_u63(state.version, "version"))
-            except ProtocolError:
-                continue  # the store rejects and counts it
-        self._store.gc(now)
-        result, changed = self._store.apply(ours, now, enforce_horizon=False)  # see module doc
-        result["rejected"] += len(states) - len(ours)  # not ours: wrong type or not a state
-        self._note(changed)
-        return result, changed
-
-    def drain_changes(self) -> list[SyncableState]:
-        """States changed (locally or remotely) since the last call, latest per key."""
-        changes, self._changes = list(self._changes.values()), {}
-        return changes
+        self._table.gc(now)
+        return self._table.apply(states, now)
 
     def gc(self, now: float) -> int:
-        return self._store.gc(now)
+        return self._table.gc(now)
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """Msgpack-native: the store (with horizon and tombstone ages) and the clock."""
-        return {"store": self._store.snapshot(now), "clock": self.clock.current()}
+        return {"store": self._table.snapshot(now), "clock": self.clock.current()}
 
     def restore(self, snapshot: Mapping[str, Any], now: float) -> None:
         """Load a `snapshot()`. Raises: StoreSnapshotError if it is malformed."""
@@ -157,8 +127,7 @@ class KvProvider:
             clock = check_u63(snapshot.get("clock", 0), "clock")
         except ProtocolError:
             raise StoreSnapshotError("bad_clock") from None
-        self._store.restore(snapshot["store"], now)
-        self.clock.update(max([clock] + [s.version for s in self._store.items()]))
+        self.clock.update(max(clock, self._table.restore(snapshot["store"], now)))
 
     # -- commands (`lbcluster kv ...`, reached through the provider host) -----------------
     def cmd_set(self, args: Mapping[str, Any], now: float) -> dict[str, Any]:
@@ -183,14 +152,8 @@ class KvProvider:
 
     # -- internals ------------------------------------------------------------------------
     def _write(self, key: str, value: Any, now: float) -> SyncableState:
-        self._store.gc(now)
-        state = self._store.write(STATE_TYPE, key, value, self.clock, self.node_id, now)
-        self._note([state])
-        return state
-
-    def _note(self, states: Sequence[SyncableState]) -> None:
-        for state in states:
-            self._changes[state_key(state)] = state
+        self._table.gc(now)
+        return self._table.write(key, value, now)
 
     def _check_value(self, value: Any) -> None:
         try:

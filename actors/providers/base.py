@@ -1,0 +1,191 @@
+"""What the built-in providers share: a replicated table, option and argument checks.
+
+Theory of operation:
+
+* A provider's replicated states live in a `ReplicatedTable`: a `Store`
+  holding its one state type (so version order, conflicts and tombstone GC
+  are the store's), a check of remote values, and a change log. Local
+  writes and accepted remote states both land in the log that `drain`
+  empties (latest state per key), which is what the provider host publishes.
+* Remote states are applied by version only, WITHOUT the store's GC-horizon
+  check: the node's anti-entropy mirror is the one gate against
+  resurrection (it offers a provider only what it accepted itself). A second
+  gate here, collecting tombstones on its own schedule, would now and then
+  refuse what the mirror just accepted, and the two would stay different.
+* Every remote state of the table's type is witnessed on the provider's
+  Lamport clock (receive rule), so later local writes are newer.
+* `TableProvider` answers the StateProvider queries and `drain_changes` from
+  the table, the same way for every provider built on one.
+* Options (`[[providers]] options`) are checked once, at start, and a bad one
+  raises `ProviderOptionError` naming it; command arguments raise ValueError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from actors.core.store import DEFAULT_TOMBSTONE_GRACE_S, Store
+from transport.protocol import (
+    MAX_KEY_LEN,
+    ApplyResult,
+    LamportClock,
+    ProtocolError,
+    SyncableState,
+    check_u63,
+    is_tombstone,
+    state_key,
+)
+
+# --- options and arguments --------------------------------------------------------------
+
+
+class ProviderOptionError(ValueError):
+    """A bad `[[providers]] options` entry; `.option` names it, `.reason` says why."""
+
+    def __init__(self, provider: str, option: str, reason: str) -> None:
+        super().__init__(f"{provider} option {option}: {reason}")
+        self.provider, self.option, self.reason = provider, option, reason
+
+
+def check_known(provider: str, options: object, known: frozenset[str]) -> dict[str, Any]:
+    """Copy `options` into a dict; raise ProviderOptionError on an unknown key."""
+    if not isinstance(options, Mapping):
+        raise ProviderOptionError(provider, "options", "must be a table")
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ProviderOptionError(provider, str(unknown[0]),
+                                  f"unknown option (known: {', '.join(sorted(known))})")
+    return dict(options)
+
+
+def option_int(provider: str, opts: Mapping[str, Any], name: str, default: int,
+               minimum: int) -> int:
+    """An integer option >= `minimum` (bool refused)."""
+    value = opts.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ProviderOptionError(provider, name,
+                                  f"must be an integer >= {minimum} (got {value!r})")
+    return value
+
+
+def option_num(provider: str, opts: Mapping[str, Any], name: str, default: float) -> float:
+    """A finite number option > 0 (bool refused)."""
+    value = opts.get(name, default)
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 < value < float("inf")):
+        raise ProviderOptionError(provider, name, f"must be a positive number (got {value!r})")
+    return float(value)
+
+
+def arg_name(args: object, name: str) -> str:
+    """A command argument that names a key. Raises: ValueError."""
+    value = args.get(name) if isinstance(args, Mapping) else None
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_KEY_LEN:
+        raise ValueError(f"argument {name} must be a non-empty string "
+                         f"of at most {MAX_KEY_LEN} characters")
+    return value
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# --- the replicated table ---------------------------------------------------------------
+
+
+class ReplicatedTable:
+    """One provider's replicated states: a Store of one type, value checks, a change log.
+
+    `valid_value` vets remote values (tombstones always pass); None accepts any.
+    """
+
+    def __init__(self, state_type: str, node_id: str, clock: LamportClock,
+                 valid_value: Callable[[Any], bool] | None = None,
+                 tombstone_grace_s: float = DEFAULT_TOMBSTONE_GRACE_S) -> None:
+        self.state_type, self.node_id, self.clock = state_type, node_id, clock
+        self._valid_value = valid_value
+        self._store = Store(tombstone_grace_s)
+        self._changes: dict[tuple[str, str], SyncableState] = {}
+
+    def get(self, key: str) -> SyncableState | None:
+        """The held state of `key`, a tombstone included."""
+        return self._store.get(self.state_type, key)
+
+    def value(self, key: str) -> Any | None:
+        """The live value of `key`; None if absent or deleted."""
+        state = self._store.get(self.state_type, key)
+        return None if state is None else state.value
+
+    def keys(self) -> list[str]:
+        """Keys with a live (non-tombstone) value."""
+        return [s.key for s in self._store.items(self.state_type) if not is_tombstone(s)]
+
+    def states(self) -> list[SyncableState]:
+        return self._store.items(self.state_type)
+
+    def digest(self) -> dict[tuple[str, str], int]:
+        return self._store.digest(self.state_type)
+
+    def write(self, key: str, value: Any, now: float) -> SyncableState:
+        state = self._store.write(self.state_type, key, value, self.clock, self.node_id, now)
+        self._changes[state_key(state)] = state
+        return state
+
+    def apply(self, states: Sequence[SyncableState], now: float
+              ) -> tuple[ApplyResult, list[SyncableState]]:
+        """Apply remote states by version (no horizon check: see the module docstring).
+
+        Not a state, another type or a malformed value counts as rejected.
+        """
+        ours = [s for s in states if isinstance(s, SyncableState)
+                and s.state_type == self.state_type
+                and (s.value is None or self._valid_value is None or self._valid_value(s.value))]
+        for state in ours:
+            try:  # Lamport receive rule, so later local writes are newer
+                self.clock.update(check_u63(state.version, "version"))
+            except ProtocolError:
+                continue  # the store rejects and counts it
+        result, changed = self._store.apply(ours, now, enforce_horizon=False)
+        result["rejected"] += len(states) - len(ours)
+        for state in changed:
+            self._changes[state_key(state)] = state
+        return result, changed
+
+    def drain(self) -> list[SyncableState]:
+        changes, self._changes = list(self._changes.values()), {}
+        return changes
+
+    def gc(self, now: float) -> int:
+        return self._store.gc(now)
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The store's msgpack-native snapshot (with horizons and tombstone ages)."""
+        return self._store.snapshot(now)
+
+    def restore(self, snapshot: Mapping[str, Any], now: float) -> int:
+        """Load a `snapshot()`; return the highest version it holds (0 if none).
+
+        Raises: StoreSnapshotError if it is malformed.
+        """
+        self._store.restore(snapshot, now)
+        return max((s.version for s in self._store.items()), default=0)
+
+
+class TableProvider:
+    """StateProvider queries and the host's `drain_changes`, answered from `_table`."""
+
+    _table: ReplicatedTable
+
+    def provider_type(self) -> str:
+        return self._table.state_type
+
+    def get_sync_state(self) -> list[SyncableState]:
+        return self._table.states()
+
+    def get_state_digest(self) -> dict[tuple[str, str], int]:
+        return self._table.digest()
+
+    def drain_changes(self) -> list[SyncableState]:
+        """States changed (locally or remotely) since the last call, latest per key."""
+        return self._table.drain()
