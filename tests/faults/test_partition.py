@@ -51,8 +51,9 @@ def _everyone_sees(nodes: list[LocalNode], statuses: dict[str, str]) -> bool:
     return all(all(_view(n).get(k) == v for k, v in statuses.items()) for n in nodes)
 
 
-def test_a_partition_fails_the_other_side_and_heals_by_itself(tmp_path, hosts):
-    nodes = _nodes(tmp_path, hosts, (2, 2))
+@pytest.mark.parametrize("split", [(2, 2), (3, 1)], ids=["two-and-two", "one-isolated"])
+def test_a_partition_fails_the_other_side_and_heals_by_itself(tmp_path, hosts, split):
+    nodes = _nodes(tmp_path, hosts, split)
     try:
         for node in nodes:
             node.start()
@@ -60,7 +61,7 @@ def test_a_partition_fails_the_other_side_and_heals_by_itself(tmp_path, hosts):
             node.wait_ready()
         everyone = {n.name: "alive" for n in nodes}
         wait_until(lambda: _everyone_sees(nodes, everyone), timeout_s=30, what="convergence")
-        side_a, side_b = nodes[:2], nodes[2:]
+        side_a, side_b = nodes[:split[0]], nodes[split[0]:]
         hosts.cut()
         started = time.monotonic()
         wait_until(lambda: _everyone_sees(side_a, {n.name: "dead" for n in side_b})

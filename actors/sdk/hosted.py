@@ -1,0 +1,230 @@
+"""`attach`: host a provider in this program and join it to a node's replication.
+
+See the package docstring for how it works; the thread itself is host_loop.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Generic, TypeVar, overload
+
+from actors.rpc import RpcTimeout
+from actors.sdk.client import NodeClient
+from actors.sdk.host_loop import HostLoop
+from transport.protocol import (
+    LamportClock,
+    ProtocolError,
+    StateProvider,
+    SyncableState,
+    newer,
+    state_key,
+)
+from transport.sockets import abstract_endpoint
+
+_serial = itertools.count(1)
+
+
+P = TypeVar("P", bound=StateProvider)
+T = TypeVar("T")
+
+
+@overload
+def attach(provider: type[P], config: str | Path | None = None, *, control: str | None = None,
+           options: Mapping[str, Any] | None = None, timeout_s: float = 5.0,
+           retry_s: float = 2.0, reattach_s: float = 2.0) -> HostedProvider[P]: ...
+
+
+@overload
+def attach(provider: P, config: str | Path | None = None, *, control: str | None = None,
+           options: Mapping[str, Any] | None = None, timeout_s: float = 5.0,
+           retry_s: float = 2.0, reattach_s: float = 2.0) -> HostedProvider[P]: ...
+
+
+def attach(provider: Any, config: str | Path | None = None, *, control: str | None = None,
+           options: Mapping[str, Any] | None = None, timeout_s: float = 5.0,
+           retry_s: float = 2.0, reattach_s: float = 2.0) -> HostedProvider[Any]:
+    """Host `provider` in this program and join it to a running node's replication.
+
+    Args:
+        provider: a provider instance, or its class: a class is built as
+            ``cls(node_id=<the node's id>, clock=<a clock the SDK keeps above the
+            node's>, options=options)``, the same call as for ``[[providers]]``.
+        config, control: the node, as for `NodeClient`.
+        reattach_s: how often the registration is renewed (see module doc).
+
+    Returns:
+        The running `HostedProvider` (a context manager) once the node has
+        registered it and the provider holds the node's states of its type.
+
+    Raises:
+        NodeUnavailable: the node is not running. RpcError: the node refused
+        (for example it runs a provider of the same type itself).
+    """
+    node = NodeClient(config, control=control, timeout_s=timeout_s, retry_s=retry_s)
+    try:
+        clock = LamportClock()
+        if isinstance(provider, type):
+            provider = provider(node_id=node.node_id, clock=clock, options=dict(options or {}))
+        if not isinstance(provider, StateProvider):
+            raise TypeError(f"{type(provider).__name__} does not implement StateProvider")
+        held_clock = getattr(provider, "clock", None)  # witness on the provider's own clock
+        hosted = HostedProvider(provider, node,
+                                held_clock if isinstance(held_clock, LamportClock) else clock,
+                                reattach_s)
+        hosted.start(timeout_s + retry_s + 1.0)
+    except BaseException:
+        node.close()
+        raise
+    return hosted
+
+
+class HostedProvider(Generic[P]):
+    """A provider served to a node by a daemon thread of this program (see `attach`).
+
+    Attributes:
+        provider: the provider; touch it only inside `writing()` or `read()`.
+        node: a `NodeClient` for the same node.
+        counters, errors: what the host thread did and what went wrong, by kind.
+    """
+
+    def __init__(self, provider: P, node: NodeClient, clock: LamportClock,
+                 reattach_s: float) -> None:
+        self.provider = provider
+        self.node = node
+        self.clock = clock
+        self.state_type = provider.provider_type()
+        self.endpoint = abstract_endpoint(
+            "sdk", f"{os.getpid()}.{next(_serial)}.{secrets.token_hex(4)}/{self.state_type[:40]}")
+        self.counters: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self._lock = threading.RLock()
+        self._seen: dict[tuple[str, str], tuple[int, str]] = {}
+        self._outbox: list[SyncableState] = []
+        self._outbox_lock = threading.Lock()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._closed = False
+        self._loop = HostLoop(self, reattach_s)
+        self._thread = threading.Thread(target=self._loop.run, daemon=True,
+                                        name=f"lbcluster-attach-{self.state_type}")
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
+
+    @property
+    def attached(self) -> bool:
+        """Whether the last registration succeeded."""
+        return self._loop.attached
+
+    def start(self, wait_s: float) -> None:
+        """Start the host thread; return after the first registration, or raise its error."""
+        self._thread.start()
+        if not self._loop.first.wait(wait_s):
+            self.close()
+            raise RpcTimeout("attach", wait_s)
+        if self._loop.first_error is not None:
+            self.close()
+            raise self._loop.first_error
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[P]:
+        """Hold the provider's lock; on exit its changes are sent to the node."""
+        with self._lock:
+            try:
+                yield self.provider
+            finally:
+                changes = self._drain()
+        if changes:
+            with self._outbox_lock:
+                self._outbox.extend(changes)
+            self._wake()
+
+    def read(self, fn: Callable[[P], T]) -> T:
+        """`fn(provider)` under the provider's lock."""
+        with self._lock:
+            return fn(self.provider)
+
+    def flush(self, timeout_s: float = 2.0) -> bool:
+        """Wait until every change from `writing()` was accepted by the node; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self._outbox or self._loop.in_flight:
+            if time.monotonic() >= deadline or not self._thread.is_alive():
+                return False
+            time.sleep(0.01)
+        return True
+
+    def close(self, flush_s: float = 1.0) -> None:
+        """Send what is queued (up to `flush_s`), stop the host thread, close the sockets."""
+        if self._thread.is_alive():
+            self.flush(flush_s)
+            self._loop.stop.set()
+            self._wake()
+            self._thread.join(5.0)
+        if not self._thread.is_alive() and not self._closed:
+            # (A thread stuck in a provider call keeps its sockets: leak, never hang.)
+            self._closed = True
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self.node.close()
+
+    def __enter__(self) -> HostedProvider[P]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- used by the host thread, always under self._lock -----------------------------
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"x")
+
+    def _take_outbox(self) -> list[SyncableState]:
+        with self._outbox_lock:
+            out, self._outbox = self._outbox, []
+        return out
+
+    def _drain(self) -> list[SyncableState]:
+        """The provider's changes since the last drain (its drain_changes, or a diff)."""
+        drain = getattr(self.provider, "drain_changes", None)
+        if drain is not None:
+            changed: list[SyncableState] = list(drain())
+        else:
+            changed = [s for s in self.provider.get_sync_state()
+                       if self._seen.get(state_key(s)) != (s.version, s.source_node)]
+        for s in changed:
+            self._seen[state_key(s)] = (s.version, s.source_node)
+        return changed
+
+    def _witness(self, clock: Any) -> None:
+        if isinstance(clock, int) and not isinstance(clock, bool) and clock >= 0:
+            with contextlib.suppress(ProtocolError):
+                self.clock.update(clock)
+
+    def _apply(self, states: list[SyncableState]) -> dict[str, int]:
+        for s in states:
+            self._witness(s.version)
+        result = self.provider.apply_remote_state(states)
+        self._drain()  # what it applied came from the node: nothing to send back
+        self.counters["applied"] += result["applied"]
+        return {"applied": int(result["applied"]), "conflicts": int(result["conflicts"]),
+                "rejected": int(result["rejected"])}
+
+    def _reconcile(self, mirror: list[SyncableState]) -> list[SyncableState]:
+        """Apply what the node holds newer; return what this provider holds newer."""
+        held = {state_key(s): s for s in self.provider.get_sync_state()}
+        theirs = {state_key(s): s for s in mirror}
+        missing = [s for k, s in theirs.items() if k not in held or newer(s, held[k])]
+        if missing:
+            self._apply(missing)
+        return [s for k, s in held.items() if k not in theirs or newer(s, theirs[k])]
