@@ -28,7 +28,6 @@ import functools
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from loguru import logger
 
 from actors.config import Config, ConfigError, load_config
 from actors.core.restart import GiveUp, RestartPolicy
+from actors.gateway import open_gateway
 from actors.node import make_actor, node_id_for, plan_actors
 from actors.rpc import (
     AsyncClient,
@@ -50,6 +50,7 @@ from actors.rpc import (
     reply_frames,
 )
 from actors.runtime import NodeEnv, configure_logging, run_actor_process
+from actors.usage import process_of, usage_of
 from actors.zygote import Zygote, die_with_parent
 from transport.codec import DecodeError, pack, unpack_untrusted
 from transport.protocol import make_event
@@ -141,49 +142,12 @@ class Supervisor:
             bind(self.control, cfg.local.control)
         bind(self.bus_out, env.bus_out)
         bind(self.bus_in, env.bus_in)
-        self.gossip_endpoint = self._proxy(cfg.network.gossip, env.gossip_in, "gossip")
-        self.sync_endpoint = self._proxy(cfg.network.sync, env.sync_in, "sync")
+        self.gossip_endpoint = open_gateway(self.ctx, cfg.network.gossip, env.gossip_in,
+                                            "gossip", self.keys, self.keyring, self.counters)
+        self.sync_endpoint = open_gateway(self.ctx, cfg.network.sync, env.sync_in, "sync",
+                                          self.keys, self.keyring, self.counters)
         self.clients = {name: AsyncClient.connect(self.ctx, env.rpc_endpoint(name))
                         for name in self.actors}
-
-    def _proxy(self, public: str, internal: str, name: str) -> str:
-        front = make_socket(self.ctx, zmq.ROUTER, hwm=10000)
-        back = make_socket(self.ctx, zmq.PUSH, hwm=10000, local=True)
-        if self.keys is not None:
-            secure_server(front, self.keys)
-        resolved = bind(front, public)
-        back.connect(internal)
-        keyring = self.keyring
-
-        def forward() -> None:
-            try:
-                if keyring is None:
-                    zmq.proxy(front, back)
-                else:
-                    self._forward_checked(front, back, keyring, name)
-            except zmq.ContextTerminated:
-                pass
-            finally:
-                front.close(linger=0)
-                back.close(linger=0)
-
-        threading.Thread(target=forward, name=f"proxy-{name}", daemon=True).start()
-        return resolved
-
-    def _forward_checked(self, front: zmq.Socket, back: zmq.Socket, keyring: Keyring,
-                         name: str) -> None:
-        """With CURVE: pass on only messages from admitted keys, each prefixed with the
-        node id its key belongs to, so the actor can bind claimed sender to key. The
-        check is per message, so a key revoked by a reload stops at once, even on a
-        connection opened before."""
-        while True:
-            frames = front.recv_multipart(copy=False)
-            user = frames[-1].get("User-Id")
-            if not isinstance(user, str) or not keyring.admits(user):
-                key = f"{name}_unadmitted"
-                self.counters[key] = self.counters.get(key, 0) + 1
-                continue
-            back.send_multipart([user.encode(), *(f.bytes for f in frames)])
 
     # -- actors ------------------------------------------------------------------
     def _spawn(self, state: ActorState, now: float) -> None:
@@ -384,11 +348,13 @@ class Supervisor:
             row: dict[str, Any] = {**{k: v for k, v in vars(a).items()
                                       if k in ("name", "pid", "ready", "restarts")},
                                    "counters": a.counters, "status": a.status}
-            row.update(_usage(a))
+            if a.pid and (a.proc is None or a.proc.pid != a.pid):
+                a.proc = process_of(a.pid)
+            row.update(usage_of(a.proc if a.pid else None))
             rows.append(row)
         own = {"name": "supervisor", "pid": os.getpid(), "ready": True, "restarts": 0,
                "counters": self.counters, "status": {}}
-        own.update(_usage_of(psutil.Process()))
+        own.update(usage_of(psutil.Process()))
         return {"node_id": self.node_id, "cluster": self.cfg.node.cluster,
                 "gossip": self.gossip_endpoint, "sync": self.sync_endpoint,
                 "events": self.cfg.local.events, "uptime_s": round(time.monotonic()
@@ -483,27 +449,6 @@ class Supervisor:
 
 def _on_readable(client: AsyncClient, now: float) -> None:
     client.on_readable()
-
-
-def _usage(a: ActorState) -> dict[str, Any]:
-    if not a.pid:
-        return {"cpu_percent": None, "rss_bytes": None, "pss_bytes": None}
-    if a.proc is None or a.proc.pid != a.pid:
-        try:
-            a.proc = psutil.Process(a.pid)
-        except psutil.Error:
-            return {"cpu_percent": None, "rss_bytes": None, "pss_bytes": None}
-    return _usage_of(a.proc)
-
-
-def _usage_of(proc: psutil.Process) -> dict[str, Any]:
-    try:
-        with proc.oneshot():
-            mem = proc.memory_full_info()
-            return {"cpu_percent": proc.cpu_percent(None), "rss_bytes": mem.rss,
-                    "pss_bytes": getattr(mem, "pss", None)}
-    except psutil.Error:
-        return {"cpu_percent": None, "rss_bytes": None, "pss_bytes": None}
 
 
 def _kill(pid: int, sig: int) -> None:

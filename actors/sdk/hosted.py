@@ -29,8 +29,7 @@ from transport.protocol import (
 )
 from transport.sockets import abstract_endpoint
 
-_serial = itertools.count(1)
-
+_serial = itertools.count(1)  # with pid and a random token: one endpoint per attach
 
 P = TypeVar("P", bound=StateProvider)
 T = TypeVar("T")
@@ -58,7 +57,7 @@ def attach(provider: Any, config: str | Path | None = None, *, control: str | No
             ``cls(node_id=<the node's id>, clock=<a clock the SDK keeps above the
             node's>, options=options)``, the same call as for ``[[providers]]``.
         config, control: the node, as for `NodeClient`.
-        reattach_s: how often the registration is renewed (see module doc).
+        reattach_s: how often the registration is renewed (see the package docstring).
 
     Returns:
         The running `HostedProvider` (a context manager) once the node has

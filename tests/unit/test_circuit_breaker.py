@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from actors.core.rendezvous import owner
+from actors.core.store import DEFAULT_TOMBSTONE_GRACE_S
 from actors.providers.circuit_breaker import (
     TRANSITIONS,
     BreakerState,
@@ -363,6 +364,18 @@ def test_a_tombstone_reads_as_closed():
     p.apply_remote_state([make_syncable_state("circuit_breaker", "db", None, 10, "node-z")])
     assert b.state("node-a", "db")["state"] == "closed"
     assert [s.value for s in p.get_sync_state()] == [None]
+
+
+def test_a_remote_state_below_the_gc_horizon_is_still_applied():
+    # The anti-entropy mirror is the one horizon gate; a provider applies what it is offered.
+    b, p = solo()
+    p.apply_remote_state([make_syncable_state("circuit_breaker", "cache", None, 10, "node-z")])
+    b.advance(DEFAULT_TOMBSTONE_GRACE_S + 1)  # tick collects the tombstone: horizon 10
+    assert p.get_sync_state() == []
+    assert p.apply_remote_state([breaker_state(5)]) == {"applied": 1, "conflicts": 0,
+                                                        "rejected": 0}
+    assert b.state("node-a", "db")["state"] == "open"
+    assert p.get_state_digest() == {("circuit_breaker", "db"): 5}
 
 
 def test_drain_changes_returns_local_and_remote_changes_once():
