@@ -9,7 +9,8 @@ from typing import Any
 
 import zmq
 
-from actors.config import load_config
+from actors.cli import secure_subscriber
+from actors.config import Config, load_config
 from actors.rpc import RpcError, RpcTimeout, call
 from transport.codec import DecodeError, unpack_untrusted
 from transport.sockets import make_socket, unix_socket_listening
@@ -28,12 +29,13 @@ class NodeUnavailable(RpcError):
 
 
 class NodeClient:
-    """Calls to one running node. Safe to share between threads (see module doc).
+    """Calls to one running node. Safe to share between threads (see the package docstring).
 
     Args:
         config: the node's config file; its `[local]` section names the sockets.
         control: the control endpoint (``ipc://...``) when there is no config file.
         events: the events endpoint; by default from the config, else asked of the node.
+            With [security] on, give the config file: events then use its CURVE keys.
         timeout_s: how long a sent request may wait for its reply.
         retry_s: how long a call waits for a node that is not (yet) listening.
 
@@ -44,9 +46,10 @@ class NodeClient:
     def __init__(self, config: str | Path | None = None, *, control: str | None = None,
                  events: str | None = None, timeout_s: float = 5.0,
                  retry_s: float = 2.0) -> None:
+        self.config: Config | None = None
         if config is not None:
-            cfg = load_config(config)
-            control, events = cfg.local.control, events or cfg.local.events
+            self.config = load_config(config)
+            control, events = self.config.local.control, events or self.config.local.events
         if control is None:
             raise ValueError("NodeClient needs a config file or a control endpoint")
         self.control = control
@@ -141,14 +144,24 @@ class NodeClient:
         the stream starts; later outages are waited out.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        sub = make_socket(self.ctx, zmq.SUB, hwm=100000)
+        sub = self.subscriber(prefixes)
         try:
-            for prefix in prefixes:
-                sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-            sub.connect(self.events_endpoint)
             yield from _EventStream(self, sub, snapshot).run(deadline)
         finally:
             sub.close(linger=0)
+
+    def subscriber(self, prefixes: tuple[str, ...], hwm: int = 100000) -> zmq.Socket:
+        """A SUB on the node's events (with its CURVE keys when [security] is on).
+
+        The socket is the caller's: use it from one thread and close it.
+        """
+        sub = make_socket(self.ctx, zmq.SUB, hwm=hwm)
+        for prefix in prefixes:
+            sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        if self.config is not None:
+            secure_subscriber(sub, self.config)
+        sub.connect(self.events_endpoint)
+        return sub
 
     def close(self) -> None:
         self.ctx.destroy(linger=0)
@@ -170,8 +183,8 @@ class _EventStream:
         self.pid: int | None = None  # the supervisor the snapshot came from
 
     def run(self, deadline: float | None) -> Iterator[dict[str, Any]]:
+        self.node.wait_listening()
         if self.snapshot:
-            self.node.wait_listening()
             yield self._take_snapshot()
         next_check = time.monotonic() + RESTART_CHECK_S
         while deadline is None or time.monotonic() < deadline:
@@ -189,7 +202,7 @@ class _EventStream:
                     if snap is not None:
                         yield snap
                     continue
-            if event is not None and event["seq"] > self.after:
+            if event is not None and (not self.snapshot or event["seq"] > self.after):
                 self.last = event["seq"]
                 yield event
 

@@ -84,9 +84,7 @@ class HostLoop:
         self.router = make_socket(ctx, zmq.ROUTER)
         bind(self.router, self.h.endpoint)
         self.control = AsyncClient.connect(ctx, node.control)
-        self.sub = make_socket(ctx, zmq.SUB)
-        self.sub.setsockopt(zmq.SUBSCRIBE, b"node.failed")
-        self.sub.connect(node.events_endpoint)
+        self.sub = node.subscriber(("node.failed",), hwm=1000)
         self.handlers: dict[Any, Callable[[], None]] = {
             self.router: self._on_router, self.control.sock: self.control.on_readable,
             self.sub: self._on_event, self.h._wake_r: self._on_wake}

@@ -54,7 +54,9 @@ def test_providers_keep_their_options(tmp_path):
     ("[[providers]]\ntype = 'kv'\n[[providers]]\ntype = 'kv'", "providers[1].type"),
     ("[[providers]]\nmodule = 'x:Y'", "providers[0].type"),
     ("[[providers]]\ntype = 'x'\nmodule = 'no_colon'", "providers[0].module"),
-    ("[security]\ncurve_secret_key_file = 'missing.key'", "security.curve_secret_key_file"),
+    ("[security]\ncurve_secret_key_file = 'missing.key'", "security.curve_public_key_file"),
+    ("[security]\ncurve_secret_key_file = 'a'\ncurve_public_key_file = 'b'\n"
+     "allowed_keys_dir = 'c'", "security.curve_secret_key_file"),
 ])
 def test_mistakes_name_the_key(tmp_path, extra, key):
     with pytest.raises(ConfigError) as info:
@@ -106,3 +108,22 @@ def test_binding_every_interface_needs_an_advertised_host(tmp_path):
     cfg = load_config(write(tmp_path, base=base.replace(
         'seeds =', 'advertise_host = "10.1.2.3"\nseeds =')))
     assert cfg.network.advertise_host == "10.1.2.3"
+
+
+def test_seeds_may_name_their_node_and_must_with_security(tmp_path):
+    base = BASE.replace('seeds = ["tcp://127.0.0.1:7956"]',
+                        'seeds = ["node-b@tcp://127.0.0.1:7956", "tcp://127.0.0.1:7966"]')
+    cfg = load_config(write(tmp_path, base=base))
+    assert cfg.network.seeds == ("tcp://127.0.0.1:7956", "tcp://127.0.0.1:7966")
+    assert cfg.network.seed_ids == {"tcp://127.0.0.1:7956": "node-b"}
+    from transport.security import write_keypair
+
+    write_keypair(tmp_path / "keys", "a")
+    (tmp_path / "allowed").mkdir()
+    secure = ("[security]\ncurve_public_key_file = 'keys/a.key'\n"
+              "curve_secret_key_file = 'keys/a.key_secret'\nallowed_keys_dir = 'allowed'\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, secure, base=base))
+    assert info.value.key == "network.seeds[1]"
+    cfg = load_config(write(tmp_path, secure, base=base.replace(', "tcp://127.0.0.1:7966"', "")))
+    assert cfg.security.enabled
