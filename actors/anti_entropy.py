@@ -167,6 +167,7 @@ class AntiEntropyActor(Actor):
                 # No provider of this type here: keep relaying it for those who have one.
                 self.core.applied(batch)
                 self.counters["relayed_unowned"] += len(batch)
+                self._publish_changed(batch)  # it changed this node's copy: say so
                 continue
             # The clock rides along: a provider must write above every version and GC
             # horizon this node has seen, or its next write would be forgotten.
@@ -179,6 +180,13 @@ class AntiEntropyActor(Actor):
                     error: RpcError | None) -> None:
         if error is not None:
             self.counters["apply_failed"] += len(batch)
+            state_type = batch[0].state_type
+            if error.code == "timeout" and state_type in self.attached:
+                # The program hosting it is gone: stop waiting on it (a live SDK
+                # registers again within seconds) and keep this node's copy current.
+                self._detach(state_type)
+                self.core.applied(batch)
+                self._publish_changed(batch)
             return
         self.core.applied(batch)
         if batch and batch[0].state_type in self.attached:
@@ -216,10 +224,7 @@ class AntiEntropyActor(Actor):
         if state_type in self.providers and state_type not in self.attached:
             raise RpcError("conflict", f"provider type {state_type!r} is run by this node")
         if self.attached.get(state_type) != endpoint:
-            old = self.providers.pop(state_type, None)
-            if old is not None:
-                self.unwatch(old.sock)
-                old.close()
+            self._detach(state_type)
             client = AsyncClient.connect(self.ctx, endpoint)
             self.providers[state_type] = client
             self.attached[state_type] = endpoint
@@ -232,6 +237,14 @@ class AntiEntropyActor(Actor):
         self.security.reload()
         for node_id in list(self.dealers):  # redial with current keys, or not at all
             self.dealers.pop(node_id).close(linger=0)
+
+    def _detach(self, state_type: str) -> None:
+        if self.attached.pop(state_type, None) is None:
+            return
+        client = self.providers.pop(state_type)
+        self.unwatch(client.sock)
+        client.close()
+        self.counters["detached"] += 1
 
     def _publish_changed(self, states: list[SyncableState]) -> None:
         for s in states:

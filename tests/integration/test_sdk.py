@@ -104,8 +104,6 @@ def test_an_attached_providers_write_reaches_every_nodes_state_and_events(
     assert not hosted.errors
 
 
-@pytest.mark.xfail(strict=True, reason="needs anti_entropy to publish state.changed for "
-                   "states it relays without a provider of their type (see the SDK report)")
 def test_a_node_without_the_provider_also_publishes_state_changed(
         clusters, subscriber, sdk, examples):
     cluster = clusters(2).start()
@@ -210,3 +208,17 @@ def test_a_provider_listed_in_the_config_with_module_runs_and_replicates(
     with hosted.writing() as weights:
         weights.set_weight("b9", 9)
     wait_until(_sees(a, "backends", "b9", 9), what="the hosted weight on the other node")
+
+
+def test_an_attached_provider_hears_of_a_failed_node(clusters, sdk, examples):
+    class Recording(examples.lb_app.BackendWeights):  # type: ignore[name-defined]
+        failed: list[str] = []
+
+        def on_node_failure(self, node_id: str) -> None:
+            self.failed.append(node_id)
+
+    cluster = clusters(3).start()
+    hosted = sdk.attach(Recording, cluster.nodes[0])
+    cluster.nodes[2].kill_group()
+    wait_until(lambda: hosted.read(lambda p: "n2" in p.failed), what="on_node_failure(n2)")
+    assert hosted.counters["node_failures"] >= 1
