@@ -37,7 +37,7 @@ import psutil
 import zmq
 from loguru import logger
 
-from actors.config import Config, ConfigError, load_config
+from actors.config import Config, ConfigError, advertised, load_config
 from actors.core.restart import GiveUp, RestartPolicy
 from actors.gateway import open_gateway
 from actors.node import make_actor, node_id_for, plan_actors
@@ -292,7 +292,7 @@ class Supervisor:
                 return self.status()
             case "snapshot":
                 return {"seq": self.seq, "node_id": self.node_id,
-                        "members": list(self.members.values()), "actors": self._actor_rows()}
+                        "members": self._member_rows(), "actors": self._actor_rows()}
             case "stop":
                 self._begin_stop(EXIT_OK)
                 return {"stopping": True}
@@ -337,6 +337,20 @@ class Supervisor:
         else:
             done({}, None)
         return None
+
+    def _member_rows(self) -> list[dict[str, Any]]:
+        """Members as the events told them; this node itself is never the subject of a
+        join event, so it is added from what the supervisor knows of it."""
+        rows = dict(self.members)
+        if self.node_id not in rows:
+            membership = self.actors.get("membership")
+            incarnation = membership.status.get("incarnation") if membership else None
+            net = self.cfg.network
+            rows[self.node_id] = {
+                "node_id": self.node_id, "address": advertised(net.gossip, net.advertise_host),
+                "metadata": dict(self.cfg.node.metadata), "status": "alive",
+                "incarnation": incarnation}
+        return sorted(rows.values(), key=lambda r: str(r["node_id"]))
 
     def _actor_rows(self) -> list[dict[str, Any]]:
         return [{"name": a.name, "pid": a.pid, "ready": a.ready, "restarts": a.restarts}

@@ -35,26 +35,27 @@ from actors.core.store import Store, StoreSnapshotError
 from actors.peering import PeerSecurity
 from actors.rpc import AsyncClient, Request, RpcError
 from actors.runtime import Actor, NodeEnv
-from actors.views import state_row
+from actors.views import parse_states_untrusted, state_row
 from transport.codec import DecodeError, decode_untrusted, encode
 from transport.protocol import (
     LamportClock,
-    ProtocolError,
     SyncableState,
     is_tombstone,
-    map_to_syncable_state,
+    state_key,
     syncable_state_to_map,
 )
 from transport.sockets import bind, make_socket
 
 PEER_HWM = 256
 SAVE_EVERY_S = 10.0
+RECONCILE_S = 30.0
+APPLY_BATCH = 1000
 RPC_TIMEOUT_S = 5.0
 LIVE = ("alive", "suspect")
 
 
 class AntiEntropyActor(Actor):
-    subscriptions = ("node.",)
+    subscriptions = ("node.", "actor.started")
 
     def __init__(self, name: str, env: NodeEnv, ctx: zmq.Context) -> None:
         super().__init__(name, env, ctx)
@@ -68,6 +69,9 @@ class AntiEntropyActor(Actor):
         self.providers: dict[str, AsyncClient] = {}
         self.attached: dict[str, str] = {}  # state type -> endpoint of an SDK-hosted provider
         self.mirror_path = env.config.node.data_dir / "anti_entropy.bin"
+        self.dirty: set[str] = set()  # types whose provider may lack what the mirror has
+        self.next_reconcile = 0.0
+        self.next_dirty_check = 0.0
         self.next_save = 0.0
         self.clock_told = 0
 
@@ -118,8 +122,44 @@ class AntiEntropyActor(Actor):
 
     def on_event(self, event: dict[str, Any], now: float) -> None:
         data = event.get("data")
-        if isinstance(data, dict):
+        if not isinstance(data, dict):
+            return
+        if event.get("type") == "actor.started":
+            actor = str(data.get("actor", ""))
+            if actor.startswith("provider."):  # it restarted from its own journal
+                self._reconcile(actor[len("provider."):], now)
+        else:
             self._track(data)
+
+    # -- mirror vs providers ---------------------------------------------------------
+    # A remote state enters the mirror at once, and its "apply" to the provider can
+    # be lost (the provider died, or timed out). So the mirror and each provider are
+    # compared after a provider restart, after a failed apply, and every
+    # RECONCILE_S as a safety net: the provider gets what it lacks.
+    def _reconcile(self, state_type: str, now: float) -> None:
+        client = self.providers.get(state_type)
+        if client is not None:
+            self.counters["reconciles"] += 1
+            client.request("digest", {}, now, RPC_TIMEOUT_S,
+                           functools.partial(self._on_digest, state_type, now))
+
+    def _on_digest(self, state_type: str, now: float, rows: Any,
+                   error: RpcError | None) -> None:
+        if error is not None or not isinstance(rows, list):
+            self.dirty.add(state_type)
+            return
+        held = {(r[0], r[1]): r[2] for r in rows
+                if isinstance(r, list) and len(r) == 3 and isinstance(r[2], int)}
+        lacking = [s for s in self.store.items(state_type)
+                   if held.get(state_key(s), -1) < s.version]
+        if lacking:
+            self.counters["reconciled_states"] += len(lacking)
+            self._offer(lacking, now)
+        mirror = self.store.digest(state_type)
+        if any(v > mirror.get(k, -1) for k, v in held.items()):
+            client = self.providers.get(state_type)
+            if client is not None:  # the provider knows more: take it into the mirror
+                client.request("sync_state", {}, now, RPC_TIMEOUT_S, self._on_provider_state)
 
     def _track(self, row: dict[str, Any]) -> None:
         node_id, status = row.get("node_id"), row.get("status")
@@ -161,26 +201,32 @@ class AntiEntropyActor(Actor):
         by_type: dict[str, list[SyncableState]] = defaultdict(list)
         for s in states:
             by_type[s.state_type].append(s)
-        for state_type, batch in by_type.items():
+        for state_type, whole in by_type.items():
             client = self.providers.get(state_type)
-            if client is None:
-                # No provider of this type here: keep relaying it for those who have one.
-                self.core.applied(batch)
-                self.counters["relayed_unowned"] += len(batch)
-                self._publish_changed(batch)  # it changed this node's copy: say so
-                continue
-            # The clock rides along: a provider must write above every version and GC
-            # horizon this node has seen, or its next write would be forgotten.
-            args = {"states": [syncable_state_to_map(s) for s in batch],
-                    "clock": self.clock.current()}
-            client.request("apply", args, now, RPC_TIMEOUT_S,
-                           functools.partial(self._on_applied, batch))
+            for start in range(0, len(whole), APPLY_BATCH):
+                self._offer_batch(state_type, client, whole[start:start + APPLY_BATCH], now)
+
+    def _offer_batch(self, state_type: str, client: AsyncClient | None,
+                     batch: list[SyncableState], now: float) -> None:
+        if client is None:
+            # No provider of this type here: keep relaying it for those who have one.
+            self.core.applied(batch)
+            self.counters["relayed_unowned"] += len(batch)
+            self._publish_changed(batch)  # it changed this node's copy: say so
+            return
+        # The clock rides along: a provider must write above every version and GC
+        # horizon this node has seen, or its next write would be forgotten.
+        args = {"states": [syncable_state_to_map(s) for s in batch],
+                "clock": self.clock.current()}
+        client.request("apply", args, now, RPC_TIMEOUT_S,
+                       functools.partial(self._on_applied, batch))
 
     def _on_applied(self, batch: list[SyncableState], result: Any,
                     error: RpcError | None) -> None:
         if error is not None:
             self.counters["apply_failed"] += len(batch)
             state_type = batch[0].state_type
+            self.dirty.add(state_type)
             if error.code == "timeout" and state_type in self.attached:
                 # The program hosting it is gone: stop waiting on it (a live SDK
                 # registers again within seconds) and keep this node's copy current.
@@ -254,6 +300,14 @@ class AntiEntropyActor(Actor):
 
     def tick(self, now: float) -> None:
         self._send(self.core.tick(now, list(self.peers)))
+        if now >= self.next_reconcile:
+            self.next_reconcile = now + RECONCILE_S
+            self.dirty.update(self.providers)
+        if self.dirty and now >= self.next_dirty_check:
+            self.next_dirty_check = now + 1.0  # a provider still restarting gets a second
+            for state_type in list(self.dirty):
+                self.dirty.discard(state_type)
+                self._reconcile(state_type, now)
         if now >= self.next_save:
             self._save(now)
         clock = self.clock.current()
@@ -302,10 +356,7 @@ def _readable(client: AsyncClient) -> Callable[[float], None]:
 
 
 def _states(raw: Any) -> list[SyncableState]:
-    out = []
-    for item in raw if isinstance(raw, list) else []:
-        try:
-            out.append(map_to_syncable_state(item))
-        except ProtocolError:
-            continue
-    return out
+    try:
+        return parse_states_untrusted(raw)[0]
+    except RpcError:
+        return []

@@ -20,6 +20,7 @@ import zmq
 from actors.config import Config, ConfigError, load_config
 from actors.rpc import RpcError, call
 from transport.codec import DecodeError, unpack_untrusted
+from transport.security import secure_subscriber
 from transport.sockets import make_socket, unix_socket_listening
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -189,17 +190,6 @@ def cmd_events(args: argparse.Namespace) -> int:
     finally:
         sub.close(linger=0)
         ctx.term()
-
-
-def secure_subscriber(sub: zmq.Socket, cfg: Config) -> None:
-    """With [security] on, a tcp events socket speaks CURVE: subscribe with the node's keys."""
-    sec = cfg.security
-    if cfg.local.events.startswith("tcp://") and sec.curve_public_key_file \
-            and sec.curve_secret_key_file:
-        from transport.security import load_keypair, secure_client
-
-        keys = load_keypair(sec.curve_public_key_file, sec.curve_secret_key_file)
-        secure_client(sub, keys, keys.public)
 
 
 def _stream(sub: zmq.Socket, args: argparse.Namespace, after: int,

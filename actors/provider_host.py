@@ -26,14 +26,12 @@ from actors.config import ProviderSpec
 from actors.journal import StateJournal
 from actors.rpc import AsyncClient, Request, RpcError
 from actors.runtime import Actor, NodeEnv
-from actors.views import state_row
+from actors.views import parse_states_untrusted, state_row
 from transport.protocol import (
     LamportClock,
-    ProtocolError,
     StateProvider,
     SyncableState,
     is_tombstone,
-    map_to_syncable_state,
     state_key,
     syncable_state_to_map,
 )
@@ -67,6 +65,9 @@ class ProviderActor(Actor):
         if restored:
             result = self.provider.apply_remote_state(restored)
             self.counters["restored"] = result["applied"]
+            drain = getattr(self.provider, "drain_changes", None)
+            if drain is not None:
+                drain()  # what we restored is already on disk and already published
         self.versions = {state_key(s): (s.version, s.source_node)
                          for s in self.provider.get_sync_state()}
         if self.versions:
@@ -123,14 +124,7 @@ class ProviderActor(Actor):
             self.clock.update(clock)
 
     def _apply_untrusted(self, raw: Any, now: float) -> dict[str, int]:
-        if not isinstance(raw, list):
-            raise RpcError("bad_request", "states must be a list")
-        states, rejected = [], 0
-        for item in raw:
-            try:
-                states.append(map_to_syncable_state(item))
-            except ProtocolError:
-                rejected += 1
+        states, rejected = parse_states_untrusted(raw)
         for s in states:
             self.clock.update(s.version)
         result = self.provider.apply_remote_state(states)

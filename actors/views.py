@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from transport.protocol import NodeInfo, SyncableState, is_tombstone
+from actors.rpc import RpcError
+from transport.protocol import (
+    NodeInfo,
+    ProtocolError,
+    SyncableState,
+    is_tombstone,
+    map_to_syncable_state,
+)
 
 
 def member_row(node: NodeInfo, status: str, incarnation: int) -> dict[str, Any]:
@@ -20,3 +27,16 @@ def state_row(state: SyncableState) -> dict[str, Any]:
     return {"state_type": state.state_type, "key": state.key, "value": state.value,
             "version": state.version, "source_node": state.source_node,
             "deleted": is_tombstone(state)}
+
+
+def parse_states_untrusted(raw: Any) -> tuple[list[SyncableState], int]:
+    """States from a request's list of state maps, and how many items were malformed."""
+    if not isinstance(raw, list):
+        raise RpcError("bad_request", "states must be a list")
+    states, bad = [], 0
+    for item in raw:
+        try:
+            states.append(map_to_syncable_state(item))
+        except ProtocolError:
+            bad += 1
+    return states, bad

@@ -512,6 +512,8 @@ class Watch:
             self.sub.connect(node.events)
         self.target = target
         self.events: list[dict[str, Any]] = []
+        self.counts = CounterLog()
+        self.counts.record(_request(target, "status"), baseline=True)
         self.pss_base, self.fds_base = tree_usage(self._pid())
         self.pss_max, self.fds_max = self.pss_base, self.fds_base
 
@@ -526,6 +528,13 @@ class Watch:
     def sample(self) -> None:
         pss, fds = tree_usage(self._pid())
         self.pss_max, self.fds_max = max(self.pss_max, pss), max(self.fds_max, fds)
+
+    def tick(self) -> None:
+        """Events, memory, and the counters of every actor process (before it may die)."""
+        self.pump()
+        self.sample()
+        if self.target_running():
+            self.counts.record(_request(self.target, "status", timeout_s=1.0))
 
     def target_running(self) -> bool:
         return self.target.proc is not None and self.target.proc.poll() is None
@@ -559,7 +568,7 @@ class FuzzReport:
     exits: list[str] = field(default_factory=list)  # actor.exited on any node
     target_failed_by: list[str] = field(default_factory=list)
     target_suspected_by: list[str] = field(default_factory=list)
-    fooled: dict[str, int] = field(default_factory=dict)  # events on the target about peers
+    fooled: dict[str, int] = field(default_factory=dict)  # node.* events the target published
     pss_base: int = 0
     pss_max: int = 0
     fds_base: int = 0
@@ -576,16 +585,42 @@ INTERESTING = ("dropped.", "rejected.", "news_", "control_malformed", "bus_malfo
                "refutations", "send_unknown_peer", "stranger_push_pulls", "in_sync")
 
 
-def counters_of(status: dict[str, Any]) -> dict[str, int]:
-    """'actor counter' -> value, for the actors' and their cores' counters."""
+def row_counters(row: dict[str, Any]) -> dict[str, int]:
+    """The drop-like counters of one actor's status row, its core's prefixed "core "."""
     out: dict[str, int] = {}
-    for row in status.get("actors", []):
-        core = (row.get("status") or {}).get("core") or {}
-        for source, prefix in ((row.get("counters") or {}, ""), (core, "core ")):
-            for name, value in source.items():
-                if isinstance(value, int) and name.startswith(INTERESTING):
-                    out[f"{row['name']} {prefix}{name}"] = value
+    core = (row.get("status") or {}).get("core") or {}
+    for source, prefix in ((row.get("counters") or {}, ""), (core, "core ")):
+        for name, value in source.items():
+            if isinstance(value, int) and name.startswith(INTERESTING):
+                out[prefix + name] = value
     return out
+
+
+class CounterLog:
+    """The latest counters of every actor process seen: a restart starts from zero, so
+    increases are summed per (actor, pid) and nothing counted before a crash is lost."""
+
+    def __init__(self) -> None:
+        self.base: dict[tuple[str, int], dict[str, int]] = {}
+        self.last: dict[tuple[str, int], dict[str, int]] = {}
+
+    def record(self, status: dict[str, Any] | None, baseline: bool = False) -> None:
+        for row in (status or {}).get("actors", []):
+            key = (str(row.get("name")), int(row.get("pid") or 0))
+            self.last[key] = row_counters(row)
+            if baseline:
+                self.base[key] = self.last[key]
+
+    def increase(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for (actor, pid), counts in self.last.items():
+            base = self.base.get((actor, pid), {})
+            for name, value in counts.items():
+                out[f"{actor} {name}"] += value - base.get(name, 0)
+        return {k: v for k, v in sorted(out.items()) if v}
+
+    def drops(self) -> int:
+        return sum(v for k, v in self.increase().items() if "dropped." in k or "malformed" in k)
 
 
 def _request(node: LocalNode, op: str, args: dict[str, Any] | None = None,
@@ -645,8 +680,7 @@ def _shoot(shooter: Shooter, forge: Forge, kinds: list[Kind], frames: int, bound
             break
         if now >= next_check:
             next_check = now + 1.0
-            watch.pump()
-            watch.sample()
+            watch.tick()
             if not watch.target_running():
                 report.failures.append("the target node stopped during the run")
                 break
@@ -661,14 +695,14 @@ def _shoot(shooter: Shooter, forge: Forge, kinds: list[Kind], frames: int, bound
     report.sent = dict(sent)
 
 
-def _settle(target: LocalNode, timeout_s: float) -> None:
+def _settle(watch: Watch, timeout_s: float) -> None:
     """Until the target's drop counters stop moving: its queues are drained (real
     gossip goes on, so byte counts never stop; only hostile frames are dropped)."""
     last: int | None = None
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        counts = counters_of(_request(target, "status") or {})
-        total = sum(v for k, v in counts.items() if "dropped." in k or "malformed" in k)
+    while time.monotonic() < deadline and watch.target_running():
+        watch.tick()
+        total = watch.counts.drops()
         if total == last:
             return
         last = total
@@ -678,6 +712,8 @@ def _settle(target: LocalNode, timeout_s: float) -> None:
 def converges(nodes: list[LocalNode], target: LocalNode, key: str,
               timeout_s: float) -> tuple[bool, str]:
     """A kv write on `target` reaches every node, and every node sees every other alive."""
+    if target.proc is None or target.proc.poll() is not None:
+        return False, "the target is not running"
     try:
         written = target.request("kv.set", {"key": key, "value": "ok"})
     except (RpcError, zmq.ZMQError) as exc:
@@ -697,6 +733,7 @@ def converges(nodes: list[LocalNode], target: LocalNode, key: str,
 
 def _judge(report: FuzzReport, watch: Watch, nodes: list[LocalNode], bounds: Bounds) -> None:
     watch.pump()
+    real = {n.name for n in nodes}
     for e in watch.events:
         data, source, about = e.get("data") or {}, e.get("source"), e.get("node_id")
         if e.get("type") == "actor.exited":
@@ -708,7 +745,7 @@ def _judge(report: FuzzReport, watch: Watch, nodes: list[LocalNode], bounds: Bou
             elif e.get("type") == "node.suspect":
                 report.target_suspected_by.append(str(source))
         elif source == report.target and str(e.get("type")).startswith("node."):
-            key = f"{e.get('type')} {about}"
+            key = f"{e.get('type')} {about if about in real else 'stranger'}"
             report.fooled[key] = report.fooled.get(key, 0) + 1
     for node in nodes:
         status = _request(node, "status")
@@ -743,7 +780,6 @@ def fuzz(nodes: list[LocalNode], frames: int, seed: int, kinds: list[Kind],
     report.families = {k.name: k.family for k in kinds}
     ctx = zmq.Context()
     time.sleep(1.0)  # status carries the actors' last heartbeats (every 0.5 s)
-    before = {n.name: counters_of(_request(n, "status") or {}) for n in nodes}
     report.before = _facts(target)
     watch = Watch(ctx, nodes, target)
     shooter = Shooter(ctx, target_of(nodes, target))
@@ -753,10 +789,8 @@ def fuzz(nodes: list[LocalNode], frames: int, seed: int, kinds: list[Kind],
         _shoot(shooter, forge, kinds, frames, bounds, watch, report)
         shooter.close()
         report.send_errors = dict(shooter.errors)
-        _settle(target, bounds.settle_s)
-        after = counters_of(_request(target, "status") or {})
-        report.counters = {k: v - before[target.name].get(k, 0) for k, v in sorted(after.items())
-                           if v != before[target.name].get(k, 0)}
+        _settle(watch, bounds.settle_s)
+        report.counters = watch.counts.increase()
         report.after = _facts(target)
         report.converged, report.convergence = converges(nodes, target, f"fuzz.check.{seed}",
                                                          bounds.settle_s)
@@ -811,13 +845,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="kinds to leave out, fnmatch patterns like 'sync.*_max'")
     parser.add_argument("--max-pss-growth-mib", type=float, default=128.0)
     parser.add_argument("--max-fd-growth", type=int, default=256)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the nodes' configs, data and logs here (default: a temp dir)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     kinds = select_kinds(tuple(args.families.split(",")), tuple(args.skip))
     bounds = Bounds(args.time_limit, args.rate, args.max_pss_growth_mib, args.max_fd_growth)
     print(f"--- seed {seed}: starting {args.nodes} nodes", flush=True)
-    with tempfile.TemporaryDirectory(prefix="lbc-fuzz-") as tmp, \
-            LocalCluster(Path(tmp), args.nodes) as cluster:
+    with contextlib.ExitStack() as stack:
+        root = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(
+            prefix="lbc-fuzz-")))
+        cluster = stack.enter_context(LocalCluster(root, args.nodes))
         if not wait_for(lambda: all_alive(cluster.nodes), 30.0):
             print("the cluster did not converge before the run", file=sys.stderr)
             return 2

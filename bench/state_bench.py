@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -86,10 +87,9 @@ class Control:
                 break
         raise RpcTimeout(op, timeout_s)
 
-    def actor(self, name: str) -> dict[str, Any]:
-        """The `status` row of one actor (counters as of its last heartbeat, <= 0.5 s old)."""
-        rows = self.call("status")["actors"]
-        return next((r for r in rows if r["name"] == name), {"counters": {}, "status": {}})
+    def actors(self) -> dict[str, dict[str, Any]]:
+        """Each actor's `status` row by name (counters as of its last heartbeat, <= 0.5 s old)."""
+        return {row["name"]: row for row in self.call("status")["actors"]}
 
 
 def _unpack_or_none(frame: bytes) -> Any:
@@ -108,21 +108,34 @@ def _wait(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.1) 
     return False
 
 
-def _key_counts(ctls: list[Control]) -> list[tuple[int, int]]:
-    """(anti-entropy mirror keys, kv provider keys) of each node."""
-    return [(c.actor("anti_entropy")["status"].get("keys", -1),
-             c.actor("provider.kv")["status"].get("keys", -1)) for c in ctls]
+def node_view(ctl: Control) -> dict[str, Any]:
+    """Key counts of the anti-entropy mirror and the kv provider, and the counters
+    that explain a difference between them."""
+    rows = ctl.actors()
+    ae, kv = rows.get("anti_entropy", {}), rows.get("provider.kv", {})
+    ae_counters, ae_status = ae.get("counters", {}), ae.get("status", {})
+    return {"node": ctl.node.name,
+            "mirror_keys": ae_status.get("keys", -1),
+            "provider_keys": kv.get("status", {}).get("keys", -1),
+            "apply_failed": ae_counters.get("apply_failed", 0),
+            "send_queue_full": ae_counters.get("send_queue_full", 0),
+            "provider_local_writes": kv.get("counters", {}).get("local_writes", 0),
+            "mirror_local_changes": ae_status.get("core", {}).get("local_changes", 0),
+            "restarts": sum(int(r.get("restarts", 0)) for r in rows.values())}
 
 
-def _all_hold(ctls: list[Control], keys: int) -> bool:
-    """Every node's mirror and kv provider hold exactly `keys` keys."""
-    return all(c == (keys, keys) for c in _key_counts(ctls))
+def _all_hold(ctls: list[Control], keys: int, field_names: tuple[str, ...]) -> bool:
+    """Every node holds exactly `keys` keys in each of `field_names` (of node_view)."""
+    return all(view[f] == keys for view in map(node_view, ctls) for f in field_names)
+
+
+BOTH = ("mirror_keys", "provider_keys")
 
 
 def _wait_peers(ctls: list[Control], timeout_s: float = 60.0) -> bool:
     """Until every anti-entropy actor knows every other node (fast push needs peers)."""
     want = len(ctls) - 1
-    return _wait(lambda: all(c.actor("anti_entropy")["status"].get("peers") == want
+    return _wait(lambda: all(c.actors()["anti_entropy"]["status"].get("peers") == want
                              for c in ctls), timeout_s, 0.25)
 
 
@@ -183,11 +196,20 @@ class Tally:
     def of(self, tag: str, node: str) -> dict[str, float]:
         return self.first.get(f"{tag}|{node}", {})
 
-    def wait_complete(self, tag: str, nodes: list[str], keys: int, timeout_s: float) -> bool:
-        def done() -> bool:
+    def wait_complete(self, tag: str, nodes: list[str], keys: int, timeout_s: float,
+                      stall_s: float = 10.0) -> bool:
+        """Until every node reported `keys` keys of `tag`; gives up at `timeout_s`, or
+        sooner when no new event arrived for `stall_s` (writes that will never come)."""
+        deadline = time.monotonic() + timeout_s
+        progress_at, seen = time.monotonic(), -1
+        while time.monotonic() < min(deadline, progress_at + stall_s):
             self.update()
-            return all(len(self.of(tag, n)) >= keys for n in nodes)
-        return _wait(done, timeout_s, 0.05)
+            if all(len(self.of(tag, n)) >= keys for n in nodes):
+                return True
+            if self.cursor != seen:
+                progress_at, seen = time.monotonic(), self.cursor
+            time.sleep(0.05)
+        return False
 
 
 def subscribe_all(ctls: list[Control], tally: Tally, tries: int = 20) -> int:
@@ -298,41 +320,42 @@ def pump(ctls: list[Control], tag: str, window: int, duration_s: float | None = 
 def verify_everywhere(ctls: list[Control], expected_keys: int, sample: list[str]
                       ) -> dict[str, Any]:
     """Each node's key counts (mirror and provider) and a kv.get of a sample of keys."""
-    want = (expected_keys, expected_keys)
-    _wait(functools.partial(_all_hold, ctls, expected_keys), 10.0, 0.5)
-    counts = _key_counts(ctls)
+    _wait(functools.partial(_all_hold, ctls, expected_keys, BOTH), 5.0, 0.5)
+    views = [node_view(ctl) for ctl in ctls]
     missing = 0
     for ctl in ctls:
         for key in sample:
             if not ctl.call("kv.get", {"key": key})["found"]:
                 missing += 1
-    return {"expected_keys": expected_keys, "keys_mirror_provider": counts,
-            "sample": len(sample), "sample_missing": missing,
-            "ok": missing == 0 and all(k == want for k in counts)}
+    held = all(v[f] == expected_keys for v in views for f in BOTH)
+    return {"expected_keys": expected_keys, "nodes": views, "sample_gets": len(sample) * len(ctls),
+            "sample_missing": missing, "ok": missing == 0 and held}
+
+
+def arrivals(seen: dict[str, float], pumped: Pumped) -> dict[str, Any]:
+    """How one node took the writes: its count, rates and the acknowledged writes it lacks."""
+    last = max(seen.values(), default=pumped.started)
+    in_window = sum(1 for ts in seen.values() if ts <= pumped.last_send)
+    never = [k for k in pumped.acked if k not in seen]
+    return {"applied": len(seen), "never_applied": len(never),
+            "never_applied_examples": never[:3], "last_at_s": round(last - pumped.started, 3),
+            "applied_per_s": round(len(seen) / max(last - pumped.started, 1e-9)),
+            "applied_in_window_per_s": round(in_window / (pumped.last_send - pumped.started))}
 
 
 def measure_rate(ctls: list[Control], writers: list[Control], tally: Tally, tag: str,
                  duration_s: float, window: int) -> tuple[dict[str, Any], list[str]]:
     names = [c.node.name for c in ctls]
     pumped = pump(writers, tag, window, duration_s=duration_s)
-    acked = len(pumped.acked)
-    arrived = tally.wait_complete(tag, names, acked, 120.0)
-    tally.update()
-    per_node = {}
-    for name in names:
-        seen = tally.of(tag, name)
-        last = max(seen.values(), default=pumped.started)
-        in_window = sum(1 for ts in seen.values() if ts <= pumped.last_send)
-        per_node[name] = {"applied": len(seen), "last_at_s": round(last - pumped.started, 3),
-                          "applied_per_s": round(len(seen) / max(last - pumped.started, 1e-9)),
-                          "applied_in_window_per_s":
-                              round(in_window / (pumped.last_send - pumped.started))}
+    arrived = tally.wait_complete(tag, names, len(pumped.acked), 120.0)
+    per_node = {name: arrivals(tally.of(tag, name), pumped) for name in names}
     slowest = min(per_node, key=lambda n: per_node[n]["applied_in_window_per_s"])
     last_everywhere = max(v["last_at_s"] for v in per_node.values()) + pumped.started
     result = {
         "writers": len(writers), "window": window, "duration_s": duration_s,
-        "acked": acked, "errors": dict(+pumped.errors),
-        "originated_per_s": round(acked / max(pumped.stopped - pumped.started, 1e-9)),
+        "acked": len(pumped.acked), "errors": dict(+pumped.errors),
+        "originated_per_s": round(len(pumped.acked) / max(pumped.stopped - pumped.started,
+                                                          1e-9)),
         "slowest_node": slowest,
         "slowest_applied_in_window_per_s": per_node[slowest]["applied_in_window_per_s"],
         "slowest_applied_per_s": min(v["applied_per_s"] for v in per_node.values()),
@@ -347,7 +370,7 @@ def measure_rate(ctls: list[Control], writers: list[Control], tally: Tally, tag:
 
 def ae_traffic(ctls: list[Control]) -> list[tuple[int, int]]:
     return [(int(c["counters"].get("bytes_sent", 0)), int(c["counters"].get("sent", 0)))
-            for c in (ctl.actor("anti_entropy") for ctl in ctls)]
+            for c in (ctl.actors()["anti_entropy"] for ctl in ctls)]
 
 
 def idle_traffic(ctls: list[Control], window_s: float) -> dict[str, Any]:
@@ -376,14 +399,17 @@ def measure_idle(root: Path, n: int, profile: str, args: argparse.Namespace) -> 
         _wait_peers(ctls)
         out: dict[str, Any] = {}
         for keys, tag in ((args.small_keys, "few"), (args.keys, "bulk")):
-            have = _key_counts(ctls)[0][0]
+            have = node_view(ctls[0])["mirror_keys"]
             loaded = load_keys(ctls, tag, keys - have, args.window)
             t0 = time.monotonic()
-            synced = _wait(functools.partial(_all_hold, ctls, keys), 300.0, 0.5)
+            # Idle traffic depends on the mirrors; the providers are checked apart.
+            synced = _wait(functools.partial(_all_hold, ctls, keys, ("mirror_keys",)), 60, 0.5)
             loaded["in_sync_after_write_s"] = round(time.monotonic() - t0, 2)
             time.sleep(args.settle)
-            out[str(keys)] = {"load": loaded, "in_sync": synced,
-                              **idle_traffic(ctls, args.idle)}
+            views = [node_view(ctl) for ctl in ctls]
+            out[str(keys)] = {"load": loaded, "mirrors_in_sync": synced,
+                              "providers_hold_all": all(v["provider_keys"] == keys for v in views),
+                              "nodes": views, **idle_traffic(ctls, args.idle)}
         return out
 
 
@@ -441,9 +467,26 @@ def _ms(p: dict[str, Any]) -> str:
 def _rate(r: dict[str, Any]) -> str:
     ok = "all arrived" if r["verify"]["ok"] and r["all_events_arrived"] else "MISSING WRITES"
     errors = f", errors {r['errors']}" if r["errors"] else ""
-    return (f"{r['originated_per_s']} w/s originated, slowest node applied "
+    line = (f"{r['originated_per_s']} w/s originated, slowest node applied "
             f"{r['slowest_applied_in_window_per_s']} w/s, backlog {r['backlog_s']} s, "
             f"{r['acked']} writes, {ok}{errors}")
+    if ok != "all arrived":
+        line += "\n" + _missing(r)
+    return line
+
+
+def _missing(r: dict[str, Any]) -> str:
+    """Per node: acknowledged writes it never applied, and the counters that explain it."""
+    views = {v["node"]: v for v in r["verify"]["nodes"]}
+    parts = []
+    for name, row in r["per_node"].items():
+        v = views[name]
+        parts.append(f"    {name}: never applied {row['never_applied']} "
+                     f"(e.g. {', '.join(row['never_applied_examples']) or '-'}); "
+                     f"keys mirror {v['mirror_keys']} / provider {v['provider_keys']} of "
+                     f"{r['verify']['expected_keys']}; apply_failed {v['apply_failed']}, "
+                     f"send_queue_full {v['send_queue_full']}, restarts {v['restarts']}")
+    return "\n".join(parts)
 
 
 def _fmt(result: dict[str, Any]) -> str:
@@ -457,8 +500,12 @@ def _fmt(result: dict[str, Any]) -> str:
     for keys, row in idle.items():
         lines.append(f"  idle, {keys} keys: {row['bytes_per_node_s']} B/s "
                      f"(max {row['max_bytes_node_s']}), {row['msgs_per_node_s']} msg/s per node;"
-                     f" loaded at {row['load']['written_per_s']} w/s, in sync "
+                     f" loaded at {row['load']['written_per_s']} w/s, mirrors in sync "
                      f"{row['load']['in_sync_after_write_s']} s after")
+        if not (row["mirrors_in_sync"] and row["providers_hold_all"]):
+            held = [(v["mirror_keys"], v["provider_keys"]) for v in row["nodes"]]
+            lines.append(f"    NOT IN SYNC: (mirror, provider) keys per node {held}, "
+                         f"apply_failed {[v['apply_failed'] for v in row['nodes']]}")
     return "\n".join(lines)
 
 
@@ -494,20 +541,22 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=3.0, help="idle: wait after in sync")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    results = []
+    # A TERM (e.g. from `timeout`) unwinds like Ctrl-C, so every node is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    results: list[dict[str, Any]] = []
     started, load_before = time.monotonic(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="lbc-bench-") as tmp:
         for n in (int(x) for x in args.nodes.split(",")):
-            result = run_size(n, args.profile, Path(tmp), args)
-            print(_fmt(result), flush=True)
-            results.append(result)
+            results.append(run_size(n, args.profile, Path(tmp), args))
+            print(_fmt(results[-1]), flush=True)
+            if args.json:  # after every size, so an interrupted run keeps what it measured
+                meta = {"command": "python bench/state_bench.py " + " ".join(sys.argv[1:]),
+                        "cpus": os.cpu_count(), "loadavg_before": load_before,
+                        "loadavg_after": os.getloadavg(),
+                        "elapsed_s": round(time.monotonic() - started, 1)}
+                Path(args.json).write_text(json.dumps({"meta": meta, "results": results},
+                                                      indent=2))
     print(_table(results))
-    if args.json:
-        meta = {"command": "python bench/state_bench.py " + " ".join(sys.argv[1:]),
-                "cpus": os.cpu_count(), "loadavg_before": load_before,
-                "loadavg_after": os.getloadavg(),
-                "elapsed_s": round(time.monotonic() - started, 1)}
-        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.auth
@@ -120,3 +121,13 @@ class NodeAuthenticator(ThreadAuthenticator):
 
     def curve_user_id(self, client_public_key: bytes) -> str:
         return self.keyring.by_key.get(z85.encode(client_public_key), "")
+
+
+def secure_subscriber(sub: zmq.Socket, cfg: Any) -> None:
+    """With [security] on, a tcp events socket speaks CURVE: subscribe with the node's keys
+    (the node's own key must then be among its admitted keys). `cfg`: actors.config.Config."""
+    sec = cfg.security
+    if cfg.local.events.startswith("tcp://") and sec.curve_public_key_file \
+            and sec.curve_secret_key_file:
+        keys = load_keypair(sec.curve_public_key_file, sec.curve_secret_key_file)
+        secure_client(sub, keys, keys.public)

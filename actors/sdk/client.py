@@ -9,10 +9,10 @@ from typing import Any
 
 import zmq
 
-from actors.cli import secure_subscriber
 from actors.config import Config, load_config
 from actors.rpc import RpcError, RpcTimeout, call
 from transport.codec import DecodeError, unpack_untrusted
+from transport.security import secure_subscriber
 from transport.sockets import make_socket, unix_socket_listening
 
 RETRY_POLL_S = 0.05

@@ -20,11 +20,10 @@ from actors.rpc import (
     parse_request_untrusted,
     reply_frames,
 )
+from actors.views import parse_states_untrusted
 from transport.codec import DecodeError, unpack_untrusted
 from transport.protocol import (
-    ProtocolError,
     SyncableState,
-    map_to_syncable_state,
     syncable_state_to_map,
 )
 from transport.sockets import bind, make_socket
@@ -33,19 +32,6 @@ if TYPE_CHECKING:
     from actors.sdk.hosted import HostedProvider
 
 LOCAL_BATCH = 500  # states per "local" request, well under the codec's message bound
-
-
-def parse_states_untrusted(raw: Any) -> tuple[list[SyncableState], int]:
-    """States from a request's list of maps, and how many items were malformed."""
-    if not isinstance(raw, list):
-        raise RpcError("bad_request", "states must be a list")
-    states, bad = [], 0
-    for item in raw:
-        try:
-            states.append(map_to_syncable_state(item))
-        except ProtocolError:
-            bad += 1
-    return states, bad
 
 
 class HostLoop:

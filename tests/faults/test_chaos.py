@@ -18,7 +18,7 @@ from conftest import wait_until
 
 from actors.rpc import RpcError
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 CHAOS_S = 60.0
 
@@ -67,7 +67,12 @@ def test_random_actor_kills_lose_no_acknowledged_write_and_fail_no_node(clusters
             gaps += [(node.name, k) for k, v in acked.items() if held.get(k) != v]
         return gaps
 
-    wait_until(lambda: not missing(), timeout_s=60, interval_s=1.0,
-               what=f"every acknowledged write on every node (seed {seed})")
+    try:
+        wait_until(lambda: not missing(), timeout_s=60, interval_s=1.0,
+                   what="every acknowledged write on every node")
+    except AssertionError:
+        gaps = missing()
+        raise AssertionError(f"seed {seed}: {len(gaps)} missing, e.g. {gaps[:10]}; "
+                             f"kills {kills}") from None
     failures.pump()
     assert failures.events == [], (seed, kills)

@@ -116,3 +116,20 @@ def test_a_node_away_past_the_tombstone_grace_cannot_resurrect_a_delete(clusters
                what="the returning node to drop the deleted key")
     time.sleep(3.0)
     assert _everywhere(cluster.nodes, "ghost", None)
+
+
+def test_states_a_stalled_provider_missed_reach_it_afterwards(clusters):
+    cluster = clusters(2, extra={"supervisor": {"heartbeat_timeout_s": 30}}).start()
+    _converged(cluster)
+    slow = cluster.nodes[1]
+    pid = next(a["pid"] for a in slow.request("snapshot")["actors"]
+               if a["name"] == "provider.kv")
+    os.kill(pid, signal.SIGSTOP)  # its "apply" requests time out while it is stopped
+    try:
+        for i in range(20):
+            cluster.nodes[0].request("kv.set", {"key": f"m{i}", "value": i})
+        time.sleep(6.0)  # past the apply timeout: the mirror has them, the provider not
+    finally:
+        os.kill(pid, signal.SIGKILL)  # and the requests queued for it die with it
+    wait_until(lambda: all(_value(slow, f"m{i}") == i for i in range(20)), timeout_s=30,
+               what="the provider to be given what it missed")
