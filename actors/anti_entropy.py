@@ -32,11 +32,11 @@ from actors.config import SYNC_META_KEY
 from actors.core.antientropy import AntiEntropy, Outbound, ae_config_for
 from actors.core.snapshot import SnapshotError, load_snapshot, save_snapshot
 from actors.core.store import Store, StoreSnapshotError
-from actors.peering import PeerSecurity
+from actors.peering import PeerSecurity, read_inbox
 from actors.rpc import AsyncClient, Request, RpcError
 from actors.runtime import Actor, NodeEnv
 from actors.views import parse_states_untrusted, state_row
-from transport.codec import DecodeError, decode_untrusted, encode
+from transport.codec import encode
 from transport.protocol import (
     LamportClock,
     SyncableState,
@@ -177,20 +177,7 @@ class AntiEntropyActor(Actor):
 
     # -- inbound -----------------------------------------------------------------
     def _on_inbox(self, now: float) -> None:
-        for _ in range(1000):
-            if not self.inbox.poll(0, zmq.POLLIN):
-                break
-            frames = self.inbox.recv_multipart()
-            self.counters["bytes_received"] += len(frames[-1])
-            try:
-                msg = decode_untrusted(frames, self.cluster)
-            except DecodeError as exc:
-                self.counters[f"dropped.{exc.reason}"] += 1
-                continue
-            if self.security.spoofed(frames, msg):
-                self.counters["dropped.spoofed_sender"] += 1
-                continue
-            self.counters["received"] += 1
+        for msg in read_inbox(self.inbox, self.cluster, self.security, self.counters):
             result = self.core.handle(msg, now)
             self._send(result.replies)
             if result.to_apply:

@@ -34,11 +34,11 @@ from actors.config import SYNC_META_KEY, advertised
 from actors.core.membership import Membership, Outbound
 from actors.core.snapshot import SnapshotError, load_snapshot, save_snapshot
 from actors.core.timing import timing_for
-from actors.peering import PeerSecurity
+from actors.peering import PeerSecurity, read_inbox
 from actors.rpc import Request, RpcError
 from actors.runtime import Actor, NodeEnv
 from actors.views import member_row
-from transport.codec import DecodeError, decode_untrusted, encode
+from transport.codec import encode
 from transport.protocol import NodeInfo, ProtocolError, map_to_node_info, node_info_to_map
 from transport.sockets import bind, make_socket
 
@@ -103,21 +103,7 @@ class MembershipActor(Actor):
 
     # -- inbound -----------------------------------------------------------------
     def _on_inbox(self, now: float) -> None:
-        for _ in range(1000):  # bounded batch: timers must still run under a flood
-            if not self.inbox.poll(0, zmq.POLLIN):
-                break
-            frames = self.inbox.recv_multipart()
-            self.counters["bytes_received"] += len(frames[-1])
-            try:
-                msg = decode_untrusted(frames, self.cluster)
-            except DecodeError as exc:
-                self.counters[f"dropped.{exc.reason}"] += 1
-                self.log.bind(reason=exc.reason).debug("dropped undecodable gossip")
-                continue
-            if self.security.spoofed(frames, msg):
-                self.counters["dropped.spoofed_sender"] += 1
-                continue
-            self.counters["received"] += 1
+        for msg in read_inbox(self.inbox, self.cluster, self.security, self.counters):
             self._send(self.core.handle(msg, now))
         self._flush_events()
 

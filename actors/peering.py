@@ -10,9 +10,13 @@ docs/SECURITY.md).
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
+
 import zmq
 
 from actors.config import Config
+from transport.codec import DecodeError, decode_untrusted
 from transport.protocol import GossipMessage
 from transport.security import Keyring, load_keypair, secure_client
 
@@ -52,3 +56,25 @@ class PeerSecurity:
     def reload(self) -> None:
         if self.keyring is not None:
             self.keyring.reload()
+
+
+def read_inbox(sock: zmq.Socket, cluster: str, security: PeerSecurity,
+               counters: Counter[str], batch: int = 1000) -> Iterator[GossipMessage]:
+    """Decode what waits on an inbound socket; drop and count the bad and the spoofed.
+
+    The batch is bounded so a flood cannot starve the actor's timers."""
+    for _ in range(batch):
+        if not sock.poll(0, zmq.POLLIN):
+            return
+        frames = sock.recv_multipart()
+        counters["bytes_received"] += len(frames[-1])
+        try:
+            msg = decode_untrusted(frames, cluster)
+        except DecodeError as exc:
+            counters[f"dropped.{exc.reason}"] += 1
+            continue
+        if security.spoofed(frames, msg):
+            counters["dropped.spoofed_sender"] += 1
+            continue
+        counters["received"] += 1
+        yield msg

@@ -1,7 +1,8 @@
 """Hostile-frame fuzzer: garbage and lies at every socket of one running node.
 
     python bench/fuzz_node.py [--frames 100000] [--seed N] [--json FILE]
-                              [--time-limit 120] [--rate 1500] [--skip PATTERN]...
+                              [--time-limit 120] [--rate 1500] [--workdir DIR]
+                              [--skip PATTERN]... [--only PATTERN]...
 
 Theory of operation
 -------------------
@@ -397,10 +398,14 @@ def _kinds() -> list[Kind]:
 KINDS: tuple[Kind, ...] = tuple(_kinds())
 
 
-def select_kinds(families: tuple[str, ...] = FAMILIES, skip: tuple[str, ...] = ()) -> list[Kind]:
-    """The kinds of `families` whose names match no `skip` pattern (fnmatch)."""
-    return [k for k in KINDS if k.family in families
-            and not any(fnmatch.fnmatch(k.name, p) for p in skip)]
+def select_kinds(families: tuple[str, ...] = FAMILIES, skip: tuple[str, ...] = (),
+                 only: tuple[str, ...] = ("*",)) -> list[Kind]:
+    """The kinds of `families` matching an `only` pattern and no `skip` pattern (fnmatch)."""
+    def matches(kind: Kind, patterns: tuple[str, ...]) -> bool:
+        return any(fnmatch.fnmatch(kind.name, p) for p in patterns)
+
+    return [k for k in KINDS if k.family in families and matches(k, only)
+            and not matches(k, skip)]
 
 
 # -- sending ----------------------------------------------------------------------------
@@ -843,13 +848,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--skip", action="append", default=[],
                         help="kinds to leave out, fnmatch patterns like 'sync.*_max'")
+    parser.add_argument("--only", action="append", default=[],
+                        help="send only these kinds (fnmatch patterns); repeatable")
     parser.add_argument("--max-pss-growth-mib", type=float, default=128.0)
     parser.add_argument("--max-fd-growth", type=int, default=256)
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep the nodes' configs, data and logs here (default: a temp dir)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
-    kinds = select_kinds(tuple(args.families.split(",")), tuple(args.skip))
+    kinds = select_kinds(tuple(args.families.split(",")), tuple(args.skip),
+                         tuple(args.only) or ("*",))
+    if not kinds:
+        parser.error("no kind left to send")
     bounds = Bounds(args.time_limit, args.rate, args.max_pss_growth_mib, args.max_fd_growth)
     print(f"--- seed {seed}: starting {args.nodes} nodes", flush=True)
     with contextlib.ExitStack() as stack:

@@ -106,10 +106,13 @@ class Meter:
     since: float = 0.0
     messages: dict[str, int] = field(default_factory=dict)
     bytes: dict[str, int] = field(default_factory=dict)
+    largest: dict[str, int] = field(default_factory=dict)  # biggest message per type
 
     def add(self, msg_type: str, size: int) -> None:
         self.messages[msg_type] = self.messages.get(msg_type, 0) + 1
         self.bytes[msg_type] = self.bytes.get(msg_type, 0) + size
+        if size > self.largest.get(msg_type, 0):
+            self.largest[msg_type] = size
 
 
 class Sim:
@@ -177,7 +180,7 @@ class Sim:
         self._push(at, _ACTION, -1, action)
 
     def reset_meter(self) -> None:
-        self.meter = Meter(since=self.now)
+        self.meter = Meter(since=self.now, largest=self.meter.largest)
         for node in self.nodes:
             node.sent = node.sent_bytes = 0
 
