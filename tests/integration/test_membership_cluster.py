@@ -9,6 +9,8 @@ import time
 import pytest
 from conftest import wait_until
 
+from actors.rpc import RpcError
+
 pytestmark = pytest.mark.slow
 
 
@@ -116,3 +118,8 @@ def test_metadata_changes_reach_every_node(clusters, subscriber):
     cluster.nodes[0].request("metadata.set", {"metadata": {"weight": 7}})
     sub.wait_for(lambda e: e["node_id"] == "n0" and e["data"]["metadata"].get("weight") == 7,
                  count=2)
+    with pytest.raises(RpcError) as info:
+        cluster.nodes[0].request("metadata.set", {"metadata": {"blob": "x" * 2000}})
+    assert info.value.code == "bad_request"
+    assert {m["node_id"]: m["metadata"] for m in cluster.nodes[1].request("members")}[
+        "n0"].get("weight") == 7
