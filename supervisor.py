@@ -49,10 +49,10 @@ from actors.rpc import (
     parse_request_untrusted,
     reply_frames,
 )
-from actors.runtime import NodeEnv, configure_logging, run_actor_process
+from actors.runtime import BATCH, NodeEnv, configure_logging, run_actor_process
 from actors.usage import process_of, usage_of
 from actors.zygote import Zygote, die_with_parent
-from transport.codec import DecodeError, pack, unpack_untrusted
+from transport.codec import LOCAL_LIMITS, DecodeError, pack, unpack_untrusted
 from transport.protocol import make_event
 from transport.security import KeyPair, Keyring, NodeAuthenticator, load_keypair, secure_server
 from transport.sockets import BindError, bind, make_socket, private_umask, unix_socket_listening
@@ -134,7 +134,8 @@ class Supervisor:
         if self.keys is not None and cfg.local.events.startswith("tcp://"):
             secure_server(self.events, self.keys)
         self.bus_out = make_socket(self.ctx, zmq.PUB, hwm=100000)
-        self.bus_in = make_socket(self.ctx, zmq.PULL, hwm=100000)
+        self.bus_in = make_socket(self.ctx, zmq.PULL, hwm=100000,
+                                  maxmsgsize=LOCAL_LIMITS.max_message_bytes)
         self.control = make_socket(self.ctx, zmq.ROUTER)
         self.control.setsockopt(zmq.ROUTER_MANDATORY, 0)
         bind(self.events, cfg.local.events)
@@ -179,6 +180,8 @@ class Supervisor:
     def _actor_died(self, state: ActorState, code: int | None, sig: int | None,
                     now: float) -> None:
         pid, state.pid, state.ready, state.exited_at = state.pid, None, False, now
+        # Requests it was serving died with it: say so now rather than at their timeout.
+        self.clients[state.name].fail_all("unavailable", f"{state.name} restarted; retry")
         self.emit("actor.exited", {"actor": state.name, "pid": pid, "exit_code": code,
                                    "signal": sig, "restarts": state.restarts})
         if self.stopping:
@@ -243,9 +246,11 @@ class Supervisor:
             self.members[str(data["node_id"])] = data
 
     def _on_bus(self, now: float) -> None:
-        while self.bus_in.poll(0, zmq.POLLIN):
+        for _ in range(BATCH):  # bounded: the loop must get back to its checks
+            if not self.bus_in.poll(0, zmq.POLLIN):
+                return
             try:
-                msg = unpack_untrusted(self.bus_in.recv())
+                msg = unpack_untrusted(self.bus_in.recv(), LOCAL_LIMITS)
             except DecodeError:
                 self.counters["bus_malformed"] += 1
                 continue
@@ -268,7 +273,9 @@ class Supervisor:
 
     # -- control -----------------------------------------------------------------
     def _on_control(self, now: float) -> None:
-        while self.control.poll(0, zmq.POLLIN):
+        for _ in range(BATCH):
+            if not self.control.poll(0, zmq.POLLIN):
+                return
             frames = self.control.recv_multipart()
             try:
                 req = parse_request_untrusted(frames)

@@ -183,8 +183,10 @@ class ProviderActor(Actor):
             del row["value"]  # events say what changed; the value is one `state` away
             self.publish("state.changed", s.source_node, row)
         self.counters["local_writes" if local else "remote_applied"] += len(changed)
-        if local and self.ae is not None:
-            self.ae.notify("local", {"states": [syncable_state_to_map(s) for s in changed]})
+        if local and self.ae is not None and not self.ae.notify(
+                "local", {"states": [syncable_state_to_map(s) for s in changed]}):
+            # The queue to anti-entropy is full: the next reconcile will find these.
+            self.counters["local_dropped"] += len(changed)
 
     def shutdown(self, now: float) -> None:
         self.journal.compact(self.provider.get_sync_state())

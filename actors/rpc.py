@@ -17,7 +17,14 @@ from typing import Any
 
 import zmq
 
-from transport.codec import DecodeError, pack, unpack_untrusted
+from transport.codec import (
+    DEFAULT_LIMITS,
+    LOCAL_LIMITS,
+    DecodeError,
+    Limits,
+    pack,
+    unpack_untrusted,
+)
 from transport.sockets import make_socket
 
 
@@ -41,12 +48,12 @@ class Request:
     args: dict[str, Any]
 
 
-def parse_request_untrusted(frames: list[bytes]) -> Request:
+def parse_request_untrusted(frames: list[bytes], limits: Limits = DEFAULT_LIMITS) -> Request:
     """Split a ROUTER message into its route and request; raises RpcError."""
     if len(frames) < 2:
         raise RpcError("bad_request", "missing frames")
     try:
-        body = unpack_untrusted(frames[-1])
+        body = unpack_untrusted(frames[-1], limits)
     except DecodeError as exc:
         raise RpcError("bad_request", f"undecodable ({exc.reason})") from None
     if not isinstance(body, dict):
@@ -69,9 +76,10 @@ def error_frames(req: Request, code: str, message: str) -> list[bytes]:
 
 
 def parse_reply_untrusted(frame: bytes) -> tuple[int, Any]:
-    """Returns (id, result) or raises RpcError for an error reply or garbage."""
+    """Returns (id, result) or raises RpcError for an error reply or garbage.
+    Replies come from this node's own processes: local limits apply."""
     try:
-        body = unpack_untrusted(frame)
+        body = unpack_untrusted(frame, LOCAL_LIMITS)
     except DecodeError as exc:
         raise RpcError("bad_reply", f"undecodable ({exc.reason})") from None
     if not isinstance(body, dict) or not isinstance(body.get("id"), int):
@@ -87,7 +95,7 @@ def parse_reply_untrusted(frame: bytes) -> tuple[int, Any]:
 def call(ctx: zmq.Context, endpoint: str, op: str, args: dict[str, Any] | None = None,
          timeout_s: float = 5.0) -> Any:
     """One synchronous request on a fresh socket (CLI and tests)."""
-    sock = make_socket(ctx, zmq.DEALER)
+    sock = make_socket(ctx, zmq.DEALER, maxmsgsize=LOCAL_LIMITS.max_message_bytes)
     try:
         sock.connect(endpoint)
         sock.send(pack({"id": 1, "op": op, "args": args or {}}))
@@ -121,7 +129,8 @@ class AsyncClient:
 
     @classmethod
     def connect(cls, ctx: zmq.Context, endpoint: str, hwm: int = 1000) -> AsyncClient:
-        sock = make_socket(ctx, zmq.DEALER, hwm=hwm, local=endpoint.startswith("ipc://"))
+        sock = make_socket(ctx, zmq.DEALER, hwm=hwm, local=endpoint.startswith("ipc://"),
+                           maxmsgsize=LOCAL_LIMITS.max_message_bytes)
         sock.connect(endpoint)
         return cls(sock)
 
@@ -166,13 +175,19 @@ class AsyncClient:
     def next_deadline(self) -> float | None:
         return min((p.deadline for p in self.pending.values()), default=None)
 
+    def fail_all(self, code: str, message: str) -> None:
+        """Answer every pending request now (its peer is known to be gone)."""
+        pending, self.pending = self.pending, {}
+        for entry in pending.values():
+            entry.callback(None, RpcError(code, message))
+
     def close(self) -> None:
         self.sock.close(linger=0)
 
 
 def _reply_id(frame: bytes) -> int | None:
     try:
-        body = unpack_untrusted(frame)
+        body = unpack_untrusted(frame, LOCAL_LIMITS)
     except DecodeError:
         return None
     rid = body.get("id") if isinstance(body, dict) else None

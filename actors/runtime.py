@@ -33,11 +33,12 @@ from loguru import logger
 
 from actors.config import Config
 from actors.rpc import Request, RpcError, error_frames, parse_request_untrusted, reply_frames
-from transport.codec import pack, unpack_untrusted
+from transport.codec import LOCAL_LIMITS, pack, unpack_untrusted
 from transport.protocol import make_event
 from transport.sockets import abstract_endpoint, bind, make_socket
 
 HEARTBEAT_S = 0.5
+BATCH = 500  # messages read from one socket per wake-up
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,9 @@ class _Runtime:
         self.poller = zmq.Poller()
         self.handlers: dict[Any, Callable[[float], None]] = {}
         ctx, env = actor.ctx, actor.env
-        self.rpc = make_socket(ctx, zmq.ROUTER)
+        # The actor's own endpoint is abstract ipc: only processes of this machine reach
+        # it (the node's own, and the SDK), so whole-state replies may be large.
+        self.rpc = make_socket(ctx, zmq.ROUTER, maxmsgsize=LOCAL_LIMITS.max_message_bytes)
         bind(self.rpc, env.rpc_endpoint(actor.name))
         self.bus = make_socket(ctx, zmq.PUSH, hwm=10000, local=True)
         self.bus.connect(env.bus_in)
@@ -190,10 +193,13 @@ class _Runtime:
             os._exit(1)
 
     def serve_rpc(self, now: float) -> None:
-        while self.rpc.poll(0, zmq.POLLIN):
+        # Bounded batches: a stream of requests must not starve heartbeats and timers.
+        for _ in range(BATCH):
+            if not self.rpc.poll(0, zmq.POLLIN):
+                return
             frames = self.rpc.recv_multipart()
             try:
-                req = parse_request_untrusted(frames)
+                req = parse_request_untrusted(frames, LOCAL_LIMITS)
             except RpcError as exc:
                 self.actor.counters["rpc_malformed"] += 1
                 self.actor.log.bind(reason=exc.code).debug("dropped malformed request")
@@ -223,7 +229,9 @@ class _Runtime:
 
     def read_events(self, now: float) -> None:
         assert self.sub is not None
-        while self.sub.poll(0, zmq.POLLIN):
+        for _ in range(BATCH):
+            if not self.sub.poll(0, zmq.POLLIN):
+                return
             frames = self.sub.recv_multipart()
             try:
                 event = unpack_untrusted(frames[-1])

@@ -87,7 +87,7 @@ def _spliced(obj: object, raw: bytes) -> bytes:
 
 
 class Forge:
-    """Makes the frames of every kind; `make(kind)` -> frames of one message."""
+    """One method per kind, each returning the frames of one hostile message."""
 
     def __init__(self, target: Target, rng: random.Random) -> None:
         self.t, self.rng = target, rng
@@ -95,9 +95,13 @@ class Forge:
         self.serial = 0
 
     # -- building blocks -----------------------------------------------------------
-    def next_id(self, prefix: str) -> str:
+    def count(self) -> int:
+        """A fresh number: ids, keys and addresses that no earlier frame used."""
         self.serial += 1
-        return f"{prefix}-{self.serial}"
+        return self.serial
+
+    def next_id(self, prefix: str) -> str:
+        return f"{prefix}-{self.count()}"
 
     def junk(self, depth: int = 0) -> Any:
         r = self.rng.random()
@@ -242,14 +246,14 @@ class Forge:
         return self._about_target(inc)
 
     def m_address_spray(self) -> list[bytes]:
-        n = self.serial = self.serial + 1
+        n = self.count()
         addr = f"tcp://127.{(n >> 16) % 256}.{(n >> 8) % 256}.{n % 256 or 1}:9"
         return [self.valid("ping", self.next_id("spray"), payload={"seq": 1, "addr": addr})]
 
     def m_fake_members(self) -> list[bytes]:
         rows = []
         for _ in range(self.rng.randint(20, 200)):
-            n = self.serial = self.serial + 1
+            n = self.count()
             rows.append({"id": f"fake-{n}", "addr": f"tcp://127.9.{(n >> 8) % 256}.{n % 256}:9",
                          "inc": 1, "st": "alive"})
         return [self.valid("members", self.next_id("odd"), payload={"members": rows})]
@@ -353,45 +357,50 @@ class Kind:
     make: Callable[[Forge], list[bytes]]
 
 
+# Relative weights: cheap garbage is common; costly or cluster-polluting kinds are rare, so
+# that at the default rate a healthy node could keep up with all of them.
+_GENERIC = (("random", Forge.g_random, 6), ("truncated", Forge.g_truncated, 5),
+            ("trailing", Forge.g_trailing, 2), ("oversized", Forge.g_oversized, 0.03),
+            ("over_maxmsgsize", Forge.g_over_maxmsgsize, 0.003),
+            ("wrong_shape", Forge.g_wrong_shape, 5), ("bad_envelope", Forge.g_bad_envelope, 5),
+            ("bad_fields", Forge.g_bad_fields, 5), ("deep", Forge.g_deep, 1),
+            ("multipart", Forge.g_multipart, 2))
+_SPECIFIC = (
+    ("gossip.stranger", "absurd", 3, Forge.m_stranger),
+    ("gossip.bad_address", "absurd", 1, Forge.m_bad_address),
+    ("gossip.absurd_values", "absurd", 4, Forge.m_absurd_values),
+    ("gossip.self_inc_huge", "absurd", 0.2, Forge.m_self_inc_huge),
+    ("gossip.self_inc_max", "absurd", 0.2, Forge.m_self_inc_max),
+    ("gossip.member_inc_max", "absurd", 0.05, Forge.m_member_inc_max),
+    ("gossip.spoof", "spoof", 1, Forge.m_spoof),
+    ("gossip.address_spray", "flood", 0.5, Forge.m_address_spray),
+    ("gossip.fake_members", "flood", 0.03, Forge.m_fake_members),
+    ("sync.ae_bad_fields", "absurd", 4, Forge.s_bad_fields),
+    ("sync.wrong_target", "absurd", 1, Forge.s_wrong_target),
+    ("sync.horizon_max", "absurd", 0.1, Forge.s_horizon_max),
+    ("sync.version_max", "absurd", 0.1, Forge.s_version_max),
+    ("sync.forget_max", "absurd", 0.1, Forge.s_forget_max),
+    ("sync.version_huge", "absurd", 0.2, Forge.s_version_huge),
+    ("sync.spoof", "spoof", 1, Forge.s_spoof),
+    ("sync.state_spray", "flood", 0.1, Forge.s_state_spray),
+    ("sync.many_states", "flood", 0.005, Forge.s_many_states),
+    ("control.garbage", "garbage", 3, Forge.c_garbage),
+    ("control.shapes", "garbage", 3, Forge.c_shapes),
+    ("control.unknown_op", "garbage", 2, Forge.c_unknown_op),
+    ("events.subscriptions", "flood", 1, Forge.e_subscriptions),
+)
+
+
 def _kinds() -> list[Kind]:
-    f = Forge
-    out = []
-    generic = [("random", f.g_random, 6), ("truncated", f.g_truncated, 5),
-               ("trailing", f.g_trailing, 2), ("oversized", f.g_oversized, 0.03),
-               ("over_maxmsgsize", f.g_over_maxmsgsize, 0.003), ("wrong_shape", f.g_wrong_shape, 5),
-               ("bad_envelope", f.g_bad_envelope, 5), ("bad_fields", f.g_bad_fields, 5),
-               ("deep", f.g_deep, 1), ("multipart", f.g_multipart, 2)]
-    for endpoint in ("gossip", "sync"):
-        out += [Kind(f"{endpoint}.{n}", endpoint, "garbage", w, m) for n, m, w in generic]
-    table = [
-        ("gossip.stranger", "absurd", 3, f.m_stranger), ("gossip.bad_address", "absurd", 1,
-                                                         f.m_bad_address),
-        ("gossip.absurd_values", "absurd", 4, f.m_absurd_values),
-        ("gossip.self_inc_huge", "absurd", 0.2, f.m_self_inc_huge),
-        ("gossip.self_inc_max", "absurd", 0.2, f.m_self_inc_max),
-        ("gossip.member_inc_max", "absurd", 0.05, f.m_member_inc_max),
-        ("gossip.spoof", "spoof", 1, f.m_spoof), ("gossip.address_spray", "flood", 0.5,
-                                                  f.m_address_spray),
-        ("gossip.fake_members", "flood", 0.03, f.m_fake_members),
-        ("sync.ae_bad_fields", "absurd", 4, f.s_bad_fields),
-        ("sync.wrong_target", "absurd", 1, f.s_wrong_target),
-        ("sync.horizon_max", "absurd", 0.1, f.s_horizon_max),
-        ("sync.version_max", "absurd", 0.1, f.s_version_max),
-        ("sync.forget_max", "absurd", 0.1, f.s_forget_max),
-        ("sync.version_huge", "absurd", 0.2, f.s_version_huge),
-        ("sync.spoof", "spoof", 1, f.s_spoof), ("sync.state_spray", "flood", 0.1, f.s_state_spray),
-        ("sync.many_states", "flood", 0.005, f.s_many_states),
-        ("control.garbage", "garbage", 3, f.c_garbage), ("control.shapes", "garbage", 3,
-                                                         f.c_shapes),
-        ("control.unknown_op", "garbage", 2, f.c_unknown_op),
-        ("events.subscriptions", "flood", 1, f.e_subscriptions),
-    ]
-    out += [Kind(name, name.split(".")[0], fam, w, m) for name, fam, w, m in table]
+    out = [Kind(f"{endpoint}.{name}", endpoint, "garbage", weight, make)
+           for endpoint in ("gossip", "sync") for name, make, weight in _GENERIC]
+    out += [Kind(name, name.split(".")[0], family, weight, make)
+            for name, family, weight, make in _SPECIFIC]
     for port in ("gossip", "sync", "events", "control"):
-        out += [Kind(f"{port}.raw_bytes", f"{port}.raw", "garbage", 0.4, f.r_bytes),
-                Kind(f"{port}.zmtp_junk", f"{port}.raw", "garbage", 0.2, f.r_zmtp_junk)]
+        out += [Kind(f"{port}.raw_bytes", f"{port}.raw", "garbage", 0.4, Forge.r_bytes),
+                Kind(f"{port}.zmtp_junk", f"{port}.raw", "garbage", 0.2, Forge.r_zmtp_junk)]
         if port != "control":  # held open, never spoken on: the node must not wait for them
-            out.append(Kind(f"{port}.idle_conn", f"{port}.idle", "garbage", 0.05, f.r_bytes))
+            out.append(Kind(f"{port}.idle_conn", f"{port}.idle", "garbage", 0.05, Forge.r_bytes))
     return out
 
 
@@ -484,7 +493,8 @@ class Shooter:
 
     def close(self) -> None:
         for sock in self.zsocks.values():
-            sock.close(linger=0)
+            sock.close(linger=2000)  # connections are made in the background: flush first
+        self.zsocks.clear()
         while self.idle:
             self.idle.popleft().close()
 
@@ -668,7 +678,8 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
 def target_of(nodes: list[LocalNode], target: LocalNode) -> Target:
     rows = _request(target, "members") or []
     members = tuple((r["node_id"], r["address"]) for r in rows if r["node_id"] != target.name)
-    return Target("local", target.name, target.gossip, target.sync, target.events,
+    cluster = (_request(target, "status") or {}).get("cluster", "local")
+    return Target(cluster, target.name, target.gossip, target.sync, target.events,
                   target.control, members)
 
 
@@ -725,12 +736,15 @@ def converges(nodes: list[LocalNode], target: LocalNode, key: str,
         return False, f"kv set on the target failed: {exc}"
     version = written.get("version")
 
+    seen: dict[str, Any] = {}
+
     def everywhere() -> bool:
-        got = [_request(n, "kv.get", {"key": key}, 2.0) or {} for n in nodes]
-        return all(g.get("version") == version for g in got)
+        for n in nodes:
+            seen[n.name] = (_request(n, "kv.get", {"key": key}, 2.0) or {}).get("version")
+        return all(v == version for v in seen.values())
 
     if not wait_for(everywhere, timeout_s):
-        return False, f"kv write (version {version}) did not reach every node"
+        return False, f"kv write (version {version}) did not reach every node: {seen}"
     if not wait_for(lambda: all_alive(nodes), timeout_s):
         return False, "some node does not see every other alive"
     return True, f"kv write version {version} reached every node; all members alive"

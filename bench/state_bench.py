@@ -63,25 +63,25 @@ class Control:
 
     def replies(self) -> list[tuple[int, RpcError | None]]:
         """Every reply already here, as (id, error or None); never blocks."""
-        out: list[tuple[int, RpcError | None]] = []
+        out = []
         while self.sock.poll(0, zmq.POLLIN):
-            frame = self.sock.recv()
-            try:
-                rid, _ = parse_reply_untrusted(frame)
-                out.append((rid, None))
-            except RpcError as exc:
-                body = _unpack_or_none(frame)
-                if isinstance(body, dict) and isinstance(body.get("id"), int):
-                    out.append((body["id"], exc))
+            rid, _, error = _parse_reply(self.sock.recv())
+            if rid is not None:
+                out.append((rid, error))
         return out
 
     def call(self, op: str, args: dict[str, Any] | None = None, timeout_s: float = 10.0) -> Any:
-        """Synchronous request; replies to older requests are skipped by id."""
+        """Synchronous request; replies to older requests are skipped by id.
+
+        Raises: RpcError from the node, RpcTimeout after `timeout_s`.
+        """
         rid = self.send(op, args or {})
         deadline = time.monotonic() + timeout_s
         while self.sock.poll(max(1, int((deadline - time.monotonic()) * 1000)), zmq.POLLIN):
-            got, result = parse_reply_untrusted(self.sock.recv())
+            got, result, error = _parse_reply(self.sock.recv())
             if got == rid:
+                if error is not None:
+                    raise error
                 return result
             if time.monotonic() >= deadline:
                 break
@@ -97,6 +97,17 @@ def _unpack_or_none(frame: bytes) -> Any:
         return unpack_untrusted(frame)
     except DecodeError:
         return None
+
+
+def _parse_reply(frame: bytes) -> tuple[int | None, Any, RpcError | None]:
+    """(id, result, error) of a reply; the id is None only for garbage."""
+    try:
+        rid, result = parse_reply_untrusted(frame)
+        return rid, result, None
+    except RpcError as exc:
+        body = _unpack_or_none(frame)
+        got = body.get("id") if isinstance(body, dict) else None
+        return (got if isinstance(got, int) else None), None, exc
 
 
 def _wait(predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.1) -> bool:

@@ -68,6 +68,11 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+# Between the processes of one node (and from a node to its own CLI/SDK): a whole
+# provider's state can travel in one reply, so the bounds are far wider.
+LOCAL_LIMITS = Limits(max_message_bytes=256 << 20, max_states=10_000_000,
+                      max_digest_entries=10_000_000, max_str_len=64 << 20,
+                      max_bin_len=64 << 20, max_array_len=10_000_000, max_map_len=1_000_000)
 
 # One frame (any buffer), or a multipart message whose last frame is the body.
 Frames = bytes | bytearray | memoryview | Sequence[Any]

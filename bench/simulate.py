@@ -1,0 +1,609 @@
+"""Membership at scale: the pure SWIM + Lifeguard cores in a discrete-event simulation.
+
+    python bench/simulate.py --nodes 10,100,1000,10000 --json docs/results/simulation.json
+    python bench/simulate.py --report docs/results/simulation.json      # tables as markdown
+    python bench/simulate.py --plot docs/results/simulation.json --out docs/results  # matplotlib
+
+Per cluster size N one seeded cluster (LAN profile, `bench/simlib.py`
+network) goes through these phases in order: join (all nodes start within
+1 s and join via 3 seeds), settle, load (per-member traffic at rest),
+dissemination (one metadata update, Serf's convergence measure), detection
+(silent crashes, then crashes with refused-connection evidence; each victim
+is restarted and rejoins before the next trial), false alarms (loss 1 %,
+loss 5 %, then a few slow members), and for N <= 100 a partition and a
+Lifeguard-off control. A wall-clock budget and a memory cap per N stop a
+size that does not fit and record how far it got. docs/simulation.md
+explains the model and the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from simlib import Alarms, NetModel, OverBudget, Run, Sim, quantiles, rss_gb
+
+from actors.core.suspicion import suspicion_bounds
+from actors.core.timing import PROFILES, push_pull_scale
+
+Result = dict[str, Any]
+FRACTIONS = (("50%", 0.5), ("99%", 0.99), ("99.9%", 0.999), ("99.99%", 0.9999), ("100%", 1.0))
+START_SPREAD_S = 1.0  # non-seed nodes boot uniformly within the first second
+JOIN_CAP_S, SETTLE_CAP_S, LOAD_WINDOW_S = 180.0, 90.0, 30.0
+STEADY_MSGS_PER_NODE_S = 2.2  # ping + ack = 2 per member per period, plus a little
+SLOW_MEMBERS = 3
+
+
+# --- reference figures (REFERENCE.md §2.3, §3) -------------------------------------------
+
+
+def serf_seconds(n: int, fraction: float, interval_s: float = 0.2, fanout: int = 3) -> float:
+    """Serf's convergence simulator: `1/(1+(N+1)e^(-contact*N*round))`, whole rounds."""
+    contact = fanout / n * 0.5
+    for rounds in range(1, 101):
+        if 1.0 / (1.0 + (n + 1) * math.exp(-contact * n * rounds)) >= fraction:
+            return rounds * interval_s
+    return math.inf
+
+
+def swim_periods(n: int) -> float:
+    """E[periods to first detection] with round-robin probing and unsynchronised members.
+
+    Each of the m = n-1 survivors reaches the victim in its shuffled list at a
+    uniform point of its m-period cycle; SWIM counts whole periods, so this is
+    sum_k P(X > k periods) = sum_k (1-k/m)^m, which tends to e/(e-1) as m grows.
+    """
+    m = max(1, n - 1)
+    return sum((1.0 - k / m) ** m for k in range(m))
+
+
+# --- a run ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    nodes: tuple[int, ...]
+    seed: int
+    latency: str
+    no_codec_from: int
+    budget_s: float
+    max_rss_gb: float
+    quick: bool
+
+
+def make_run(n: int, opts: Options, timing: Any, label: str) -> Run:
+    net = NetModel(latency=opts.latency, codec=n < opts.no_codec_from)
+    sim = Sim(n, timing, net, seed=opts.seed * 1_000_003 + n)
+    return Run(sim, label, opts.seed + n, opts.budget_s, opts.max_rss_gb)
+
+
+# --- phases -----------------------------------------------------------------------------
+
+
+def start_all(run: Run) -> None:
+    """Seeds boot at 0, the others uniformly within START_SPREAD_S; all join via the seeds."""
+    for i in range(run.n):
+        at = 0.0 if i in run.seeds else run.rng.uniform(0, START_SPREAD_S)
+        run.sim.start(i, at, run.seeds)
+
+
+def phase_join(run: Run) -> Result:
+    sim, views, n = run.sim, run.views, run.n
+    start_all(run)
+    marks: dict[str, float | None] = {name: None for name, _ in FRACTIONS}
+    curve: list[tuple[float, float, float]] = []
+
+    def check() -> bool:
+        complete = sum(1 for i in range(n) if views.sees_all_alive(i, n - 1))
+        curve.append((round(sim.now, 3), complete / n, sum(views.alive) / max(1, n * (n - 1))))
+        for name, frac in FRACTIONS:
+            if marks[name] is None and complete >= math.ceil(frac * n):
+                marks[name] = sim.now
+        return complete == n
+
+    alarms = Alarms(run)
+    ok = run.advance(JOIN_CAP_S, check)
+    span = sim.now
+    meter = sim.meter
+    return {"converged": ok, "converged_s": span if ok else None,
+            "periods": span / sim.timing.probe_interval_s if ok else None,
+            "complete_views_at_s": marks, "curve": curve[:: max(1, len(curve) // 200)],
+            "msgs_per_node_s": sum(meter.messages.values()) / (n * span),
+            "bytes_per_node_s": sum(meter.bytes.values()) / (n * span),
+            "false_failures": alarms.summary(span)["failed_episodes"]}
+
+
+def phase_settle(run: Run) -> Result:
+    sim, t0, rate, prev = run.sim, run.sim.now, math.inf, math.inf
+    while sim.now - t0 < SETTLE_CAP_S:
+        sim.reset_meter()
+        run.advance(sim.now + 2.0)
+        msgs = sum(c for t, c in sim.meter.messages.items() if t != "members")
+        rate = msgs / (run.n * 2.0)
+        if rate <= STEADY_MSGS_PER_NODE_S or rate > 0.95 * prev:
+            break
+        prev = rate
+    return {"settle_s": sim.now - t0, "msgs_per_node_s_at_end": rate}
+
+
+def phase_load(run: Run) -> Result:
+    """Per-member traffic at rest; push-pull amortised over its (scaled) period."""
+    sim, n, w = run.sim, run.n, LOAD_WINDOW_S
+    codec, sim.net.codec = sim.net.codec, True  # bytes are always measured here
+    sim.reset_meter()
+    run.advance(sim.now + w)
+    sim.net.codec = codec
+    meter = sim.meter
+    by_type = {t: {"msgs": c / (n * w), "bytes": meter.bytes[t] / (n * w)}
+               for t, c in sorted(meter.messages.items())}
+    probing = [(c, meter.bytes[t]) for t, c in meter.messages.items() if t != "members"]
+    interval = push_pull_scale(sim.timing.push_pull_interval_s, n)
+    table = meter.largest.get("members", 0)
+    pp_msgs, pp_bytes = 2.0 / interval, 2.0 * table / interval
+    msgs = sum(c for c, _ in probing) / (n * w) + pp_msgs
+    size = sum(b for _, b in probing) / (n * w) + pp_bytes
+    return {"window_s": w, "msgs_per_node_s": msgs, "bytes_per_node_s": size,
+            "push_pull": {"interval_s": interval, "table_bytes": table,
+                          "msgs_per_node_s": pp_msgs, "bytes_per_node_s": pp_bytes},
+            "by_type_in_window": by_type,
+            "max_node_msgs_s": max(node.sent for node in sim.nodes) / w,
+            "max_node_bytes_s": max(node.sent_bytes for node in sim.nodes) / w}
+
+
+def phase_dissemination(run: Run, count: int = 5) -> Result:
+    """One metadata change at a time; when has each fraction of the others seen it?"""
+    samples = [broadcast_once(run, k) for k in range(count)]
+    out: Result = {"broadcasts": count}
+    for name, f in FRACTIONS:
+        got = [t for t in (s[name] for s in samples) if t is not None]
+        out[name] = sum(got) / len(got) if len(got) == count else None
+        out["serf_" + name] = serf_seconds(run.n, f) if f < 1 else None
+    return out
+
+
+def broadcast_once(run: Run, k: int) -> dict[str, float | None]:
+    sim, (b,) = run.sim, run.pick()
+    core = sim.nodes[b].core
+    assert core is not None
+    subject, inc, t0 = sim.nodes[b].info.node_id, core.incarnation(), sim.now
+    seen: dict[int, float] = {}
+
+    def listener(now: float, obs: int, ev: Any) -> None:
+        if ev.kind == "node.updated" and ev.node.node_id == subject and \
+                ev.incarnation > inc and obs not in seen:
+            seen[obs] = now - t0
+
+    sim.listeners.append(listener)
+    sim.set_metadata(b, {"round": k})
+    others = len(run.up()) - 1
+    run.advance(t0 + 15.0, lambda: len(seen) >= others, 0.01)
+    sim.listeners.remove(listener)
+    times = sorted(seen.values())
+    run.advance(sim.now + 1.0)
+    return {name: times[math.ceil(f * others) - 1] if len(times) >= math.ceil(f * others)
+            else None for name, f in FRACTIONS}
+
+
+def crash_trial(run: Run, victim: int, refusals: bool) -> Result:
+    """Crash `victim`, time its detection, then restart it and time the rejoin."""
+    sim, vid, t0 = run.sim, run.sim.nodes[victim].info.node_id, run.sim.now
+    first_ping: list[float] = []
+    first_suspect: list[float] = []
+    failed: dict[int, float] = {}
+
+    def tap(src: int, dst: int, msg: Any) -> None:
+        if dst == victim and msg.msg_type == "ping" and not first_ping:
+            first_ping.append(sim.now - t0)
+
+    def listener(now: float, obs: int, ev: Any) -> None:
+        if ev.node.node_id != vid:
+            return
+        if ev.kind == "node.suspect" and not first_suspect:
+            first_suspect.append(now - t0)
+        elif ev.kind == "node.failed" and obs not in failed:
+            failed[obs] = now - t0
+
+    sim.tap = tap
+    sim.listeners.append(listener)
+    sim.crash(victim, refusals)
+    survivors = len(run.up())
+    _, max_s = suspicion_window(run)
+    done = run.advance(t0 + max_s + 30.0, lambda: len(failed) >= survivors, 0.01)
+    sim.tap = None
+    sim.listeners.remove(listener)
+    times = sorted(failed.values())
+    trial = {"first_ping_s": first_ping[0] if first_ping else None,
+             "first_suspect_s": first_suspect[0] if first_suspect else None,
+             "first_failed_s": times[0] if times else None,
+             "all_failed_s": times[-1] if done else None}
+    core = sim.nodes[victim].core
+    assert core is not None
+    run.views.reset(victim)
+    t1 = sim.now
+    sim.restart(victim, run.seeds, core.incarnation() + 1)
+    back = run.advance(t1 + 60.0, run.all_see_all, 0.05)
+    trial["rejoin_s"] = sim.now - t1 if back else None
+    return trial
+
+
+def suspicion_window(run: Run) -> tuple[float, float]:
+    t = run.sim.timing
+    return suspicion_bounds(t.suspicion_mult, t.suspicion_max_mult, run.n, t.probe_interval_s)
+
+
+def phase_detection(run: Run, refusals: bool, trials: int) -> Result:
+    alarms = Alarms(run)
+    t0 = run.sim.now
+    rows = [crash_trial(run, v, refusals) for v in run.pick(trials)]
+    period = run.sim.timing.probe_interval_s
+    out: Result = {"trials": len(rows), "refusals": refusals,
+                   "false_failures": alarms.summary(run.sim.now - t0)["failed_episodes"]}
+    for key in ("first_ping_s", "first_suspect_s", "first_failed_s", "all_failed_s", "rejoin_s"):
+        values = [r[key] for r in rows if r[key] is not None]
+        out[key] = quantiles(values)
+        out[key]["missing"] = len(rows) - len(values)
+    pings = [r["first_ping_s"] / period for r in rows if r["first_ping_s"] is not None]
+    # SWIM counts the period in which the victim is first probed (detection at its end).
+    out["swim_periods_measured"] = sum(math.ceil(p) for p in pings) / len(pings) if pings else None
+    out["swim_periods_expected"] = swim_periods(run.n)
+    out["suspicion_min_max_s"] = suspicion_window(run)
+    out["rows"] = rows
+    return out
+
+
+def phase_alarms(run: Run, loss: float, slow: int, seconds: float) -> Result:
+    """A long quiet run under loss and/or slow members: every suspicion is false."""
+    sim = run.sim
+    chosen = run.pick(slow) if slow else []
+    for i in chosen:
+        sim.nodes[i].slow = True
+    sim.net.loss = loss
+    before = {k: run.counter(k) for k in ("probes", "probe_failures", "refutations")}
+    alarms = Alarms(run)
+    run.advance(sim.now + seconds)
+    out = alarms.summary(seconds)
+    out.update({"loss": loss, "slow_members": len(chosen), "seconds": seconds})
+    out.update({k: run.counter(k) - v for k, v in before.items()})
+    scores = [(node.slow, node.core.health_score()) for node in sim.nodes
+              if node.up and node.core is not None]
+    out["health_score_max"] = {"slow": max((s for slow_, s in scores if slow_), default=None),
+                               "healthy": max((s for slow_, s in scores if not slow_), default=0)}
+    out["failed_per_member_hour"] = out["failed_episodes"] / max(1e-9, out["healthy_member_hours"])
+    sim.net.loss = 0.0
+    for i in chosen:
+        sim.nodes[i].slow = False
+    run.advance(sim.now + 10.0)  # let refutations settle before the next phase
+    return out
+
+
+def phase_partition(run: Run, seconds: float = 30.0) -> Result:
+    """Split the cluster in halves, heal, and time the merge (gossip to the dead)."""
+    sim, half = run.sim, run.n // 2
+    sim.partition([0 if i < half else 1 for i in range(run.n)])
+    t0 = sim.now
+    run.advance(t0 + seconds)
+    views = run.views.not_alive
+    cross = [views[i].get(j) for i in run.up() for j in run.up() if (i < half) != (j < half)]
+    sim.partition(None)
+    t1 = sim.now
+    merged = run.advance(t1 + 180.0, run.all_see_all, 0.1)
+    return {"partition_s": seconds,
+            "cross_pairs_dead": sum(1 for v in cross if v == "dead") / max(1, len(cross)),
+            "cross_pairs_suspect": sum(1 for v in cross if v == "suspect") / max(1, len(cross)),
+            "merge_s": sim.now - t1 if merged else None}
+
+
+# --- one size, all phases ------------------------------------------------------------------
+
+
+def alarm_seconds(n: int, quick: bool) -> float:
+    """Long enough for >= ~10 healthy member-hours per condition, short enough at large N."""
+    return 20.0 if quick else min(3600.0, max(45.0, 45_000.0 / n))
+
+
+def trials_for(n: int, quick: bool) -> int:
+    return 2 if quick else (40 if n <= 100 else max(3, 5000 // n))
+
+
+def phases_for(run: Run, quick: bool) -> list[tuple[str, Callable[[], Result]]]:
+    n = run.n
+    fp_s, trials, slow = alarm_seconds(n, quick), trials_for(n, quick), min(SLOW_MEMBERS, n // 4)
+    steps: list[tuple[str, Callable[[], Result]]] = [
+        ("join", lambda: phase_join(run)),
+        ("settle", lambda: phase_settle(run)),
+        ("load", lambda: phase_load(run)),
+        ("dissemination", lambda: phase_dissemination(run, 2 if quick else 5)),
+        ("detection_silent", lambda: phase_detection(run, False, trials)),
+        ("detection_refused", lambda: phase_detection(run, True, trials)),
+        ("alarms_loss_1", lambda: phase_alarms(run, 0.01, 0, fp_s)),
+        ("alarms_loss_5", lambda: phase_alarms(run, 0.05, 0, fp_s)),
+        ("alarms_slow", lambda: phase_alarms(run, 0.0, slow, fp_s)),
+    ]
+    if n <= 100:
+        steps.append(("partition", lambda: phase_partition(run)))
+    return steps
+
+
+def lifeguard_off_phases(run: Run, quick: bool) -> list[tuple[str, Callable[[], Result]]]:
+    fp_s, slow = alarm_seconds(run.n, quick), min(SLOW_MEMBERS, run.n // 4)
+    return [("join", lambda: phase_join(run)), ("settle", lambda: phase_settle(run)),
+            ("alarms_slow", lambda: phase_alarms(run, 0.0, slow, fp_s))]
+
+
+def run_phases(run: Run, steps: list[tuple[str, Callable[[], Result]]]) -> Result:
+    out: Result = {"nodes": run.n, "codec": run.sim.net.codec}
+    try:
+        for name, step in steps:
+            run.phase = name
+            cpu = time.process_time()
+            out[name] = step()
+            out[name]["cpu_s"] = time.process_time() - cpu
+            out[name]["sim_end_s"] = run.sim.now
+            print(f"  [{run.label}] {name}: {brief(out[name])}", flush=True)
+    except OverBudget as exc:
+        views, n = run.views, run.n
+        out["aborted"] = {"reason": str(exc), "phase": run.phase, "sim_time_s": run.sim.now,
+                          "core_calls": run.sim.handled,
+                          "complete_views": sum(views.sees_all_alive(i, n - 1) for i in range(n)),
+                          "pairs_known": sum(views.alive) / max(1, n * (n - 1))}
+        print(f"  [{run.label}] aborted: {out['aborted']}", flush=True)
+    out["cpu_s"] = time.process_time() - run.cpu0
+    out["wall_s"] = time.monotonic() - run.wall0
+    out["rss_gb_at_end"] = rss_gb()
+    return out
+
+
+def brief(r: Result) -> str:
+    keep = ("converged_s", "settle_s", "msgs_per_node_s", "bytes_per_node_s", "99.99%",
+            "failed_episodes", "suspect_episodes", "merge_s", "cpu_s")
+    parts = [f"{k}={_fmt(r[k])}" for k in keep if k in r]
+    for key in ("first_suspect_s", "all_failed_s"):
+        if key in r:
+            parts.append(f"{key}.mean={_fmt(r[key].get('mean'))}")
+    return " ".join(parts)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def run_size(n: int, opts: Options) -> Result:
+    timing = PROFILES["lan"]
+    print(f"n={n}: codec={'on' if n < opts.no_codec_from else 'off'}", flush=True)
+    run = make_run(n, opts, timing, f"n={n}")
+    out = run_phases(run, phases_for(run, opts.quick))
+    if n <= 100 and "aborted" not in out:
+        off = replace(timing, awareness_max=1, suspicion_max_mult=1)
+        ctl = make_run(n, replace(opts, seed=opts.seed + 7), off, f"n={n} lifeguard-off")
+        out["lifeguard_off"] = run_phases(ctl, lifeguard_off_phases(ctl, opts.quick))
+    return out
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def _g(r: Result, *path: str) -> Any:
+    for key in path:
+        if not isinstance(r, dict) or key not in r:
+            return None
+        r = r[key]
+    return r
+
+
+def _c(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}" if abs(v) < 1000 else f"{v:,.0f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *["| " + " | ".join(r) + " |" for r in rows]]
+
+
+def render(doc: Result) -> str:
+    sizes = [s for s in doc["sizes"] if "aborted" not in s or "join" in s]
+    lines = ["#### Convergence, detection, load", ""]
+    lines += _table(
+        ["N", "codec", "join: all views complete, s (periods)", "update to 99.99 %, s (Serf)",
+         "silent crash: 1st suspicion, s", "SWIM periods (expected)",
+         "silent crash: failed on all, s mean / max", "refused: failed on all, s mean / max",
+         "msgs/s per member", "bytes/s per member", "CPU s"],
+        [[str(s["nodes"]), _c(s["codec"]),
+          f"{_c(_g(s, 'join', 'converged_s'))} ({_c(_g(s, 'join', 'periods'), 1)})",
+          f"{_c(_g(s, 'dissemination', '99.99%'))} ({_c(_g(s, 'dissemination', 'serf_99.99%'))})",
+          _c(_g(s, "detection_silent", "first_suspect_s", "mean")),
+          f"{_c(_g(s, 'detection_silent', 'swim_periods_measured'))} "
+          f"({_c(_g(s, 'detection_silent', 'swim_periods_expected'))})",
+          f"{_c(_g(s, 'detection_silent', 'all_failed_s', 'mean'))} / "
+          f"{_c(_g(s, 'detection_silent', 'all_failed_s', 'max'))}",
+          f"{_c(_g(s, 'detection_refused', 'all_failed_s', 'mean'))} / "
+          f"{_c(_g(s, 'detection_refused', 'all_failed_s', 'max'))}",
+          _c(_g(s, "load", "msgs_per_node_s")), _c(_g(s, "load", "bytes_per_node_s"), 0),
+          _c(s.get("cpu_s"), 0)] for s in sizes])
+    lines += ["", "#### False alarms (every member is up: any failure is false)", ""]
+    rows = []
+    for s in sizes:
+        for key, what in (("alarms_loss_1", "loss 1 %"), ("alarms_loss_5", "loss 5 %"),
+                          ("alarms_slow", "slow members"), ("lifeguard_off.alarms_slow",
+                                                            "slow, Lifeguard off")):
+            a = _g(s, *key.split("."))
+            if a is None:
+                continue
+            rows.append([str(s["nodes"]), what, _c(a["healthy_member_hours"], 1),
+                         _c(a["probes"]), _c(a["probe_failures"]), _c(a["suspect_episodes"]),
+                         _c(a["failed_episodes"]), _c(a["failed_per_member_hour"], 3),
+                         f"{a['slow_suspect_episodes']} / {a['slow_failed_episodes']}",
+                         _c(a["refutations"])])
+    lines += _table(["N", "condition", "healthy member-hours", "probes", "failed probes",
+                     "false suspicions", "false failures", "per member-hour",
+                     "slow members suspected / failed", "refutations"], rows)
+    lines += ["", "#### Aborted sizes", ""]
+    lines += [f"- N={s['nodes']}: {s['aborted']}" for s in doc["sizes"] if "aborted" in s] \
+        or ["- none"]
+    return "\n".join(lines) + "\n"
+
+
+def meta(argv: list[str], wall: float) -> Result:
+    return {"command": "python bench/simulate.py " + " ".join(argv), "run_wall_s": wall,
+            "python": platform.python_version(), "machine": platform.machine(),
+            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
+            "profile": "lan", "timing": asdict(PROFILES["lan"]),
+            "swim_first_detection_periods": math.e / (math.e - 1)}
+
+
+# --- charts (matplotlib, imported only here) -----------------------------------------------
+
+
+def plot(doc: Result, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [s for s in doc["sizes"] if _g(s, "join", "converged")]
+    ns = [s["nodes"] for s in sizes]
+    made = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for s in sizes:
+        curve = s["join"]["curve"]
+        ax.plot([c[0] for c in curve], [c[1] for c in curve], label=f"N={s['nodes']}")
+    ax.set(xlabel="virtual time since the first node started (s)",
+           ylabel="fraction of nodes that see all alive", title="Join via 3 seeds")
+    ax.legend()
+    made.append(_save(fig, out_dir / "sim_join.png"))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    series = [("join: all views complete", ("join", "converged_s")),
+              ("update reaches 99.99 %", ("dissemination", "99.99%")),
+              ("Serf model, 99.99 %", ("dissemination", "serf_99.99%")),
+              ("silent crash: failed on all (mean)", ("detection_silent", "all_failed_s", "mean")),
+              ("refused: failed on all (mean)", ("detection_refused", "all_failed_s", "mean"))]
+    for label, path in series:
+        ax.plot(ns, [_g(s, *path) for s in sizes], marker="o", label=label)
+    ax.set(xscale="log", yscale="log", xlabel="N", ylabel="seconds (virtual)",
+           title="Time vs cluster size")
+    ax.legend(fontsize=8)
+    made.append(_save(fig, out_dir / "sim_scaling.png"))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(ns, [_g(s, "load", "msgs_per_node_s") for s in sizes], marker="o", label="msgs/s")
+    ax.plot(ns, [_g(s, "load", "bytes_per_node_s") for s in sizes], marker="o", label="bytes/s")
+    ax.plot(ns, [_g(s, "join", "bytes_per_node_s") for s in sizes], marker="x", ls="--",
+            label="bytes/s while joining")
+    ax.set(xscale="log", yscale="log", xlabel="N", title="Per-member load (steady state)")
+    ax.legend()
+    made.append(_save(fig, out_dir / "sim_load.png"))
+    return made
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# --- profiling -----------------------------------------------------------------------------
+
+
+def profile(n: int, opts: Options, where: str, seconds: float, top: int = 15) -> str:
+    """cProfile `seconds` of virtual time: the start of the join, or at rest after it."""
+    import cProfile
+    import pstats
+
+    run = make_run(n, opts, PROFILES["lan"], f"n={n} profile")
+    if where == "steady":
+        phase_join(run)
+        phase_settle(run)
+    else:
+        start_all(run)
+    prof, t0, cpu = cProfile.Profile(), run.sim.now, time.process_time()
+    prof.enable()
+    run.advance(t0 + seconds)
+    prof.disable()
+    cpu = time.process_time() - cpu
+    raw: dict[Any, Any] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in raw.values())
+    core = [kv for kv in raw.items() if "actors/core" in kv[0][0] or "transport/" in kv[0][0]]
+    head = f"n={n} {where}: {seconds} s virtual from t={t0:.1f} s, {cpu:.1f} s CPU under " \
+           f"cProfile, {run.sim.handled} core calls"
+    return "\n".join([
+        head, "", "By own time (all functions):", "",
+        *_profile_rows(sorted(raw.items(), key=lambda kv: -kv[1][2])[:top], total), "",
+        "By time with callees (core and transport functions):", "",
+        *_profile_rows(sorted(core, key=lambda kv: -kv[1][3])[:top], total), ""])
+
+
+def _profile_rows(ranked: list[tuple[Any, Any]], total: float) -> list[str]:
+    rows = ["| own time | with callees | calls | function |", "|---|---|---|---|"]
+    for (path, line, func), (_, calls, own, cum, _) in ranked:
+        short = path.split("/work/main/")[-1].split("site-packages/")[-1]
+        rows.append(f"| {100 * own / total:.1f} % | {100 * cum / total:.1f} % | {calls:,} "
+                    f"| `{short}:{line}({func})` |")
+    return rows
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--nodes", default="10,100,1000", help="comma-separated cluster sizes")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--latency", choices=("uniform", "lognormal"), default="uniform")
+    p.add_argument("--no-codec", action="store_true", help="skip the codec at every size")
+    p.add_argument("--no-codec-from", type=int, default=5000,
+                   help="skip the codec for sizes >= this (the load window still encodes)")
+    p.add_argument("--budget-min", type=float, default=30.0, help="wall-clock cap per size")
+    p.add_argument("--max-rss-gb", type=float, default=8.0, help="memory cap per size")
+    p.add_argument("--quick", action="store_true", help="short phases, for a smoke run")
+    p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--report", type=Path, help="print the tables of a results file and exit")
+    p.add_argument("--plot", type=Path, help="draw charts of a results file and exit")
+    p.add_argument("--profile", choices=("join", "steady"),
+                   help="only cProfile --profile-s virtual seconds per size and print hotspots")
+    p.add_argument("--profile-s", type=float, default=3.0)
+    p.add_argument("--out", type=Path, default=Path("docs/results"), help="chart directory")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    if args.report or args.plot:
+        doc = json.loads((args.report or args.plot).read_text())
+        if args.plot:
+            print("\n".join(str(p) for p in plot(doc, args.out)))
+        else:
+            print(render(doc), end="")
+        return 0
+    opts = Options(tuple(int(x) for x in args.nodes.split(",")), args.seed, args.latency,
+                   0 if args.no_codec else args.no_codec_from, args.budget_min * 60.0,
+                   args.max_rss_gb, args.quick)
+    if args.profile:
+        for n in opts.nodes:
+            print(profile(n, opts, args.profile, args.profile_s), flush=True)
+        return 0
+    wall = time.monotonic()
+    sizes = []
+    for n in opts.nodes:
+        sizes.append(run_size(n, opts))
+        doc = {"meta": meta(argv, time.monotonic() - wall), "sizes": sizes}
+        if args.json:  # after every size, so a long run leaves its finished sizes behind
+            args.json.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    print(render(doc), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
