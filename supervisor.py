@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 import signal
 import sys
 import time
@@ -55,7 +56,14 @@ from actors.zygote import Zygote, die_with_parent
 from transport.codec import LOCAL_LIMITS, DecodeError, pack, unpack_untrusted
 from transport.protocol import make_event
 from transport.security import KeyPair, Keyring, NodeAuthenticator, load_keypair, secure_server
-from transport.sockets import BindError, bind, make_socket, private_umask, unix_socket_listening
+from transport.sockets import (
+    BindError,
+    bind,
+    make_run_folder,
+    make_socket,
+    private_umask,
+    unix_socket_listening,
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 FORWARD_TIMEOUT_S = 5.0
@@ -83,6 +91,7 @@ class Supervisor:
         cfg.node.data_dir.mkdir(parents=True, exist_ok=True)
         self.node_id = node_id_for(cfg)
         self.env = NodeEnv(cfg, self.node_id, f"{os.getpid()}-{os.urandom(3).hex()}")
+        self.run_folder = make_run_folder(self.env.namespace)
         self.plan = plan_actors(cfg)
         self.actors = {name: ActorState(name) for name in self.plan}
         self.policy = RestartPolicy(cfg.supervisor.max_restarts,
@@ -452,6 +461,7 @@ class Supervisor:
         self.ctx.term()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.cfg.local.control[len("ipc://"):])
+        shutil.rmtree(self.run_folder, ignore_errors=True)
         logger.bind(node=self.node_id, code=self.exit_code).info("node stopped")
         return self.exit_code
 

@@ -43,6 +43,7 @@ from transport.protocol import NodeInfo, ProtocolError, map_to_node_info, node_i
 from transport.sockets import bind, make_socket
 
 PEER_HWM = 64
+MAX_PEERS = 512  # outbound connections kept; the least recently used goes first
 SAVE_EVERY_S = 5.0
 # Reconnect quickly (a refusal is seen ~50 ms after a crash), back off for dead peers.
 RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 50, 2000
@@ -121,7 +122,11 @@ class MembershipActor(Actor):
     # -- outbound ----------------------------------------------------------------
     def _send(self, outbound: list[Outbound]) -> None:
         for out in outbound:
-            peer = self.peers.get(out.address) or self._dial(out.address)
+            peer = self.peers.pop(out.address, None)
+            if peer is not None:
+                self.peers[out.address] = peer  # most recently used last (LRU eviction)
+            else:
+                peer = self._dial(out.address)
             if peer is None:
                 self.counters["send_no_key"] += 1
                 continue
@@ -141,8 +146,17 @@ class MembershipActor(Actor):
             return None
         sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
-        monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
-        sock.connect(address)
+        monitor = sock.get_monitor_socket(_MONITOR_EVENTS)  # before connect: see it all
+        try:
+            sock.connect(address)
+        except zmq.ZMQError:  # the core only passes tcp endpoints; this is the last guard
+            monitor.close(linger=0)
+            sock.close(linger=0)
+            self.counters["dial_refused_address"] += 1
+            return None
+        while len(self.peers) >= MAX_PEERS:  # bounded sockets, whatever peers claim
+            self._hang_up(next(iter(self.peers)))
+            self.counters["peers_evicted"] += 1
         peer = Peer(address, sock, monitor)
         self.peers[address] = peer
         self.watch(monitor, functools.partial(self._on_monitor, peer))

@@ -35,7 +35,7 @@ from actors.config import Config
 from actors.rpc import Request, RpcError, error_frames, parse_request_untrusted, reply_frames
 from transport.codec import LOCAL_LIMITS, pack, unpack_untrusted
 from transport.protocol import make_event
-from transport.sockets import abstract_endpoint, bind, make_socket
+from transport.sockets import bind, make_socket, private_endpoint
 
 HEARTBEAT_S = 0.5
 BATCH = 500  # messages read from one socket per wake-up
@@ -51,22 +51,22 @@ class NodeEnv:
 
     @property
     def bus_in(self) -> str:
-        return abstract_endpoint(self.namespace, "bus-in")
+        return private_endpoint(self.namespace, "bus-in")
 
     @property
     def bus_out(self) -> str:
-        return abstract_endpoint(self.namespace, "bus-out")
+        return private_endpoint(self.namespace, "bus-out")
 
     @property
     def gossip_in(self) -> str:
-        return abstract_endpoint(self.namespace, "gossip-in")
+        return private_endpoint(self.namespace, "gossip-in")
 
     @property
     def sync_in(self) -> str:
-        return abstract_endpoint(self.namespace, "sync-in")
+        return private_endpoint(self.namespace, "sync-in")
 
     def rpc_endpoint(self, actor: str) -> str:
-        return abstract_endpoint(self.namespace, f"rpc/{actor}")
+        return private_endpoint(self.namespace, f"rpc/{actor}")
 
 
 class Deferred:

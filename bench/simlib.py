@@ -145,6 +145,7 @@ class Sim:
         rng = random.Random(self.rng.random())
         node.core = Membership(node.info, self.timing, rng, self.now, incarnation)
         node.up, node.busy_until = True, self.now
+        node.connected, node.refused = set(), set()  # a fresh process holds no connections
         addresses = [self.nodes[s].info.address for s in seeds if s != i]
         self._after(node, node.core.join(addresses, self.now))
 

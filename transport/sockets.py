@@ -73,10 +73,25 @@ def private_umask() -> Iterator[None]:
         os.umask(old)
 
 
-def abstract_endpoint(namespace: str, name: str) -> str:
-    """A Linux abstract-namespace ipc endpoint: no file to clean up, and a
-    second bind fails instead of silently stealing the first (zmq_ipc)."""
-    return f"ipc://@lbc/{namespace}/{name}"
+def private_endpoint(namespace: str, name: str) -> str:
+    """An ipc endpoint inside this user's 0700 run folder: unlike the abstract
+    namespace (which any local process can reach), only this user may connect."""
+    return f"ipc://{run_folder(namespace)}/{name.replace('/', '-')}"
+
+
+def run_folder(namespace: str) -> str:
+    return f"/tmp/lbc-{os.getuid()}/{namespace}"
+
+
+def make_run_folder(namespace: str) -> str:
+    """Create the run folder, owner-only at every level we make; returns its path."""
+    base = f"/tmp/lbc-{os.getuid()}"
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    if os.stat(base).st_uid != os.getuid() or os.stat(base).st_mode & 0o077:
+        raise PermissionError(f"{base} must belong to this user with mode 0700")
+    folder = run_folder(namespace)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    return folder
 
 
 def unix_socket_listening(path: str) -> bool:

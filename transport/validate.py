@@ -19,6 +19,7 @@ This module is pure: no sockets, no clock, no logging.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,12 @@ from transport.errors import ProtocolError
 MAX_ID_LEN = 256
 MAX_KEY_LEN = 1024
 MAX_U63 = 2**63 - 1  # versions, incarnations and sequence numbers stay below 2**63
+# What a node *believes* from a peer. A Lamport version or an incarnation grows by
+# one per write or refutation, so an honest one never gets near 2**53 (a million
+# writes a second for 285 years); a hostile one at 2**63-1 would leave no room to
+# outbid it, freezing the clock or the member for good. Such values are refused.
+MAX_COUNTER = 2**53 - 1
+_TCP_ENDPOINT = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):\d{1,5}$")
 MAX_VALUE_DEPTH = 32
 _INT_MIN = -(2**63)  # msgpack integers: int64 .. uint64
 _UINT_MAX = 2**64 - 1
@@ -38,6 +45,23 @@ def check_id(value: object, name: str, max_len: int = MAX_ID_LEN) -> str:
         raise ProtocolError("bad_field_type", name)
     if not value or len(value) > max_len:
         raise ProtocolError("bad_field_value", name)
+    return value
+
+
+def check_counter(value: object, name: str) -> int:
+    """Return `value` if it is an int in [0, MAX_COUNTER] (see MAX_COUNTER)."""
+    counter = check_u63(value, name)
+    if counter > MAX_COUNTER:
+        raise ProtocolError("absurd_counter", name)
+    return counter
+
+
+def check_endpoint(value: object, name: str) -> str:
+    """Return `value` if it is a tcp://host:port endpoint a node may dial."""
+    if not isinstance(value, str):
+        raise ProtocolError("bad_field_type", name)
+    if len(value) > MAX_ID_LEN or not _TCP_ENDPOINT.match(value):
+        raise ProtocolError("bad_endpoint", name)
     return value
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 
 from actors.core.store import DIGEST_BUCKETS, Position, StateKey, position
-from transport.protocol import MAX_U63
+from transport.validate import MAX_COUNTER
 
 MAX_SEEN = 64  # node ids carried by a fast push to steer its forwards
 _U64 = 2**64 - 1
@@ -63,7 +63,7 @@ def read_horizons(payload: Mapping[str, Any]) -> dict[str, int]:
     raw = payload.get("horizon", {})
     if not isinstance(raw, Mapping):
         raise Malformed("bad_horizon")
-    return {_str(t, "bad_horizon"): _int(v, "bad_horizon", MAX_U63) for t, v in raw.items()}
+    return {_str(t, "bad_horizon"): _int(v, "bad_horizon", MAX_COUNTER) for t, v in raw.items()}
 
 
 def read_bucket_hashes(payload: Mapping[str, Any]) -> dict[int, int]:
@@ -84,7 +84,7 @@ def read_seen(payload: Mapping[str, Any]) -> list[str]:
 
 def read_forget(payload: Mapping[str, Any]) -> list[tuple[str, str, int]]:
     """"forget": [[state_type, key, version], ...]."""
-    return [(_str(t, "bad_forget"), _str(k, "bad_forget"), _int(v, "bad_forget", MAX_U63))
+    return [(_str(t, "bad_forget"), _str(k, "bad_forget"), _int(v, "bad_forget", MAX_COUNTER))
             for t, k, v in _rows(payload, "forget", 3)]
 
 

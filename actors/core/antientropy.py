@@ -94,6 +94,7 @@ from transport.protocol import (
     state_key,
     syncable_state_to_map,
 )
+from transport.validate import MAX_COUNTER
 
 MIN_CHUNK_BYTES = 4096
 # Envelope (magic, version, cluster <= 64 chars, tag), sender and target ids,
@@ -447,7 +448,8 @@ class AntiEntropy:
         return self.rng.sample(candidates, min(n, len(candidates)))
 
     def _witness(self, states: Iterable[SyncableState]) -> None:
-        top = max((s.version for s in states), default=0)
+        # Absurd versions are refused by the store; the clock must not see them either.
+        top = max((s.version for s in states if s.version <= MAX_COUNTER), default=0)
         if top:
             self.clock.update(top)
 

@@ -49,6 +49,7 @@ from transport.protocol import (
     map_to_node_info,
     node_info_to_map,
 )
+from transport.validate import check_counter, check_endpoint
 
 ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
 STATUSES = (ALIVE, SUSPECT, DEAD, LEFT)
@@ -138,9 +139,9 @@ def map_to_news(item: object) -> News:
     if kind not in STATUSES:
         raise ProtocolError("bad_field_value", "gossip.k")
     node_id = check_id(item.get("n"), "gossip.n")
-    incarnation = check_u63(item.get("i"), "gossip.i")
+    incarnation = check_counter(item.get("i"), "gossip.i")
     if kind == ALIVE:
-        info = make_node_info(node_id, check_id(item.get("a"), "gossip.a"), item.get("m"))
+        info = make_node_info(node_id, check_endpoint(item.get("a"), "gossip.a"), item.get("m"))
         return News(ALIVE, node_id, incarnation, info=info)
     if kind == LEFT:
         return News(LEFT, node_id, incarnation)
@@ -166,7 +167,8 @@ def map_to_member_news(item: object, teller: str) -> News:
     if not isinstance(item, Mapping):
         raise ProtocolError("not_a_map", "members")
     info = map_to_node_info(item)
-    incarnation = check_u63(item.get("inc"), "members.inc")
+    check_endpoint(info.address, "members.addr")
+    incarnation = check_counter(item.get("inc"), "members.inc")
     status = item.get("st")
     if status == ALIVE:
         return News(ALIVE, info.node_id, incarnation, info=info)
@@ -178,9 +180,17 @@ def map_to_member_news(item: object, teller: str) -> News:
 
 
 def str_or_none(value: object) -> str | None:
-    """`value` if it is a well-formed id/address string, else None."""
+    """`value` if it is a well-formed id string, else None."""
     try:
-        return check_id(value, "address")
+        return check_id(value, "id")
+    except ProtocolError:
+        return None
+
+
+def endpoint_or_none(value: object) -> str | None:
+    """`value` if it is a tcp:// endpoint we may dial, else None (never dial garbage)."""
+    try:
+        return check_endpoint(value, "address")
     except ProtocolError:
         return None
 
@@ -195,20 +205,21 @@ def u63_or_none(value: object) -> int | None:
 
 def reply_address(pl: Mapping[str, Any]) -> str | None:
     """The sender's gossip address from a payload ("addr"), if well-formed."""
-    return str_or_none(pl.get("addr"))
+    return endpoint_or_none(pl.get("addr"))
 
 
 def message_news(msg: GossipMessage, pl: Mapping[str, Any], sender: Entry | None) -> News:
     """News carried by a standalone alive/suspect/dead/leave message. Raises: ProtocolError."""
     if msg.msg_type == "leave":
         default = sender.incarnation if sender is not None else 0
-        return News(LEFT, msg.sender, check_u63(pl.get("inc", default), "payload.inc"))
+        return News(LEFT, msg.sender, check_counter(pl.get("inc", default), "payload.inc"))
     node_id = check_id(pl.get("node"), "payload.node")
-    inc = check_u63(pl.get("incarnation"), "payload.incarnation")
+    inc = check_counter(pl.get("incarnation"), "payload.incarnation")
     if msg.msg_type == "alive":
         if node_id != msg.sender:
             raise ProtocolError("alive_not_self", "payload.node")
-        info = make_node_info(node_id, check_id(pl.get("addr"), "payload.addr"), pl.get("meta"))
+        info = make_node_info(node_id, check_endpoint(pl.get("addr"), "payload.addr"),
+                              pl.get("meta"))
         return News(ALIVE, node_id, inc, info=info)
     kind = SUSPECT if msg.msg_type == "suspect" else DEAD
     return News(kind, node_id, inc, accuser=msg.sender, refused=pl.get("refused") is True)

@@ -101,13 +101,13 @@ from transport.protocol import (
     NodeInfo,
     ProtocolError,
     alive_message,
-    check_u63,
     join_message,
     leave_message,
     make_message,
     map_to_node_info,
     validate_value,
 )
+from transport.validate import check_counter, check_endpoint
 
 __all__ = ["Member", "MemberEvent", "Membership", "Outbound"]
 
@@ -340,7 +340,8 @@ class Membership:
     def _on_join(self, msg: GossipMessage, pl: Mapping[str, Any], now: float) -> list[Outbound]:
         try:
             info = map_to_node_info(pl.get("node"))
-            inc = check_u63(pl.get("inc", 0), "payload.inc")
+            check_endpoint(info.address, "payload.node.addr")
+            inc = check_counter(pl.get("inc", 0), "payload.inc")
         except ProtocolError as err:
             return self._reject(err.reason)
         if info.node_id != msg.sender:

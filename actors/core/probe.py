@@ -43,6 +43,7 @@ from actors.core.members import (
     Entry,
     MemberTable,
     News,
+    endpoint_or_none,
     reply_address,
     str_or_none,
     u63_or_none,
@@ -181,7 +182,8 @@ class Prober:
             return [Outbound(requester_address, ping_ack_message(
                 self._me_id, msg.sender, seq, payload_extra=self._extra(msg.sender)))]
         entry = self._table.get(target_id)
-        target_address = entry.node.address if entry is not None else str_or_none(pl.get("taddr"))
+        target_address = (entry.node.address if entry is not None
+                          else endpoint_or_none(pl.get("taddr")))
         local_seq = self._next_seq()
         self._relays[local_seq] = _Relay(msg.sender, requester_address, seq,
                                          now + self._t.probe_timeout_s)

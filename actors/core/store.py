@@ -60,6 +60,7 @@ from transport.protocol import (
     make_syncable_state,
     state_key,
 )
+from transport.validate import check_counter
 
 StateKey = tuple[str, str]
 Position = tuple[int, str, str]  # (bucket, state_type, key): the order digests are chunked in
@@ -152,7 +153,7 @@ def _well_formed(state: object) -> bool:
         check_id(state.state_type, "state_type")
         check_id(state.key, "key", MAX_KEY_LEN)
         check_id(state.source_node, "source_node")
-        check_u63(state.version, "version")
+        check_counter(state.version, "version")
     except ProtocolError:
         return False
     return True

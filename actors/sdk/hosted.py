@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import os
 import secrets
+import shutil
 import threading
 import time
 from collections import Counter
@@ -27,7 +28,7 @@ from transport.protocol import (
     newer,
     state_key,
 )
-from transport.sockets import abstract_endpoint
+from transport.sockets import make_run_folder
 
 _serial = itertools.count(1)  # with pid and a random token: one endpoint per attach
 
@@ -100,8 +101,10 @@ class HostedProvider(Generic[P]):
         self.node = node
         self.clock = clock
         self.state_type = provider.provider_type()
-        self.endpoint = abstract_endpoint(
-            "sdk", f"{os.getpid()}.{next(_serial)}.{secrets.token_hex(4)}/{self.state_type[:40]}")
+        # A private (0700) folder: the node's anti-entropy actor runs as the same user.
+        self._folder = make_run_folder(f"sdk-{os.getpid()}.{next(_serial)}."
+                                       f"{secrets.token_hex(4)}")
+        self.endpoint = f"ipc://{self._folder}/provider"
         self.counters: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self._lock = threading.RLock()
@@ -176,6 +179,7 @@ class HostedProvider(Generic[P]):
                 with contextlib.suppress(OSError):
                     os.close(fd)
             self.node.close()
+            shutil.rmtree(self._folder, ignore_errors=True)
 
     def __enter__(self) -> HostedProvider[P]:
         return self

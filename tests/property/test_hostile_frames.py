@@ -234,8 +234,6 @@ def _as_list(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-@pytest.mark.xfail(strict=True, reason="incarnations are accepted up to 2**63-1: a member "
-                   "held there can never refute a suspicion again (docs/SECURITY.md)")
 @pytest.mark.parametrize("frame", [
     envelope("alive", {"from": "n1", "pl": {"node": "n1", "incarnation": MAX_U63,
                                             "addr": PEERS["n1"]}}),
@@ -293,9 +291,6 @@ def test_anti_entropy_mirror_grows_at_most_by_the_states_a_message_carries(
         assert {r.peer for r in result.replies} <= {msg.sender, *PEERS}
 
 
-@pytest.mark.xfail(strict=True, reason="versions and GC horizons up to 2**63-1 are witnessed: "
-                   "the Lamport clock is exhausted and every later local write fails with "
-                   "clock_exhausted (docs/SECURITY.md)")
 @pytest.mark.parametrize("frame", [
     envelope("push", {"from": "x", "pl": {"ae": "delta"},
                       "st": [{"t": "kv", "k": "k", "v": 1, "ver": MAX_U63, "src": "x"}]}),
