@@ -89,9 +89,21 @@ def make_run_folder(namespace: str) -> str:
     os.makedirs(base, mode=0o700, exist_ok=True)
     if os.stat(base).st_uid != os.getuid() or os.stat(base).st_mode & 0o077:
         raise PermissionError(f"{base} must belong to this user with mode 0700")
+    _sweep(base)
     folder = run_folder(namespace)
     os.makedirs(folder, mode=0o700, exist_ok=True)
     return folder
+
+
+def _sweep(base: str) -> None:
+    """Remove run folders of processes that died without cleaning up (kill -9).
+    A folder is named "<pid>-..." after the process that made it."""
+    import shutil
+
+    for name in os.listdir(base):
+        pid = name.split("-", 1)[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 
 def unix_socket_listening(path: str) -> bool:

@@ -102,7 +102,7 @@ class HostedProvider(Generic[P]):
         self.clock = clock
         self.state_type = provider.provider_type()
         # A private (0700) folder: the node's anti-entropy actor runs as the same user.
-        self._folder = make_run_folder(f"sdk-{os.getpid()}.{next(_serial)}."
+        self._folder = make_run_folder(f"{os.getpid()}-sdk.{next(_serial)}."
                                        f"{secrets.token_hex(4)}")
         self.endpoint = f"ipc://{self._folder}/provider"
         self.counters: Counter[str] = Counter()
