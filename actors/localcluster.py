@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -194,6 +195,24 @@ class LocalCluster:
             )
             for i in range(count)
         ]
+
+    def secure(self, keys: Path, admitted: list[str] | None = None) -> LocalCluster:
+        """Turn CURVE on: a key pair per node in `keys`, and for each node its own
+        folder of admitted public keys (every node's, or only `admitted`)."""
+        from transport.security import write_keypair
+
+        for node in self.nodes:
+            write_keypair(keys, node.name)
+        for node in self.nodes:
+            allowed = node.folder / "allowed"
+            allowed.mkdir(parents=True, exist_ok=True)
+            for name in admitted if admitted is not None else [n.name for n in self.nodes]:
+                shutil.copy(keys / f"{name}.key", allowed / f"{name}.key")
+            node.extra = {**node.extra, "security": {
+                "curve_public_key_file": str(keys / f"{node.name}.key"),
+                "curve_secret_key_file": str(keys / f"{node.name}.key_secret"),
+                "allowed_keys_dir": str(allowed)}}
+        return self
 
     def start(self, timeout_s: float = 30.0) -> LocalCluster:
         for node in self.nodes:

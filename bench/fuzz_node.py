@@ -15,7 +15,8 @@ belongs to one family:
   wrong shape or envelope, too deep, multi-frame, non-ZMTP TCP, junk on the
   control socket and the events port);
 * absurd: well-formed messages with values at the edges (incarnations and
-  versions up to 2**63-1, reply addresses that are not endpoints, strangers);
+  versions at the highest a node accepts, MAX_COUNTER = 2**53-1, and beyond
+  it up to 2**63-1; reply addresses that are not endpoints; strangers);
 * spoof: well-formed messages claiming a real member as sender or writer;
 * flood: well-formed messages that make the node hold more (fake members,
   unique reply addresses, thousands of states, subscriptions).
@@ -24,8 +25,9 @@ Frames are paced (`--rate`): the run measures robustness, not how much raw
 volume a node absorbs (docs/SECURITY.md). Checks, during and after: no actor
 exits on any node, no other node declares the target failed, the target's
 PSS and open file descriptors grow by at most a bound, the target answers
-`status`, and afterwards a kv write on the target reaches every node and
-every node sees every other alive. The table shows frames per endpoint and
+`status`, its incarnation stays within what peers accept, and afterwards a
+kv write on the target reaches every node and every node sees every other
+alive. The table shows frames per endpoint and
 kind, the drop and reject counters `status` reports, and the verdicts.
 """
 
@@ -55,6 +57,7 @@ from actors.rpc import RpcError
 from transport.codec import DEFAULT_LIMITS, MAGIC, PROTOCOL_VERSION, encode, unpack_untrusted
 from transport.protocol import MAX_U63, MESSAGE_TYPES, make_message, make_syncable_state
 from transport.sockets import DEFAULT_MAXMSGSIZE
+from transport.validate import MAX_COUNTER
 
 MAX = MAX_U63
 BAD_ADDRESSES = ("garbage", "tcp://", "tcp://*:1", "udp://127.0.0.1:1", "ws://x:1",
@@ -210,8 +213,11 @@ class Forge:
         return [self.envelope(self.rng.choice(["ping", "members", "ping-req", "ping-ack"]),
                               {"from": sid, "pl": pl})]
 
-    def m_self_inc_huge(self) -> list[bytes]:
-        return self._about_target(self.rng.randint(2**32, MAX - 2))
+    def m_self_inc_huge(self) -> list[bytes]:  # a jump peers still accept
+        return self._about_target(self.rng.randint(2**32, MAX_COUNTER - 2))
+
+    def m_self_inc_edge(self) -> list[bytes]:  # the refutation lands past MAX_COUNTER
+        return self._about_target(self.rng.choice([MAX_COUNTER - 1, MAX_COUNTER]))
 
     def m_self_inc_max(self) -> list[bytes]:
         return self._about_target(self.rng.choice([MAX - 1, MAX]))
@@ -226,8 +232,14 @@ class Forge:
         return [self.valid(kind, sid, payload=pl)]
 
     def m_member_inc_max(self) -> list[bytes]:
+        return self._member_alive(MAX)
+
+    def m_member_inc_edge(self) -> list[bytes]:
+        return self._member_alive(MAX_COUNTER)
+
+    def _member_alive(self, inc: int) -> list[bytes]:
         sid, addr = self.member()
-        pl = {"node": sid, "incarnation": MAX, "addr": addr}
+        pl = {"node": sid, "incarnation": inc, "addr": addr}
         return [self.valid("alive", sid, payload=pl)]
 
     def m_spoof(self) -> list[bytes]:
@@ -283,7 +295,13 @@ class Forge:
         return [self.valid("summary", self.member()[0], payload=pl)]
 
     def s_version_max(self) -> list[bytes]:
-        st = self.state("kv", f"fuzz.max.{self.rng.randrange(4)}", MAX, self.next_id("odd"))
+        return self._kv_push("fuzz.max", MAX)
+
+    def s_version_edge(self) -> list[bytes]:  # accepted; the next write is past MAX_COUNTER
+        return self._kv_push("fuzz.edge", MAX_COUNTER)
+
+    def _kv_push(self, prefix: str, version: int) -> list[bytes]:
+        st = self.state("kv", f"{prefix}.{self.rng.randrange(4)}", version, self.next_id("odd"))
         return [self.valid("push", st.source_node, states=[st], payload={"ae": "delta"})]
 
     def s_forget_max(self) -> list[bytes]:
@@ -292,10 +310,8 @@ class Forge:
         pl = {"ae": "delta", "forget": [["fuzz.t", key, MAX]]}
         return [self.valid("push", "odd", states=[st], payload=pl)]
 
-    def s_version_huge(self) -> list[bytes]:
-        st = self.state("kv", f"fuzz.huge.{self.rng.randrange(4)}",
-                        self.rng.randint(2**40, 2**62), self.next_id("odd"))
-        return [self.valid("push", st.source_node, states=[st], payload={"ae": "delta"})]
+    def s_version_huge(self) -> list[bytes]:  # a jump every store still accepts
+        return self._kv_push("fuzz.huge", self.rng.randint(2**40, MAX_COUNTER - 2**20))
 
     def s_spoof(self) -> list[bytes]:
         sid, _ = self.member()
@@ -371,7 +387,9 @@ _SPECIFIC = (
     ("gossip.absurd_values", "absurd", 4, Forge.m_absurd_values),
     ("gossip.self_inc_huge", "absurd", 0.2, Forge.m_self_inc_huge),
     ("gossip.self_inc_max", "absurd", 0.2, Forge.m_self_inc_max),
+    ("gossip.self_inc_edge", "absurd", 0.05, Forge.m_self_inc_edge),
     ("gossip.member_inc_max", "absurd", 0.05, Forge.m_member_inc_max),
+    ("gossip.member_inc_edge", "absurd", 0.05, Forge.m_member_inc_edge),
     ("gossip.spoof", "spoof", 1, Forge.m_spoof),
     ("gossip.address_spray", "flood", 0.5, Forge.m_address_spray),
     ("gossip.fake_members", "flood", 0.03, Forge.m_fake_members),
@@ -379,6 +397,7 @@ _SPECIFIC = (
     ("sync.wrong_target", "absurd", 1, Forge.s_wrong_target),
     ("sync.horizon_max", "absurd", 0.1, Forge.s_horizon_max),
     ("sync.version_max", "absurd", 0.1, Forge.s_version_max),
+    ("sync.version_edge", "absurd", 0.05, Forge.s_version_edge),
     ("sync.forget_max", "absurd", 0.1, Forge.s_forget_max),
     ("sync.version_huge", "absurd", 0.2, Forge.s_version_huge),
     ("sync.spoof", "spoof", 1, Forge.s_spoof),
@@ -597,7 +616,8 @@ class FuzzReport:
 
 INTERESTING = ("dropped.", "rejected.", "news_", "control_malformed", "bus_malformed",
                "rpc_malformed", "send_queue_full", "bus_dropped", "relayed_unowned",
-               "refutations", "send_unknown_peer", "stranger_push_pulls", "in_sync")
+               "refutations", "send_unknown_peer", "stranger_push_pulls", "in_sync",
+               "states_rejected", "dial_refused_address", "peers_evicted")
 
 
 def row_counters(row: dict[str, Any]) -> dict[str, int]:
@@ -785,6 +805,9 @@ def _judge(report: FuzzReport, watch: Watch, nodes: list[LocalNode], bounds: Bou
     if report.fds_max - report.fds_base > bounds.max_fd_growth:
         f.append(f"open fds grew by {report.fds_max - report.fds_base} "
                  f"(limit {bounds.max_fd_growth})")
+    inc = report.after.get("incarnation")
+    if isinstance(inc, int) and inc > MAX_COUNTER:  # peers refuse its alive news from now on
+        f.append(f"the target's incarnation {inc} is past what peers accept ({MAX_COUNTER})")
     if not report.converged:
         f.append(f"no convergence after the run: {report.convergence}")
 

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import zmq
 
 from actors.localcluster import LocalCluster, LocalNode
@@ -62,6 +63,29 @@ def _drain(sub: zmq.Socket, until: float) -> list[dict[str, Any]]:
         if sub.poll(50):
             events.append(unpack_untrusted(sub.recv_multipart()[-1]))
     return events
+
+
+def _cpu_seconds(node: LocalNode) -> float:
+    """CPU time used so far by all of a node's processes (supervisor, zygote, actors)."""
+    root = psutil.Process(node.proc.pid)  # type: ignore[union-attr]
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        times = proc.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def _idle_cpu_and_pss(nodes: list[LocalNode], window_s: float) -> tuple[float, float]:
+    """Mean CPU % of one core and PSS (MiB) per node, over `window_s` at idle."""
+    before = [_cpu_seconds(n) for n in nodes]
+    time.sleep(window_s)
+    after = [_cpu_seconds(n) for n in nodes]
+    cpu = sum(a - b for a, b in zip(after, before, strict=True)) / len(nodes) / window_s * 100
+    pss = 0
+    for node in nodes:
+        root = psutil.Process(node.proc.pid)  # type: ignore[union-attr]
+        pss += sum(p.memory_full_info().pss for p in [root, *root.children(recursive=True)])
+    return cpu, pss / len(nodes) / 2**20
 
 
 def _idle_traffic(nodes: list[LocalNode], window_s: float) -> tuple[float, float]:
@@ -126,12 +150,14 @@ def run_size(n: int, profile: str, root: Path) -> dict[str, Any]:
         converged = _wait(lambda: _views_agree(cluster.nodes, everyone), 120)
         join_s = None if converged is None else time.monotonic() - t0
         msgs, byts = _idle_traffic(cluster.nodes, 10.0)
+        cpu, pss = _idle_cpu_and_pss(cluster.nodes, 10.0)
         false_failed = _pauses(cluster, [1.0, 2.0, 3.0])
         detect = _kill(cluster)
         return {"nodes": n, "profile": profile, "join_convergence_s": join_s,
                 "detect_s": detect, "detected_by": len(detect), "survivors": n - 1,
                 "false_failed_under_pauses": false_failed,
-                "idle_msgs_per_node_s": round(msgs, 2), "idle_bytes_per_node_s": round(byts, 1)}
+                "idle_msgs_per_node_s": round(msgs, 2), "idle_bytes_per_node_s": round(byts, 1),
+                "idle_cpu_percent_per_node": round(cpu, 2), "pss_mib_per_node": round(pss, 1)}
     finally:
         cluster.stop()
 
@@ -145,7 +171,9 @@ def _fmt(result: dict[str, Any]) -> str:
     return (f"N={result['nodes']:<3} join {join:.2f} s | kill -9 -> failed: {detect} | "
             f"false failed under 1-3 s pauses: {result['false_failed_under_pauses']} | "
             f"idle {result['idle_msgs_per_node_s']} msg/s, "
-            f"{result['idle_bytes_per_node_s']} B/s per node")
+            f"{result['idle_bytes_per_node_s']} B/s, "
+            f"{result['idle_cpu_percent_per_node']} % CPU, "
+            f"{result['pss_mib_per_node']} MiB PSS per node")
 
 
 def main() -> None:

@@ -405,8 +405,15 @@ def load_keys(ctls: list[Control], tag: str, total: int, window: int) -> dict[st
             "write_s": round(written, 2), "written_per_s": round(len(pumped.acked) / written)}
 
 
+def _cluster(root: Path, n: int, profile: str, args: argparse.Namespace) -> LocalCluster:
+    cluster = LocalCluster(root, n, profile=profile)
+    if args.secure:  # CURVE between the nodes, to measure what it costs
+        cluster.secure(root / "keys")
+    return cluster
+
+
 def measure_idle(root: Path, n: int, profile: str, args: argparse.Namespace) -> dict[str, Any]:
-    with LocalCluster(root, n, profile=profile) as cluster, _Controls(cluster.nodes) as ctls:
+    with _cluster(root, n, profile, args) as cluster, _Controls(cluster.nodes) as ctls:
         _wait_peers(ctls)
         out: dict[str, Any] = {}
         for keys, tag in ((args.small_keys, "few"), (args.keys, "bulk")):
@@ -442,7 +449,7 @@ class _Controls:
 
 
 def measure_writes(root: Path, n: int, profile: str, args: argparse.Namespace) -> dict[str, Any]:
-    with LocalCluster(root, n, profile=profile) as cluster, _Controls(cluster.nodes) as ctls:
+    with _cluster(root, n, profile, args) as cluster, _Controls(cluster.nodes) as ctls:
         events = StateEvents(cluster.nodes)
         events.start()
         try:
@@ -465,9 +472,10 @@ def measure_writes(root: Path, n: int, profile: str, args: argparse.Namespace) -
 
 
 def run_size(n: int, profile: str, root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    result: dict[str, Any] = {"nodes": n, "profile": profile}
+    result: dict[str, Any] = {"nodes": n, "profile": profile, "secure": args.secure}
     result.update(measure_writes(root / f"w{n}", n, profile, args))
-    result["idle"] = measure_idle(root / f"i{n}", n, profile, args)
+    if not args.skip_idle:
+        result["idle"] = measure_idle(root / f"i{n}", n, profile, args)
     return result
 
 
@@ -501,8 +509,8 @@ def _missing(r: dict[str, Any]) -> str:
 
 
 def _fmt(result: dict[str, Any]) -> str:
-    lat, idle = result["latency"], result["idle"]
-    lines = [f"N={result['nodes']}",
+    lat, idle = result["latency"], result.get("idle", {})
+    lines = [f"N={result['nodes']}" + (" (CURVE on)" if result.get("secure") else ""),
              f"  latency p50/p99/max ms: all nodes {_ms(lat['all_nodes'])} | "
              f"per remote node {_ms(lat['per_remote_node'])} | origin {_ms(lat['origin_node'])}"
              f" ({lat['writes']} writes, {lat['incomplete']} incomplete)",
@@ -526,8 +534,8 @@ def _table(results: Iterable[dict[str, Any]]) -> str:
             f"{'Nw lag':>7} {'idle10':>8} {'idle10k':>8}")
     rows = [head, "    (latency ms; rates writes/s; lag s; idle anti-entropy B/s per node)"]
     for r in results:
-        lat, one, all_, idle = r["latency"], r["one_writer"], r["all_writers"], r["idle"]
-        small, big = (idle[k]["bytes_per_node_s"] for k in idle)
+        lat, one, all_, idle = r["latency"], r["one_writer"], r["all_writers"], r.get("idle")
+        small, big = ((idle[k]["bytes_per_node_s"] for k in idle) if idle else ("-", "-"))
         rows.append(
             f"{r['nodes']:>3} {lat['all_nodes']['p50_ms']:>8} {lat['all_nodes']['p99_ms']:>8} "
             f"{lat['all_nodes']['max_ms']:>8} {lat['per_remote_node']['p99_ms']:>8} "
@@ -550,6 +558,8 @@ def main() -> None:
     parser.add_argument("--small-keys", type=int, default=10, help="idle: the small key count")
     parser.add_argument("--idle", type=float, default=20.0, help="idle: seconds sampled")
     parser.add_argument("--settle", type=float, default=3.0, help="idle: wait after in sync")
+    parser.add_argument("--secure", action="store_true", help="CURVE on between the nodes")
+    parser.add_argument("--skip-idle", action="store_true", help="only latency and rates")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     # A TERM (e.g. from `timeout`) unwinds like Ctrl-C, so every node is stopped.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -14,24 +13,13 @@ from conftest import wait_until
 from actors.localcluster import LocalCluster, LocalNode, free_ports
 from transport import protocol as p
 from transport.codec import encode
-from transport.security import load_keypair, secure_client, write_keypair
+from transport.security import load_keypair, secure_client
 
 pytestmark = pytest.mark.slow
 
 
 def _secure(cluster: LocalCluster, keys: Path, admitted: list[str]) -> None:
-    """Each node gets its own key pair and its own copy of the admitted keys."""
-    for node in cluster.nodes:
-        write_keypair(keys, node.name)
-    for node in cluster.nodes:
-        allowed = node.folder / "allowed"
-        allowed.mkdir(parents=True)
-        for name in admitted:
-            shutil.copy(keys / f"{name}.key", allowed / f"{name}.key")
-        node.extra = {**node.extra, "security": {
-            "curve_public_key_file": str(keys / f"{node.name}.key"),
-            "curve_secret_key_file": str(keys / f"{node.name}.key_secret"),
-            "allowed_keys_dir": str(allowed)}}
+    cluster.secure(keys, admitted)
 
 
 def _alive(node) -> set[str]:
