@@ -133,6 +133,7 @@ class Sim:
         self.tap: SendTap | None = None
         self.meter = Meter()
         self.handled = 0  # handle + tick calls, for progress and profiling
+        self.retired_counters: dict[str, int] = {}  # counters of cores replaced by a restart
 
     # --- node life -----------------------------------------------------------
 
@@ -142,6 +143,9 @@ class Sim:
 
     def _boot(self, i: int, seeds: list[int], incarnation: int) -> None:
         node = self.nodes[i]
+        if node.core is not None:  # a restart: keep the old process's counts
+            for name, count in node.core.counters.items():
+                self.retired_counters[name] = self.retired_counters.get(name, 0) + count
         rng = random.Random(self.rng.random())
         node.core = Membership(node.info, self.timing, rng, self.now, incarnation)
         node.up, node.busy_until = True, self.now
@@ -407,8 +411,9 @@ class Run:
         return all(self.views.sees_all_alive(i, len(up) - 1) for i in up)
 
     def counter(self, name: str) -> int:
-        """A core counter summed over every node."""
-        return sum(node.core.counters.get(name, 0) for node in self.sim.nodes if node.core)
+        """A core counter summed over every node, restarted ones' earlier lives included."""
+        live = sum(node.core.counters.get(name, 0) for node in self.sim.nodes if node.core)
+        return live + self.sim.retired_counters.get(name, 0)
 
     def pick(self, k: int = 1) -> list[int]:
         """k random live non-seed nodes (victims, broadcasters, slow members)."""
