@@ -409,6 +409,8 @@ def _cluster(root: Path, n: int, profile: str, args: argparse.Namespace) -> Loca
     cluster = LocalCluster(root, n, profile=profile)
     if args.secure:  # CURVE between the nodes, to measure what it costs
         cluster.secure(root / "keys")
+        for node in cluster.nodes:  # events over ipc: a tcp events socket would need keys
+            node.events = f"ipc://{node.folder / 'events.sock'}"
     return cluster
 
 
