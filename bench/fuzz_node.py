@@ -633,18 +633,28 @@ def row_counters(row: dict[str, Any]) -> dict[str, int]:
 
 class CounterLog:
     """The latest counters of every actor process seen: a restart starts from zero, so
-    increases are summed per (actor, pid) and nothing counted before a crash is lost."""
+    increases are summed per (actor, pid) and nothing counted before a crash is lost.
+
+    The supervisor keeps a dead actor's last counters until its successor's first
+    heartbeat, first with no pid, then under the new pid: such rows are not a new
+    process's counts and are skipped, or a crash loop would count them again and again."""
 
     def __init__(self) -> None:
         self.base: dict[tuple[str, int], dict[str, int]] = {}
         self.last: dict[tuple[str, int], dict[str, int]] = {}
+        self.latest: dict[str, dict[str, int]] = {}  # actor -> its last counters recorded
 
     def record(self, status: dict[str, Any] | None, baseline: bool = False) -> None:
         for row in (status or {}).get("actors", []):
-            key = (str(row.get("name")), int(row.get("pid") or 0))
-            self.last[key] = row_counters(row)
+            if not row.get("pid"):
+                continue
+            name = str(row.get("name"))
+            key, counts = (name, int(row["pid"])), row_counters(row)
+            if key not in self.last and counts and counts == self.latest.get(name):
+                continue
+            self.last[key] = self.latest[name] = counts
             if baseline:
-                self.base[key] = self.last[key]
+                self.base[key] = counts
 
     def increase(self) -> dict[str, int]:
         out: Counter[str] = Counter()

@@ -11,7 +11,7 @@ dissemination (one metadata update, Serf's convergence measure), detection
 (silent crashes, then crashes with refused-connection evidence; each victim
 is restarted and rejoins before the next trial), false alarms (loss 1 %,
 loss 5 %, then a few slow members), and for N <= 100 a partition and a
-Lifeguard-off control. A wall-clock budget and a memory cap per N stop a
+Lifeguard-off control. A CPU-time budget and a memory cap per N stop a
 size that does not fit and record how far it got. docs/simulation.md
 explains the model and the results.
 """
@@ -587,7 +587,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-codec", action="store_true", help="skip the codec at every size")
     p.add_argument("--no-codec-from", type=int, default=5000,
                    help="skip the codec for sizes >= this (the load window still encodes)")
-    p.add_argument("--budget-min", type=float, default=30.0, help="wall-clock cap per size")
+    p.add_argument("--budget-min", type=float, default=60.0, help="CPU-time cap per size")
     p.add_argument("--max-rss-gb", type=float, default=8.0, help="memory cap per size")
     p.add_argument("--quick", action="store_true", help="short phases, for a smoke run")
     p.add_argument("--json", type=Path, help="write the results here")
