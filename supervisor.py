@@ -162,7 +162,7 @@ class Supervisor:
     # -- actors ------------------------------------------------------------------
     def _spawn(self, state: ActorState, now: float) -> None:
         state.spawned_at, state.ready, state.restart_at = now, False, None
-        state.pid = None
+        state.pid, state.counters, state.status = None, {}, {}
         self.zygote.spawn(state.name)
 
     def _by_pid(self, pid: int) -> ActorState | None:

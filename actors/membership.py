@@ -43,7 +43,11 @@ from transport.protocol import NodeInfo, ProtocolError, map_to_node_info, node_i
 from transport.sockets import bind, make_socket
 
 PEER_HWM = 64
-MAX_PEERS = 512  # outbound connections kept; the least recently used goes first
+# Outbound connections kept; the least recently used goes first. Each costs three
+# ZeroMQ sockets (DEALER, monitor pair), and a context holds MAX_SOCKETS.
+MAX_PEERS = 256
+MAX_SOCKETS = 4096
+REJOIN_KNOWN = 32  # remembered members contacted at start, besides the seeds
 SAVE_EVERY_S = 5.0
 # Reconnect quickly (a refusal is seen ~50 ms after a crash), back off for dead peers.
 RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 50, 2000
@@ -77,10 +81,11 @@ class MembershipActor(Actor):
 
     # -- lifecycle ---------------------------------------------------------------
     def setup(self, now: float) -> None:
+        self.ctx.set(zmq.MAX_SOCKETS, MAX_SOCKETS)
         saved = self._load()
         incarnation = int(saved.get("incarnation", 0)) + 1  # outbid any old suspicion
-        known = []
-        for raw in saved.get("members", []):
+        known: list[NodeInfo] = []
+        for raw in saved.get("members", [])[:REJOIN_KNOWN]:
             with contextlib.suppress(ProtocolError):
                 known.append(map_to_node_info(raw))
         me = NodeInfo(self.env.node_id, self.address, self._metadata(self.env.config.node.metadata))
@@ -139,14 +144,26 @@ class MembershipActor(Actor):
                 self.counters["send_queue_full"] += 1
 
     def _dial(self, address: str) -> Peer | None:
-        sock = make_socket(self.ctx, zmq.DEALER, hwm=PEER_HWM)
+        while len(self.peers) >= MAX_PEERS:  # bounded sockets, whatever peers claim
+            self._hang_up(next(iter(self.peers)))
+            self.counters["peers_evicted"] += 1
+        try:
+            sock = make_socket(self.ctx, zmq.DEALER, hwm=PEER_HWM)
+        except zmq.ZMQError:  # out of sockets or descriptors: drop this message, live on
+            self.counters["dial_failed"] += 1
+            return None
         node_id = self._node_at(address) or self.env.config.network.seed_ids.get(address)
         if not self.security.prepare(sock, node_id):
             sock.close(linger=0)
             return None
         sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
-        monitor = sock.get_monitor_socket(_MONITOR_EVENTS)  # before connect: see it all
+        try:
+            monitor = sock.get_monitor_socket(_MONITOR_EVENTS)  # before connect: see it all
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            self.counters["dial_failed"] += 1
+            return None
         try:
             sock.connect(address)
         except zmq.ZMQError:  # the core only passes tcp endpoints; this is the last guard
@@ -154,9 +171,6 @@ class MembershipActor(Actor):
             sock.close(linger=0)
             self.counters["dial_refused_address"] += 1
             return None
-        while len(self.peers) >= MAX_PEERS:  # bounded sockets, whatever peers claim
-            self._hang_up(next(iter(self.peers)))
-            self.counters["peers_evicted"] += 1
         peer = Peer(address, sock, monitor)
         self.peers[address] = peer
         self.watch(monitor, functools.partial(self._on_monitor, peer))

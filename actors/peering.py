@@ -10,6 +10,7 @@ docs/SECURITY.md).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -59,11 +60,17 @@ class PeerSecurity:
 
 
 def read_inbox(sock: zmq.Socket, cluster: str, security: PeerSecurity,
-               counters: Counter[str], batch: int = 1000) -> Iterator[GossipMessage]:
+               counters: Counter[str], batch: int = 1000,
+               budget_s: float = 0.05) -> Iterator[GossipMessage]:
     """Decode what waits on an inbound socket; drop and count the bad and the spoofed.
 
-    The batch is bounded so a flood cannot starve the actor's timers."""
+    The batch is bounded in count and in time, so a flood (or messages that are
+    expensive to handle) cannot starve the actor's timers and heartbeats."""
+    stop_at = time.monotonic() + budget_s
     for _ in range(batch):
+        if time.monotonic() > stop_at:
+            counters["inbox_yielded"] += 1
+            return
         if not sock.poll(0, zmq.POLLIN):
             return
         frames = sock.recv_multipart()
