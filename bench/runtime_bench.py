@@ -66,6 +66,31 @@ def measure_restarts(node: LocalNode, kills: int) -> tuple[list[float], list[flo
     return to_ready, to_serving
 
 
+def measure_orphans(root: Path, trials: int) -> list[float]:
+    """kill -9 of a node's supervisor until its zygote and every actor are gone."""
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    times = []
+    for i in range(trials):
+        cluster = LocalCluster(root / f"orphans{i}", 1).start()
+        try:
+            node = cluster.nodes[0]
+            assert node.proc is not None
+            pids = [p.pid for p in psutil.Process(node.proc.pid).children(recursive=True)]
+            t0 = time.monotonic()
+            os.kill(node.proc.pid, signal.SIGKILL)
+            while any(alive(p) for p in pids) and time.monotonic() - t0 < 10:
+                time.sleep(0.001)
+            times.append(time.monotonic() - t0)
+        finally:
+            cluster.stop()
+    return times
+
+
 def node_memory(node: LocalNode) -> tuple[int, int, int]:
     assert node.proc is not None
     root = psutil.Process(node.proc.pid)
@@ -87,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--orphan-trials", type=int, default=10)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lbc-bench-") as tmp:
         # Every kill counts as a restart: lift the give-up limit for this run.
@@ -112,6 +138,8 @@ def main() -> None:
             print(f"kv actor restart, kill -9 to answering a read: {_ms(serving)}")
         finally:
             cluster.stop()
+        orphans = measure_orphans(Path(tmp), args.orphan_trials)
+        print(f"supervisor kill -9 to zygote and every actor gone: {_ms(orphans)}")
 
 
 if __name__ == "__main__":
