@@ -279,6 +279,10 @@ class Supervisor:
             state.last_heartbeat = now
             state.counters = msg.get("counters") or {}
             state.status = msg.get("status") or {}
+            if not state.ready:
+                # Its "ready" beat the zygote's "spawned" report here and was
+                # dropped for an unknown pid; heartbeats only start after setup.
+                self._on_ready(msg, now)
 
     # -- control -----------------------------------------------------------------
     def _on_control(self, now: float) -> None:

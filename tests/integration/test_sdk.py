@@ -164,7 +164,7 @@ def test_an_attached_provider_re_registers_after_its_node_restarts(clusters, sdk
     with mine.writing() as weights:
         weights.set("after", 4)
     wait_until(_holds(theirs, "after", 4), what="a write after the restart")
-    assert mine.counters["attaches"] > 2 and not mine.errors.get("internal")
+    assert mine.counters["attaches"] >= 2 and not mine.errors.get("internal")
 
 
 def test_events_with_a_snapshot_yield_only_newer_events_and_survive_a_restart(clusters, sdk):
