@@ -33,6 +33,14 @@ MAX_U63 = 2**63 - 1  # versions, incarnations and sequence numbers stay below 2*
 # writes a second for 285 years); a hostile one at 2**63-1 would leave no room to
 # outbid it, freezing the clock or the member for good. Such values are refused.
 MAX_COUNTER = 2**53 - 1
+# Below MAX_COUNTER a forged counter can still burn what is left: one "suspect me
+# at 2**53-2" and the next refutation is the last. So a receiver believes a
+# counter above COUNTER_SOFT_MAX only if it is within COUNTER_MAX_JUMP of the
+# highest it already believes. Honest counters never get there; after a forgery
+# reached it, honest increments (+1 each) go on for 2**40 more steps, and a forger
+# needs 2**24 accepted messages to eat that headroom.
+COUNTER_SOFT_MAX = MAX_COUNTER - 2**40
+COUNTER_MAX_JUMP = 2**16
 _TCP_ENDPOINT = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):\d{1,5}$")
 MAX_VALUE_DEPTH = 32
 _INT_MIN = -(2**63)  # msgpack integers: int64 .. uint64
@@ -54,6 +62,11 @@ def check_counter(value: object, name: str) -> int:
     if counter > MAX_COUNTER:
         raise ProtocolError("absurd_counter", name)
     return counter
+
+
+def plausible_counter(value: int, highest: int) -> bool:
+    """Whether to believe `value`, given the highest counter already believed."""
+    return value <= COUNTER_SOFT_MAX or value <= min(MAX_COUNTER, highest + COUNTER_MAX_JUMP)
 
 
 def check_endpoint(value: object, name: str) -> str:

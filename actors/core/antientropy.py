@@ -71,6 +71,7 @@ from actors.core.ae_wire import (
     read_sources,
     read_uint,
 )
+from actors.core.ratelimit import RateLimit
 from actors.core.store import (
     DEFAULT_TOMBSTONE_GRACE_S,
     DIGEST_BUCKETS,
@@ -94,7 +95,7 @@ from transport.protocol import (
     state_key,
     syncable_state_to_map,
 )
-from transport.validate import MAX_COUNTER
+from transport.validate import MAX_COUNTER, plausible_counter
 
 MIN_CHUNK_BYTES = 4096
 # Envelope (magic, version, cluster <= 64 chars, tag), sender and target ids,
@@ -113,6 +114,7 @@ class AntiEntropyConfig:
     max_chunk_bytes: int = 256 * 1024  # encoded size bound of every message sent
     max_states_per_message: int = 2000  # states, or digest entries, per message
     tombstone_grace_s: float = DEFAULT_TOMBSTONE_GRACE_S  # keep tombstones this long
+    max_keys: int = 1_000_000  # remote states for keys beyond this many are refused
 
 
 # [anti_entropy] key -> (field, kind, low, high, scale). The upper bounds of the
@@ -126,6 +128,7 @@ _SETTINGS: dict[str, tuple[str, str, float, float, float]] = {
                         DEFAULT_LIMITS.max_message_bytes, 1),
     "max_states_per_message": ("max_states_per_message", "int", 1, DEFAULT_LIMITS.max_states, 1),
     "tombstone_grace_s": ("tombstone_grace_s", "number", 0.001, 365 * 86400, 1),
+    "max_keys": ("max_keys", "int", 1, 100_000_000, 1),
 }
 
 
@@ -189,6 +192,8 @@ class AntiEntropy:
         self._peers: tuple[str, ...] = ()  # the latest list given to tick/local_changes/set_peers
         self._next_round_at = 0.0
         self._now = 0.0  # latest `now` seen, for applied() without one
+        self._ask_basis = 0  # the store size the budget was last computed for
+        self._asks = RateLimit(*self._ask_budget())
 
     # -- shell entry points ---------------------------------------------------------
     def next_deadline(self) -> float:
@@ -274,6 +279,8 @@ class AntiEntropy:
                 if not differing:
                     self.counters["in_sync"] += 1
                     return HandleResult()
+                if not self._ask_allowed(msg.sender, self.store.count_in(differing)):
+                    return HandleResult()
                 return HandleResult(self._digest_messages(msg.sender, differing))
         raise Malformed("bad_phase")
 
@@ -312,6 +319,8 @@ class AntiEntropy:
         self._witness_horizons(their_h)
         self.counters["digest_messages_received"] += 1
         mine = {(t, k) for b, t, k in self.store.positions_in(cover.buckets) if (b, t, k) in cover}
+        if not self._ask_allowed(msg.sender, len(digest) + len(mine)):
+            return HandleResult()
         plan = _Plan()
         for skey in sorted(mine | digest.keys()):
             self._reconcile(skey, digest.get(skey), sources.get(skey), their_h, plan)
@@ -355,10 +364,18 @@ class AntiEntropy:
         seen = read_seen(payload) if phase == "fast" else []
         forget = read_forget(payload)
         wanted = list(msg.digest or {}) if msg.msg_type == "push-pull" else []
-        self._witness(msg.states)
+        for _, _, version in forget:
+            self._check_plausible(version, "implausible_forget")
+        states = self._believable(msg.states)
+        self._witness(states)
         result, refused, changed = HandleResult(), [], []
         counts = empty_result()
-        for state in msg.states:
+        for state in states:
+            if len(self.store) >= self.config.max_keys and \
+                    self.store.get(state.state_type, state.key) is None:
+                self.counters["dropped.store_full"] += 1
+                counts["rejected"] += 1
+                continue
             verdict = self.store.apply_one(state, now)
             count_verdict(counts, verdict)
             if verdict in STORED:
@@ -455,4 +472,41 @@ class AntiEntropy:
 
     def _witness_horizons(self, horizons: Mapping[str, int]) -> None:
         if horizons:
-            self.clock.update(max(horizons.values()))
+            top = max(horizons.values())
+            # A forged horizon would also make us forget every key below it: drop the message.
+            self._check_plausible(top, "implausible_horizon")
+            self.clock.update(top)
+
+    def _ask_budget(self) -> tuple[float, float, float, float]:
+        """Keys compared for others, per asker and for all: what honest sessions need
+        (about two per peer per interval, each going over at most our whole store),
+        with room to spare; see actors.core.ratelimit."""
+        self._ask_basis = len(self.store)
+        keys, per_s = self._ask_basis + 1000, 1.0 / self.config.interval_s
+        return 2 * keys * per_s, 4.0 * keys, 8 * keys * per_s, 16.0 * keys
+
+    def _ask_allowed(self, asker: str, keys: int) -> bool:
+        if abs(len(self.store) - self._ask_basis) > self._ask_basis // 8:
+            self._asks.resize(*self._ask_budget())
+        if self._asks.allow(asker, self._now, float(max(keys, 1))):
+            return True
+        self.counters["dropped.digest_rate"] += 1
+        return False
+
+    def _check_plausible(self, version: int, reason: str) -> None:
+        if not plausible_counter(version, self.clock.current()):
+            raise Malformed(reason)
+
+    def _believable(self, states: Sequence[SyncableState]) -> Sequence[SyncableState]:
+        """`states` without versions too far above our clock (see plausible_counter);
+        each believed version raises the bar for the next, as the clock would."""
+        high = self.clock.current()
+        for version in sorted(s.version for s in states):
+            if not plausible_counter(version, high):
+                break
+            high = max(high, version)
+        else:
+            return states
+        kept = [s for s in states if s.version <= high]
+        self.counters["dropped.implausible_version"] += len(states) - len(kept)
+        return kept

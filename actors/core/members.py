@@ -359,6 +359,21 @@ class MemberTable:
         deadlines = [e.suspicion.deadline() for e in self._entries.values() if e.suspicion]
         return min(deadlines, default=None)
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def full(self) -> bool:
+        return len(self._entries) >= self._timing.max_members
+
+    def evict_longest_gone(self) -> str | None:
+        """Drop the dead or left member that has been so longest; its id, or None."""
+        gone = self.others((DEAD, LEFT))
+        if not gone:
+            return None
+        victim = min(gone, key=lambda e: e.since).node.node_id
+        del self._entries[victim]
+        return victim
+
     def reap(self, now: float, after_s: float) -> list[str]:
         """Forget dead and left members `after_s` after their transition; return their ids."""
         gone = [

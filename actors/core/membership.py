@@ -95,7 +95,8 @@ from actors.core.members import (
     u63_or_none,
 )
 from actors.core.probe import Outbound, Prober
-from actors.core.timing import MembershipTiming, push_pull_scale
+from actors.core.ratelimit import RateLimit
+from actors.core.timing import MAX_REMOTE_METADATA_BYTES, MembershipTiming, push_pull_scale
 from transport.protocol import (
     GossipMessage,
     NodeInfo,
@@ -107,13 +108,19 @@ from transport.protocol import (
     map_to_node_info,
     validate_value,
 )
-from transport.validate import check_counter, check_endpoint
+from transport.validate import MAX_COUNTER, check_counter, check_endpoint, plausible_counter
 
 __all__ = ["Member", "MemberEvent", "Membership", "Outbound"]
 
 LEAVE_FANOUT = 32  # members told of a graceful leave directly; gossip does the rest
 MAX_GOSSIP_ITEMS = 512  # bound on work per inbound message
 MAX_JOIN_ATTEMPT = 30  # caps the backoff exponent
+# Whole-table answers (join replies, push-pull answers, greetings of strangers):
+# per asker 4 at once then one per 2 s (an honest one asks once per push-pull
+# interval or join backoff step); all askers together 100,000 rows at once then
+# 50,000 rows a second, about a core's worth of encoding.
+TABLES_PER_ASKER_S, TABLES_PER_ASKER_BURST = 0.5, 4.0
+TABLE_ROWS_S, TABLE_ROWS_BURST = 50_000.0, 100_000.0
 
 
 @dataclass
@@ -157,6 +164,10 @@ class Membership:
         self._to_dead_at = now + timing.gossip_to_dead_s
         self._join: _Join | None = None
         self._leaving = False
+        # The highest incarnation believed (ours included): see plausible_counter.
+        self._inc_high = incarnation
+        self._tables = RateLimit(TABLES_PER_ASKER_S, TABLES_PER_ASKER_BURST,
+                                 TABLE_ROWS_S, TABLE_ROWS_BURST)
 
     # --- queries ---------------------------------------------------------
 
@@ -236,8 +247,11 @@ class Membership:
         if self._leaving:
             raise ValueError("the node has left the cluster")
         me = self._table.me
+        if me.incarnation >= MAX_COUNTER:
+            raise ValueError("the incarnation is exhausted (MAX_COUNTER); wipe data_dir to reset")
         me.node = NodeInfo(me.node.node_id, me.node.address, meta)
         me.incarnation += 1
+        self._inc_high = max(self._inc_high, me.incarnation)
         self._table.emit("node.updated", me)
         self._queue_self_alive()
         return self._gossip_round()
@@ -284,17 +298,25 @@ class Membership:
             case _:
                 self._count("rejected.unexpected_type")
         if msg.msg_type in ("ping", "ping-req") and self._table.get(msg.sender) is None:
-            out += self._greet_stranger(msg.sender, pl)
+            out += self._greet_stranger(msg.sender, pl, now)
         return out
 
-    def _greet_stranger(self, sender: str, pl: Mapping[str, Any]) -> list[Outbound]:
+    def _greet_stranger(self, sender: str, pl: Mapping[str, Any], now: float
+                        ) -> list[Outbound]:
         """A member we never heard of is probing us: the gossip about it missed us, so
         push-pull with it now rather than wait for the periodic exchange."""
         address = reply_address(pl)
-        if address is None or self._leaving:
+        if address is None or self._leaving or not self._table_allowed(sender, now):
             return []
         self._count("stranger_push_pulls")
         return [Outbound(address, self._members_msg(sender, reply=True))]
+
+    def _table_allowed(self, asker: str, now: float) -> bool:
+        """Whether `asker` may have our whole table now (see TABLES_PER_ASKER_S)."""
+        if self._tables.allow(asker, now, 1.0, float(len(self._table))):
+            return True
+        self._count("rejected.table_rate")
+        return False
 
     def _screen(self, msg: GossipMessage, pl: Mapping[str, Any]) -> str | None:
         """Reason to drop `msg` unread, or None."""
@@ -348,7 +370,11 @@ class Membership:
             return self._reject("join_not_self")
         self._count("joins_received")
         out = self._on_news(News(ALIVE, info.node_id, inc, info=info), now, info.address)
-        out.append(Outbound(info.address, self._members_msg(info.node_id, reply=False, join=True)))
+        # Refused, the joiner is still known here and gossiped: members that probe it
+        # answer its greeting with their tables, and it retries the seeds meanwhile.
+        if self._table_allowed(info.node_id, now):
+            out.append(Outbound(info.address,
+                                self._members_msg(info.node_id, reply=False, join=True)))
         return out
 
     def _on_members(self, msg: GossipMessage, pl: Mapping[str, Any], now: float) -> list[Outbound]:
@@ -367,7 +393,8 @@ class Membership:
                 self._count("rejected.bad_member")
                 continue
             out += self._on_news(news, now, teller)
-        if pl.get("reply") is True and teller is not None:
+        if pl.get("reply") is True and teller is not None and \
+                self._table_allowed(msg.sender, now):
             self._count("push_pulls_answered")
             out.append(Outbound(teller, self._members_msg(msg.sender, reply=False)))
         return out
@@ -376,12 +403,24 @@ class Membership:
 
     def _on_news(self, news: News, now: float, teller: str | None) -> list[Outbound]:
         """Apply one piece of news; re-gossip it if it was fresh."""
+        if not plausible_counter(news.incarnation, self._inc_high):
+            return self._reject("implausible_counter")
         if news.node_id == self.me.node_id:
             return self._about_me(news, teller)
+        if news.info is not None and news.info.metadata and \
+                packed_size(news.info.metadata) > MAX_REMOTE_METADATA_BYTES:
+            return self._reject("big_metadata")
+        if news.kind == ALIVE and self._table.get(news.node_id) is None and self._table.full():
+            evicted = self._table.evict_longest_gone()
+            if evicted is None:
+                return self._reject("table_full")
+            self._queue.discard(evicted)
+            self._count("evicted")
         applied = self._table.apply(news, now)
         if not applied.accepted:
             self._count("news_" + applied.reason)
             return []
+        self._inc_high = max(self._inc_high, news.incarnation)
         self._after_accept(news, applied)
         return self._gossip_round() if applied.urgent else []
 
@@ -401,7 +440,11 @@ class Membership:
             return []  # old news, or we are going anyway
         if news.kind == ALIVE and news.incarnation == me.incarnation and news.info == me.node:
             return []  # our own alive coming back to us
+        if news.incarnation >= MAX_COUNTER:
+            self._count("refute_exhausted")  # only after ~2**24 forged messages
+            return []
         me.incarnation = news.incarnation + 1  # past the accuser's (memberlist `refute`)
+        self._inc_high = max(self._inc_high, me.incarnation)
         self._awareness.apply_delta(1)
         self._count("refutations")
         self._queue_self_alive()

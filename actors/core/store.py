@@ -212,6 +212,10 @@ class Store:
         found.sort()
         return found
 
+    def count_in(self, buckets: Iterable[int]) -> int:
+        """How many held keys fall in `buckets` (a digest's cost, before building it)."""
+        return sum(len(self._bucket_keys[b]) for b in set(buckets) if 0 <= b < DIGEST_BUCKETS)
+
     def horizon(self, state_type: str) -> int:
         """Versions <= this are rejected for keys not held (0: nothing GC'd yet)."""
         return self._horizons.get(state_type, 0)

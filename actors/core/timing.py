@@ -30,6 +30,11 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 
+# Other members' metadata is refused above this, whatever their own setting: a
+# member table of 16,384 rows then stays within 64 MiB however it was filled.
+MAX_REMOTE_METADATA_BYTES = 4096
+
+
 def _check_consistency(t: MembershipTiming) -> None:
     """Cross-field rules; each one names the key a user would change."""
     if t.probe_timeout_s >= t.probe_interval_s:
@@ -40,6 +45,10 @@ def _check_consistency(t: MembershipTiming) -> None:
         raise ValueError("suspicion_mult and suspicion_max_mult must be at least 1")
     if t.max_gossip_bytes < 64:
         raise ValueError("max_gossip_bytes must be at least 64")
+    if t.max_metadata_bytes > MAX_REMOTE_METADATA_BYTES:
+        raise ValueError(f"max_metadata_bytes must be at most {MAX_REMOTE_METADATA_BYTES}")
+    if t.max_members < 2:
+        raise ValueError("max_members must be at least 2")
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,9 @@ class MembershipTiming:
     refused_timeout_s: float  # suspicion timeout when backed by a refused connection
     max_metadata_bytes: int  # msgpack size limit of a node's metadata
     max_gossip_bytes: int  # piggybacked news budget per message
+    # Hostile input must not grow the table without end; a full table still takes
+    # a new member in place of its longest-dead one.
+    max_members: int = 16_384
 
     def __post_init__(self) -> None:
         _check_consistency(self)

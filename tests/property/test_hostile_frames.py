@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -34,9 +35,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from actors.core.antientropy import AntiEntropy, AntiEntropyConfig
-from actors.core.membership import MAX_GOSSIP_ITEMS, Membership
+from actors.core.membership import (
+    MAX_GOSSIP_ITEMS,
+    TABLE_ROWS_BURST,
+    TABLE_ROWS_S,
+    Membership,
+)
 from actors.core.store import Store
-from actors.core.timing import PROFILES
+from actors.core.timing import MAX_REMOTE_METADATA_BYTES, PROFILES
 from actors.rpc import RpcError, parse_request_untrusted
 from supervisor import Supervisor
 from transport.codec import MAGIC, PROTOCOL_VERSION, DecodeError, decode_untrusted, encode
@@ -49,6 +55,7 @@ from transport.protocol import (
     make_message,
     make_syncable_state,
 )
+from transport.validate import COUNTER_SOFT_MAX, MAX_COUNTER
 
 CLUSTER = "test"
 ME = "n0"
@@ -140,10 +147,10 @@ sync_inputs = raw_frames | sync_frames() | mutated(sync_frames())
 
 
 # --- the nodes under test --------------------------------------------------------------
-def membership() -> Membership:
+def membership(**timing: Any) -> Membership:
     """Node n0 that knows n1 and n2 alive at incarnation 1."""
-    core = Membership(NodeInfo(ME, "tcp://127.0.0.1:7000", {}), PROFILES["local"],
-                      random.Random(0), 0.0, incarnation=1)
+    core = Membership(NodeInfo(ME, "tcp://127.0.0.1:7000", {}),
+                      replace(PROFILES["local"], **timing), random.Random(0), 0.0, incarnation=1)
     rows = [{"id": n, "addr": a, "inc": 1, "st": "alive"} for n, a in PEERS.items()]
     core.handle(make_message("members", "n1", None, payload={"members": rows}), 0.0)
     core.drain_events()
@@ -247,17 +254,97 @@ def test_no_single_message_drives_an_incarnation_to_the_top_of_its_range(frame: 
     assert all(m.incarnation < MAX_U63 for m in core.members())
 
 
-@pytest.mark.xfail(strict=True, reason="a members message may carry ~100k entries (codec "
-                   "limits); the table has no cap and each entry costs work on every later "
-                   "message (docs/SECURITY.md)")
-def test_one_members_message_adds_at_most_max_gossip_items_members() -> None:
-    core = membership()
+def members_frame(rows: list[dict[str, Any]], sender: str = "x", reply: bool = False) -> bytes:
+    return encode(make_message("members", sender, None,
+                               payload={"members": rows, "reply": reply,
+                                        "addr": "tcp://127.0.0.2:1"}), CLUSTER)
+
+
+def test_no_members_message_grows_the_table_past_max_members() -> None:
+    core = membership(max_members=50)
     rows = [{"id": f"fake-{i}", "addr": f"tcp://127.0.0.2:{i + 1}", "inc": 1, "st": "alive"}
             for i in range(MAX_GOSSIP_ITEMS + 100)]
-    msg = decoded(encode(make_message("members", "x", None, payload={"members": rows}), CLUSTER))
+    msg = decoded(members_frame(rows))
     assert msg is not None
     core.handle(msg, 1.0)
-    assert len(core.members()) <= len(PEERS) + 1 + MAX_GOSSIP_ITEMS
+    assert len(core.members()) == 50
+    assert core.counters["rejected.table_full"] == MAX_GOSSIP_ITEMS + 100 - 47
+
+
+def test_a_full_table_takes_a_new_member_in_place_of_the_longest_dead() -> None:
+    core = membership(max_members=4)
+    rows = [{"id": "n3", "addr": "tcp://127.0.0.1:7003", "inc": 1, "st": "alive"}]
+    core.handle(decoded(members_frame(rows)), 1.0)  # type: ignore[arg-type]
+    for when, node in ((2.0, "n2"), (3.0, "n3")):
+        dead = make_message("dead", "n1", None, payload={"node": node, "incarnation": 1})
+        core.handle(dead, when)
+    newcomer = [{"id": "n4", "addr": "tcp://127.0.0.1:7004", "inc": 1, "st": "alive"}]
+    core.handle(decoded(members_frame(newcomer)), 4.0)  # type: ignore[arg-type]
+    assert sorted(m.node.node_id for m in core.members()) == ["n0", "n1", "n3", "n4"]
+    assert core.counters["evicted"] == 1
+
+
+def test_other_members_metadata_above_the_bound_is_refused() -> None:
+    core = membership()
+    big = {"blob": "x" * (MAX_REMOTE_METADATA_BYTES + 1)}
+    rows = [{"id": "n3", "addr": "tcp://127.0.0.1:7003", "inc": 1, "st": "alive", "meta": big},
+            {"id": "n4", "addr": "tcp://127.0.0.1:7004", "inc": 1, "st": "alive",
+             "meta": {"ok": "x" * 100}}]
+    core.handle(decoded(members_frame(rows)), 1.0)  # type: ignore[arg-type]
+    assert sorted(m.node.node_id for m in core.members()) == ["n0", "n1", "n2", "n4"]
+    assert core.counters["rejected.big_metadata"] == 1
+
+
+def test_whole_table_answers_to_one_asker_are_rate_limited() -> None:
+    core = membership()
+    rows = [{"id": "n1", "addr": PEERS["n1"], "inc": 1, "st": "alive"}]
+    answered = 0
+    for i in range(40):  # 40 push-pulls in 4 s from the same member
+        out = core.handle(decoded(members_frame(rows, "n1", reply=True)),  # type: ignore[arg-type]
+                          1.0 + i / 10)
+        answered += sum(o.message.msg_type == "members" for o in out)
+    assert answered <= 4 + 0.5 * 4 + 1
+    assert core.counters["rejected.table_rate"] == 40 - answered
+
+
+def test_strangers_under_invented_ids_share_one_table_budget() -> None:
+    core = membership()
+    rows = [{"id": f"m{i}", "addr": f"tcp://127.0.0.2:{i + 1}", "inc": 1, "st": "alive"}
+            for i in range(2000)]
+    core.handle(decoded(members_frame(rows)), 0.5)  # type: ignore[arg-type]
+    tables = 0
+    for i in range(1000):  # pings from 1,000 invented ids within one second
+        ping = make_message("ping", f"ghost-{i}", ME,
+                            payload={"seq": i, "addr": f"tcp://127.0.0.3:{i + 1}"})
+        out = core.handle(ping, 1.0 + i / 1000)
+        tables += sum(o.message.msg_type == "members" for o in out)
+    # 2,003 rows a table: the burst and one second's refill, not one per ghost
+    assert 0 < tables <= (TABLE_ROWS_BURST + TABLE_ROWS_S) / 2003 + 1
+    assert core.counters["rejected.table_rate"] == 1000 - tables
+
+
+@pytest.mark.parametrize("incarnation", [MAX_COUNTER, MAX_COUNTER - 1, COUNTER_SOFT_MAX + 2**17])
+def test_a_suspicion_far_above_what_the_node_believes_is_refused(incarnation: int) -> None:
+    core = membership()
+    core.handle(make_message("suspect", "n1", None,
+                             payload={"node": ME, "incarnation": incarnation}), 1.0)
+    assert core.incarnation() == 1
+    assert core.counters["rejected.implausible_counter"] == 1
+
+
+def test_after_a_forged_counter_at_the_soft_bound_honest_increments_still_pass() -> None:
+    core, peer = membership(), membership()
+    forged = make_message("suspect", "n1", None,
+                          payload={"node": ME, "incarnation": COUNTER_SOFT_MAX})
+    core.handle(forged, 1.0)
+    assert core.incarnation() == COUNTER_SOFT_MAX + 1  # refuted
+    peer.handle(make_message("alive", "n1", None, payload={
+        "node": "n1", "incarnation": COUNTER_SOFT_MAX, "addr": PEERS["n1"]}), 1.0)
+    for step in range(1, 4):  # refutations, one above the other, all believed
+        inc = COUNTER_SOFT_MAX + step
+        peer.handle(make_message("alive", "n1", None, payload={
+            "node": "n1", "incarnation": inc, "addr": PEERS["n1"]}), 1.0 + step)
+        assert {m.node.node_id: m.incarnation for m in peer.members()}["n1"] == inc
 
 
 # --- sync --------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from actors.core.antientropy import (
 )
 from actors.core.store import Store
 from transport.codec import decode_untrusted, encode
+from transport.validate import COUNTER_SOFT_MAX, MAX_COUNTER
 from transport.protocol import (
     GossipMessage,
     LamportClock,
@@ -351,3 +352,62 @@ def test_messages_for_another_node_or_from_itself_are_dropped() -> None:
     assert a.ae.handle(make_message("push", "a", "a", [st(1)]), 0.0) == HandleResult()
     assert a.ae.handle(make_message("ping", "b", "a", payload={"seq": 1}), 0.0) == HandleResult()
     assert len(a.store) == 0 and a.ae.counters["dropped.misdirected"] == 2
+
+
+# --- hostile peers: versions, store size, digest requests ---------------------------------
+def _push(states: list[SyncableState], sender: str = "x", forget: Any = None) -> GossipMessage:
+    payload: dict[str, Any] = {"ae": "delta"}
+    if forget is not None:
+        payload["forget"] = forget
+    return decode_untrusted(encode(make_message("push", sender, "a", states, payload=payload),
+                                   CLUSTER), CLUSTER)
+
+
+def test_a_version_far_above_the_clock_is_neither_stored_nor_witnessed():
+    a = make_node("a")
+    a.ae.handle(_push([st(5, "x", key="ok"), st(MAX_COUNTER, "x", key="edge"),
+                       st(COUNTER_SOFT_MAX + 2**17, "x", key="jump")]), 1.0)
+    assert [s.key for s in a.store.items()] == ["ok"]
+    assert a.ae.clock.current() == 5
+    assert a.ae.counters["dropped.implausible_version"] == 2
+
+
+def test_versions_climbing_past_the_soft_bound_step_by_step_are_believed():
+    a = make_node("a")
+    a.ae.handle(_push([st(COUNTER_SOFT_MAX + 2, "x", key="k2"), st(COUNTER_SOFT_MAX, "x"),
+                       st(COUNTER_SOFT_MAX + 1, "x", key="k1")]), 1.0)
+    assert len(a.store) == 3 and a.ae.clock.current() == COUNTER_SOFT_MAX + 2
+
+
+@pytest.mark.parametrize("field", ["horizon", "forget"])
+def test_a_forged_horizon_or_forget_far_above_the_clock_drops_the_message(field):
+    a = make_node("a")
+    a.store.apply([st(3, "a", key=f"k{i}") for i in range(5)], 0.0)
+    if field == "forget":
+        msg = _push([], forget=[["kv", "k0", MAX_COUNTER - 1]])
+    else:
+        msg = decode_untrusted(encode(make_message("pull", "x", "a", digest={}, payload={
+            "ae": "digest", "buckets": [0], "after": None, "last": True, "srcs": [], "src": [],
+            "horizon": {"kv": MAX_COUNTER - 1}}), CLUSTER), CLUSTER)
+    result = a.ae.handle(msg, 1.0)
+    assert result.replies == [] and len(a.store) == 5 and a.ae.clock.current() < 2**20
+    assert a.ae.counters[f"dropped.implausible_{field}"] == 1
+
+
+def test_remote_states_for_new_keys_stop_at_max_keys_but_updates_go_on():
+    a = make_node("a", AntiEntropyConfig(tombstone_grace_s=GRACE, max_keys=10))
+    a.ae.handle(_push([st(1, "x", key=f"k{i}") for i in range(25)]), 1.0)
+    assert len(a.store) == 10 and a.ae.counters["dropped.store_full"] == 15
+    a.ae.handle(_push([st(2, "x", key="k0")]), 2.0)
+    assert a.store.get("kv", "k0").version == 2  # type: ignore[union-attr]
+
+
+def test_whole_store_pulls_from_one_asker_are_cut_to_its_budget():
+    a = make_node("a")
+    a.store.apply([st(1, "a", key=f"k{i}") for i in range(2000)], 0.0)
+    answered = 0
+    for i in range(50):  # seed pulls ("send me everything") ten a second
+        pull = decode_untrusted(encode(pull_message("x", {}, target="a"), CLUSTER), CLUSTER)
+        answered += bool(a.ae.handle(pull, 1.0 + i / 10).replies)
+    # burst 4 x (2,000 + 1,000) keys, refill 2 x 3,000 a second: 6 whole stores, then 3 a second
+    assert 6 <= answered <= 6 + 3 * 5 + 1 and a.ae.counters["dropped.digest_rate"] == 50 - answered
