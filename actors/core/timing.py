@@ -29,7 +29,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-
 # Other members' metadata is refused above this, whatever their own setting: a
 # member table of 16,384 rows then stays within 64 MiB however it was filled.
 MAX_REMOTE_METADATA_BYTES = 4096

@@ -22,7 +22,6 @@ from actors.core.antientropy import (
 )
 from actors.core.store import Store
 from transport.codec import decode_untrusted, encode
-from transport.validate import COUNTER_SOFT_MAX, MAX_COUNTER
 from transport.protocol import (
     GossipMessage,
     LamportClock,
@@ -32,6 +31,7 @@ from transport.protocol import (
     pull_message,
     state_key,
 )
+from transport.validate import COUNTER_SOFT_MAX, MAX_COUNTER
 
 CLUSTER = "test"
 GRACE = 100.0
