@@ -19,6 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import msgpack
 
 # Bytes msgpack spends on a list header around piggybacked items (worst case, array32).
 LIST_OVERHEAD = 5
+MAX_SKIPS = 64  # items too big for what is left of a budget, looked at before giving up
 
 
 def retransmit_limit(mult: int, n: int) -> int:
@@ -54,6 +56,8 @@ class BroadcastQueue:
     def __init__(self) -> None:
         self._items: dict[str, _Queued] = {}
         self._counter = 0
+        self._min_size = 1 << 30  # smallest item ever queued: a lower bound for any held
+        self._heap: list[tuple[int, int, str]] = []  # (transmits, -order, key), some stale
 
     def __len__(self) -> int:
         return len(self._items)
@@ -64,7 +68,10 @@ class BroadcastQueue:
     def queue(self, key: str, item: Mapping[str, Any]) -> None:
         """Queue `item` about `key`, replacing (invalidating) any older item about it."""
         self._counter += 1
-        self._items[key] = _Queued(dict(item), packed_size(item), 0, self._counter)
+        size = packed_size(item)
+        self._min_size = min(self._min_size, size)
+        self._items[key] = _Queued(dict(item), size, 0, self._counter)
+        heapq.heappush(self._heap, (0, -self._counter, key))
 
     def discard(self, key: str) -> None:
         """Forget the item about `key`, if any."""
@@ -87,13 +94,29 @@ class BroadcastQueue:
         """
         remaining = budget_bytes - LIST_OVERHEAD
         chosen: list[tuple[str, _Queued]] = []
-        ranked = sorted(self._items.items(), key=lambda kv: (kv[1].transmits, -kv[1].order))
-        for key, queued in ranked:
+        skipped: list[tuple[int, int, str]] = []
+        # Popped in rank order from a heap with lazy deletion, so a take costs what it
+        # looks at, not the whole queue (thousands of items after a mass join).
+        while self._heap and remaining >= self._min_size and len(skipped) < MAX_SKIPS:
+            rank = heapq.heappop(self._heap)
+            transmits, neg_order, key = rank
+            queued = self._items.get(key)
+            if queued is None or queued.transmits != transmits or queued.order != -neg_order:
+                continue  # replaced, discarded or already re-ranked
             if queued.size <= remaining:
                 chosen.append((key, queued))
                 remaining -= queued.size
+            else:
+                skipped.append(rank)
+        for rank in skipped:
+            heapq.heappush(self._heap, rank)
         for key, queued in chosen:
             queued.transmits += 1
             if queued.transmits >= limit:
                 del self._items[key]
+            else:
+                heapq.heappush(self._heap, (queued.transmits, -queued.order, key))
+        if len(self._heap) > 2 * len(self._items) + MAX_SKIPS:
+            self._heap = [(q.transmits, -q.order, k) for k, q in self._items.items()]
+            heapq.heapify(self._heap)
         return [queued.item for _, queued in chosen]

@@ -240,6 +240,12 @@ class MemberTable:
         self._timing = timing
         self.me = Entry(me, ALIVE, incarnation, now)
         self._entries: dict[str, Entry] = {me.node_id: self.me}
+        # Indexes, so per-message work does not grow with the table: live members
+        # (n for the formulas), suspects (timers), and dead or left members other
+        # than us in order of their transition (for reaping and eviction).
+        self._live = 1
+        self._suspects: dict[str, Entry] = {}
+        self._gone: dict[str, Entry] = {}
         # Transitions not yet drained by the caller, in order.
         self.events: list[MemberEvent] = []
 
@@ -258,7 +264,16 @@ class MemberTable:
 
     def live_count(self) -> int:
         """n for the SWIM formulas: alive and suspect members, the local node included."""
-        return sum(1 for e in self._entries.values() if e.status in LIVE)
+        return self._live
+
+    def mark_self_left(self, now: float) -> None:
+        """The local node leaves: no longer counted live."""
+        if self.me.status in LIVE:
+            self._live -= 1
+        self.me.status, self.me.since = LEFT, now
+
+    def has_dead(self) -> bool:
+        return any(e.status == DEAD for e in self._gone.values())
 
     def emit(self, kind: str, entry: Entry) -> None:
         self.events.append(MemberEvent(kind, entry.node, entry.status, entry.incarnation))
@@ -287,6 +302,7 @@ class MemberTable:
             return _UNKNOWN
         entry = Entry(news.info, ALIVE, news.incarnation, now)
         self._entries[news.node_id] = entry
+        self._live += 1
         self.emit("node.joined", entry)
         return Applied(True, "joined")
 
@@ -312,6 +328,7 @@ class MemberTable:
         if entry.status == ALIVE:
             self._transition(entry, SUSPECT, news.incarnation, now, "node.suspect")
             entry.suspicion = self._new_suspicion(accuser, now)
+            self._suspects[entry.node.node_id] = entry
             if news.refused:
                 entry.suspicion.add_refusal(accuser, now)
             return Applied(True, "transition", urgent=news.refused)
@@ -337,8 +354,14 @@ class MemberTable:
     def _transition(
         self, entry: Entry, status: str, incarnation: int, now: float, kind: str
     ) -> None:
+        self._live += (status in LIVE) - (entry.status in LIVE)
         entry.status, entry.incarnation, entry.since = status, incarnation, now
         entry.suspicion = None
+        node_id = entry.node.node_id
+        self._suspects.pop(node_id, None)
+        self._gone.pop(node_id, None)
+        if status in (DEAD, LEFT) and entry is not self.me:
+            self._gone[node_id] = entry  # at the end: the latest transition
         self.emit(kind, entry)
 
     def withdraw_refusal(self, node_id: str, witness: str) -> bool:
@@ -351,12 +374,12 @@ class MemberTable:
     def expired(self, now: float) -> list[Entry]:
         """Suspect members whose suspicion deadline has passed."""
         return [
-            e for e in self._entries.values()
+            e for e in self._suspects.values()
             if e.suspicion is not None and e.suspicion.deadline() <= now
         ]
 
     def next_expiry(self) -> float | None:
-        deadlines = [e.suspicion.deadline() for e in self._entries.values() if e.suspicion]
+        deadlines = [e.suspicion.deadline() for e in self._suspects.values() if e.suspicion]
         return min(deadlines, default=None)
 
     def __len__(self) -> int:
@@ -367,23 +390,22 @@ class MemberTable:
 
     def evict_longest_gone(self) -> str | None:
         """Drop the dead or left member that has been so longest; its id, or None."""
-        gone = self.others((DEAD, LEFT))
-        if not gone:
-            return None
-        victim = min(gone, key=lambda e: e.since).node.node_id
-        del self._entries[victim]
+        victim = next(iter(self._gone), None)
+        if victim is not None:
+            del self._gone[victim], self._entries[victim]
         return victim
 
     def reap(self, now: float, after_s: float) -> list[str]:
         """Forget dead and left members `after_s` after their transition; return their ids."""
-        gone = [
-            node_id for node_id, e in self._entries.items()
-            if e is not self.me and e.status in (DEAD, LEFT) and e.since + after_s <= now
-        ]
+        gone = []
+        for node_id, entry in self._gone.items():  # oldest transition first
+            if entry.since + after_s > now:
+                break
+            gone.append(node_id)
         for node_id in gone:
-            del self._entries[node_id]
+            del self._gone[node_id], self._entries[node_id]
         return gone
 
     def next_reap(self, after_s: float) -> float | None:
-        times = [e.since + after_s for e in self.others((DEAD, LEFT))]
-        return min(times, default=None)
+        first = next(iter(self._gone.values()), None)
+        return None if first is None else first.since + after_s

@@ -104,7 +104,6 @@ from transport.protocol import (
     alive_message,
     join_message,
     leave_message,
-    make_message,
     map_to_node_info,
     validate_value,
 )
@@ -202,11 +201,11 @@ class Membership:
         if not self._leaving:
             times += [self._table.next_expiry(), self._push_pull_at,
                       self._table.next_reap(self._t.reap_after_s)]
-            if self._table.others((DEAD,)):
+            if self._table.has_dead():
                 times.append(self._to_dead_at)
             if self._join is not None:
                 times.append(self._join.retry_at)
-        if self._queue and self._table.others():
+        if self._queue and len(self._table) > 1:
             times.append(self._gossip_at)
         return min((t for t in times if t is not None), default=None)
 
@@ -229,7 +228,7 @@ class Membership:
         self._leaving, self._join = True, None
         self._prober.stop()
         me = self._table.me
-        me.status, me.since = LEFT, now
+        self._table.mark_self_left(now)
         self._table.emit("node.left", me)
         self._queue.queue(me.node.node_id, news_to_map(News(LEFT, me.node.node_id, me.incarnation)))
         peers = self._table.others()
@@ -578,7 +577,9 @@ class Membership:
     def _members_msg(self, to: str | None, reply: bool, join: bool = False) -> GossipMessage:
         payload = {**self._extra(None, gossip=False), "reply": reply, "join": join,
                    "members": [member_to_map(e) for e in self._table.entries()]}
-        return make_message("members", self.me.node_id, to, payload=payload)
+        # Built from our own checked table: make_message's deep check of every row
+        # would cost more than the table itself.
+        return GossipMessage("members", self.me.node_id, to, (), None, payload)
 
     def _count(self, name: str, by: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + by
