@@ -49,6 +49,8 @@ MAX_PEERS = 256
 MAX_SOCKETS = 4096
 REJOIN_KNOWN = 32  # remembered members contacted at start, besides the seeds
 SAVE_EVERY_S = 5.0
+SAVE_INCARNATION_S = 0.1
+SAVED_MEMBERS = 4 * REJOIN_KNOWN  # enough to rejoin by; the table comes back by push-pull
 # Reconnect quickly (a refusal is seen ~50 ms after a crash), back off for dead peers.
 RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 50, 2000
 _MONITOR_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
@@ -76,6 +78,7 @@ class MembershipActor(Actor):
         self.peers: dict[str, Peer] = {}
         self.security = PeerSecurity(cfg)
         self.next_save = 0.0
+        self.saved_at = float("-inf")
         self.dirty = True
         self.saved_incarnation = -1
 
@@ -116,13 +119,20 @@ class MembershipActor(Actor):
     def tick(self, now: float) -> None:
         self._send(self.core.tick(now))
         self._flush_events()
-        # A new incarnation is on disk at once: a restart must never reuse one.
-        if self.core.incarnation() != self.saved_incarnation or (
+        # A new incarnation goes to disk at once (a restart must not reuse it), but at
+        # most every SAVE_INCARNATION_S: a flood of forged suspicions must not become
+        # a flood of fsyncs.
+        new_incarnation = self.core.incarnation() != self.saved_incarnation
+        if (new_incarnation and now >= self.saved_at + SAVE_INCARNATION_S) or (
                 self.dirty and now >= self.next_save):
             self._save(now)
 
     def next_deadline(self) -> float | None:
-        return self.core.next_deadline()
+        core = self.core.next_deadline()
+        if self.core.incarnation() == self.saved_incarnation:
+            return core
+        due = self.saved_at + SAVE_INCARNATION_S
+        return due if core is None else min(core, due)
 
     # -- outbound ----------------------------------------------------------------
     def _send(self, outbound: list[Outbound]) -> None:
@@ -207,10 +217,7 @@ class MembershipActor(Actor):
             self._hang_up(address)
 
     def _node_at(self, address: str) -> str | None:
-        for member in self.core.members():
-            if member.node.address == address and member.node.node_id != self.env.node_id:
-                return member.node.node_id
-        return None
+        return self.core.node_at(address)
 
     def _hang_up(self, address: str) -> None:
         """Stop queueing for a member that is gone for good."""
@@ -276,8 +283,8 @@ class MembershipActor(Actor):
         members = [node_info_to_map(m.node) for m in self.core.members()
                    if m.status in ("alive", "suspect") and m.node.node_id != self.env.node_id]
         save_snapshot(self.state_path, {"incarnation": self.core.incarnation(),
-                                        "members": members})
+                                        "members": members[:SAVED_MEMBERS]})
         self.dirty = False
         self.saved_incarnation = self.core.incarnation()
-        self.next_save = now + SAVE_EVERY_S
+        self.saved_at, self.next_save = now, now + SAVE_EVERY_S
 

@@ -1,10 +1,12 @@
 """Run every benchmark on real processes and collect the figures.
 
     python -m bench [--nodes 3,5,10,20] [--state-nodes 3,5,10] [--json docs/results/bench.json]
+                    [--charts docs/results]
 
 Each benchmark runs as its own process (one crash cannot take the others'
 figures with it) and prints its own table; the JSON gathers their results
-with the machine they came from. Charts: see docs/benchmarks.md.
+with the machine they came from. `--charts DIR` draws PNGs of them with
+bench/charts.py (needs matplotlib: `pip install -e '.[bench]'`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main() -> int:
     parser.add_argument("--nodes", default="3,5,10,20", help="membership cluster sizes")
     parser.add_argument("--state-nodes", default="3,5,10", help="state-sharing cluster sizes")
     parser.add_argument("--json", help="write all results here")
+    parser.add_argument("--charts", help="draw PNG charts into this folder (needs --json)")
     args = parser.parse_args()
     membership_sizes = ",".join(n for n in args.nodes.split(",") if int(n) >= 3)
     report: dict[str, Any] = {"machine": {
@@ -57,6 +60,9 @@ def main() -> int:
     report["machine"]["loadavg_after"] = os.getloadavg()
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
+        if args.charts:
+            subprocess.call([sys.executable, str(HERE / "charts.py"), args.json,
+                             "--out", args.charts])
     failed = [k for k, v in report.items() if isinstance(v, dict) and v.get("exit_code")]
     print(f"\nbenchmarks done; failed: {failed or 'none'}")
     return 1 if failed else 0

@@ -246,6 +246,9 @@ class MemberTable:
         self._live = 1
         self._suspects: dict[str, Entry] = {}
         self._gone: dict[str, Entry] = {}
+        # address -> ids claiming it, first claimant first (the shell maps socket events
+        # back to members through it; several ids may claim one address)
+        self._at: dict[str, dict[str, None]] = {}
         # Transitions not yet drained by the caller, in order.
         self.events: list[MemberEvent] = []
 
@@ -261,6 +264,23 @@ class MemberTable:
             (e for e in self._entries.values() if e is not self.me and e.status in statuses),
             key=lambda e: e.node.node_id,
         )
+
+    def node_at(self, address: str) -> str | None:
+        """The first member other than us that claims `address`, or None."""
+        for node_id in self._at.get(address, ()):
+            if node_id != self.me.node.node_id:
+                return node_id
+        return None
+
+    def _claim(self, entry: Entry) -> None:
+        self._at.setdefault(entry.node.address, {})[entry.node.node_id] = None
+
+    def _unclaim(self, entry: Entry) -> None:
+        ids = self._at.get(entry.node.address)
+        if ids is not None:
+            ids.pop(entry.node.node_id, None)
+            if not ids:
+                del self._at[entry.node.address]
 
     def live_count(self) -> int:
         """n for the SWIM formulas: alive and suspect members, the local node included."""
@@ -302,6 +322,7 @@ class MemberTable:
             return _UNKNOWN
         entry = Entry(news.info, ALIVE, news.incarnation, now)
         self._entries[news.node_id] = entry
+        self._claim(entry)
         self._live += 1
         self.emit("node.joined", entry)
         return Applied(True, "joined")
@@ -310,7 +331,9 @@ class MemberTable:
         if news.incarnation <= entry.incarnation or news.info is None:
             return _STALE
         old_status, info_changed = entry.status, entry.node != news.info
+        self._unclaim(entry)
         entry.node = news.info
+        self._claim(entry)
         if old_status == ALIVE:
             entry.incarnation = news.incarnation
             if info_changed:
@@ -392,7 +415,8 @@ class MemberTable:
         """Drop the dead or left member that has been so longest; its id, or None."""
         victim = next(iter(self._gone), None)
         if victim is not None:
-            del self._gone[victim], self._entries[victim]
+            self._unclaim(self._gone.pop(victim))
+            del self._entries[victim]
         return victim
 
     def reap(self, now: float, after_s: float) -> list[str]:
@@ -403,7 +427,8 @@ class MemberTable:
                 break
             gone.append(node_id)
         for node_id in gone:
-            del self._gone[node_id], self._entries[node_id]
+            self._unclaim(self._gone.pop(node_id))
+            del self._entries[node_id]
         return gone
 
     def next_reap(self, after_s: float) -> float | None:

@@ -181,6 +181,10 @@ class Membership:
         """Every known member, the local node included, sorted by node id."""
         return sorted((e.snapshot() for e in self._table.entries()), key=lambda m: m.node.node_id)
 
+    def node_at(self, address: str) -> str | None:
+        """The member (other than us) at `address`, or None; first claimant wins."""
+        return self._table.node_at(address)
+
     def suspicion_deadline(self, node_id: str) -> float | None:
         """When the suspicion of `node_id` expires, or None if it is not suspect."""
         entry = self._table.get(node_id)

@@ -12,7 +12,8 @@ from transport.protocol import NodeInfo
 
 IDS = ["a", "b", "c", "d", "e"]
 news = st.tuples(st.sampled_from([ALIVE, SUSPECT, DEAD, LEFT]), st.sampled_from(IDS),
-                 st.integers(0, 4), st.sampled_from(["reap", "evict", "news", "news", "news"]))
+                 st.integers(0, 4), st.sampled_from(["reap", "evict", "news", "news", "news"]),
+                 st.integers(1, 3))
 
 
 def _recount(table: MemberTable) -> tuple[int, set[str], list[str]]:
@@ -26,17 +27,18 @@ def _recount(table: MemberTable) -> tuple[int, set[str], list[str]]:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(news, max_size=60))
-def test_indexes_match_a_recount_after_any_news(items: list[tuple[str, str, int, str]]) -> None:
+def test_indexes_match_a_recount_after_any_news(
+        items: list[tuple[str, str, int, str, int]]) -> None:
     table = MemberTable(NodeInfo("me", "tcp://127.0.0.1:1", {}), 1, 0.0, PROFILES["lan"])
-    for step, (kind, node, inc, action) in enumerate(items):
+    for step, (kind, node, inc, action, port) in enumerate(items):
         now = float(step)
         if action == "reap":
             table.reap(now, 10.0)
         elif action == "evict":
             table.evict_longest_gone()
         else:
-            info = NodeInfo(node, f"tcp://127.0.0.1:{2 + IDS.index(node)}", {}) \
-                if kind == ALIVE else None
+            # ports 1-3: members share addresses, and one claims ours
+            info = NodeInfo(node, f"tcp://127.0.0.1:{port}", {}) if kind == ALIVE else None
             accuser = None if kind in (ALIVE, LEFT) else "x"
             table.apply(News(kind, node, inc, info=info, accuser=accuser), now)
         live, suspects, gone = _recount(table)
@@ -44,3 +46,9 @@ def test_indexes_match_a_recount_after_any_news(items: list[tuple[str, str, int,
         assert set(table._suspects) == suspects
         assert list(table._gone) == gone
         assert table.next_reap(10.0) == (None if not gone else table.get(gone[0]).since + 10.0)
+        for port in (1, 2, 3, 4):
+            address = f"tcp://127.0.0.1:{port}"
+            claimants = {e.node.node_id for e in table.entries()
+                         if e.node.address == address and e is not table.me}
+            found = table.node_at(address)
+            assert found in claimants if claimants else found is None
