@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -67,6 +68,7 @@ from transport.sockets import (
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 FORWARD_TIMEOUT_S = 5.0
+EVENTS_HWM = 10_000
 
 
 @dataclass
@@ -139,7 +141,9 @@ class Supervisor:
         if self.keyring is not None:
             self.auth = NodeAuthenticator(self.ctx, self.keyring)
             self.auth.start()
-        self.events = make_socket(self.ctx, zmq.PUB, hwm=100000)
+        # Per subscriber: one that stops reading holds at most this many events here
+        # (a few MiB); past it, it misses events and resynchronises with `snapshot`.
+        self.events = make_socket(self.ctx, zmq.PUB, hwm=EVENTS_HWM)
         if self.keys is not None and cfg.local.events.startswith("tcp://"):
             secure_server(self.events, self.keys)
         self.bus_out = make_socket(self.ctx, zmq.PUB, hwm=100000)
@@ -150,8 +154,11 @@ class Supervisor:
         bind(self.events, cfg.local.events)
         with private_umask():
             bind(self.control, cfg.local.control)
+        self.life_in = make_socket(self.ctx, zmq.PULL, hwm=10000,
+                                   maxmsgsize=LOCAL_LIMITS.max_message_bytes)
         bind(self.bus_out, env.bus_out)
         bind(self.bus_in, env.bus_in)
+        bind(self.life_in, env.life_in)
         self.gossip_endpoint = open_gateway(self.ctx, cfg.network.gossip, env.gossip_in,
                                             "gossip", self.keys, self.keyring, self.counters)
         self.sync_endpoint = open_gateway(self.ctx, cfg.network.sync, env.sync_in, "sync",
@@ -254,12 +261,16 @@ class Supervisor:
         if kind.startswith("node.") and isinstance(data, dict) and "node_id" in data:
             self.members[str(data["node_id"])] = data
 
-    def _on_bus(self, now: float) -> None:
+    def _on_life(self, now: float) -> None:
+        self._on_bus(now, self.life_in)
+
+    def _on_bus(self, now: float, sock: zmq.Socket | None = None) -> None:
+        sock = sock or self.bus_in
         for _ in range(BATCH):  # bounded: the loop must get back to its checks
-            if not self.bus_in.poll(0, zmq.POLLIN):
+            if not sock.poll(0, zmq.POLLIN):
                 return
             try:
-                msg = unpack_untrusted(self.bus_in.recv(), LOCAL_LIMITS)
+                msg = unpack_untrusted(sock.recv(), LOCAL_LIMITS)
             except DecodeError:
                 self.counters["bus_malformed"] += 1
                 continue
@@ -405,8 +416,8 @@ class Supervisor:
             signal.signal(sig, lambda *_: self._begin_stop(EXIT_OK))
         signal.signal(signal.SIGHUP, lambda *_: setattr(self, "reload_requested", True))
         poller = zmq.Poller()
-        handlers = {self.bus_in: self._on_bus, self.control: self._on_control,
-                    self.zygote.event_fd: self._on_zygote}
+        handlers = {self.life_in: self._on_life, self.bus_in: self._on_bus,
+                    self.control: self._on_control, self.zygote.event_fd: self._on_zygote}
         for client in self.clients.values():
             handlers[client.sock] = functools.partial(_on_readable, client)
         for sock in (*handlers, wake_r):
@@ -458,7 +469,7 @@ class Supervisor:
         self.zygote.close()
         for client in self.clients.values():
             client.close()
-        for sock in (self.events, self.bus_out, self.bus_in, self.control):
+        for sock in (self.events, self.bus_out, self.bus_in, self.life_in, self.control):
             sock.close(linger=0)
         if self.auth is not None:
             self.auth.stop()
@@ -515,9 +526,21 @@ def _follow_parent() -> None:
         die_with_parent(int(parent), signal.SIGTERM)
 
 
+def _raise_fd_limit(want: int = 65_536) -> None:
+    """Lift the soft descriptor limit toward the hard one (as Go's runtime does): each
+    peer costs the membership actor a few descriptors, and a distribution's default
+    soft limit of 1,024 is below what MAX_PEERS may use. Actors inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def run_node(config_path: str | Path) -> int:
     """`lbcluster run -c FILE`: exit 0 after a clean stop, 1 on failure, 2 on bad config."""
     _follow_parent()
+    _raise_fd_limit()
     try:
         cfg = load_config(config_path)
         configure_logging(cfg)

@@ -58,6 +58,11 @@ class NodeEnv:
         return private_endpoint(self.namespace, "bus-out")
 
     @property
+    def life_in(self) -> str:
+        """Ready and heartbeat reports: their own pipe, never queued behind events."""
+        return private_endpoint(self.namespace, "life-in")
+
+    @property
     def gossip_in(self) -> str:
         return private_endpoint(self.namespace, "gossip-in")
 
@@ -159,6 +164,10 @@ class _Runtime:
         bind(self.rpc, env.rpc_endpoint(actor.name))
         self.bus = make_socket(ctx, zmq.PUSH, hwm=10000, local=True)
         self.bus.connect(env.bus_in)
+        # A burst of thousands of events must not delay the heartbeat behind it past
+        # the supervisor's timeout (it would kill a busy, healthy actor as hung).
+        self.life = make_socket(ctx, zmq.PUSH, hwm=100, local=True)
+        self.life.connect(env.life_in)
         self.sub: zmq.Socket | None = None
         if actor.subscriptions:
             self.sub = make_socket(ctx, zmq.SUB, hwm=100000, local=True)
@@ -176,9 +185,9 @@ class _Runtime:
         self.poller.register(wake_r, zmq.POLLIN)
         self.handlers[wake_r] = lambda now: _drain(wake_r)
 
-    def push(self, body: dict[str, Any]) -> None:
+    def push(self, body: dict[str, Any], sock: zmq.Socket | None = None) -> None:
         try:
-            self.bus.send(pack(body), zmq.NOBLOCK)
+            (sock or self.bus).send(pack(body), zmq.NOBLOCK)
         except zmq.Again:
             self.actor.counters["bus_dropped"] += 1
 
@@ -187,7 +196,8 @@ class _Runtime:
             return
         self.next_heartbeat = now + HEARTBEAT_S
         self.push({"kind": "heartbeat", "name": self.actor.name, "pid": os.getpid(),
-                   "counters": dict(self.actor.counters), "status": self.actor.status()})
+                   "counters": dict(self.actor.counters), "status": self.actor.status()},
+                  self.life)
         if os.getppid() != self.zygote_pid:
             self.actor.log.warning("supervisor gone; exiting")
             os._exit(1)
@@ -249,7 +259,7 @@ class _Runtime:
             self.poller.register(self.sub, zmq.POLLIN)
             self.handlers[self.sub] = self.read_events
         actor.setup(time.monotonic())
-        self.push({"kind": "ready", "name": actor.name, "pid": os.getpid()})
+        self.push({"kind": "ready", "name": actor.name, "pid": os.getpid()}, self.life)
         while self.running:
             now = time.monotonic()
             self.heartbeat(now)

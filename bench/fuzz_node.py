@@ -898,7 +898,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[],
                         help="send only these kinds (fnmatch patterns); repeatable")
     parser.add_argument("--max-pss-growth-mib", type=float, default=128.0)
-    parser.add_argument("--max-fd-growth", type=int, default=256)
+    # Membership keeps up to 256 peer sockets (MAX_PEERS), about 3-4 descriptors each.
+    parser.add_argument("--max-fd-growth", type=int, default=1100)
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep the nodes' configs, data and logs here (default: a temp dir)")
     args = parser.parse_args(argv)

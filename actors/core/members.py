@@ -100,7 +100,7 @@ class Applied:
     urgent: bool = False  # the suspicion just became refusal-backed: spread it now
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """A member's state; mutable, owned by the table."""
 
@@ -246,9 +246,9 @@ class MemberTable:
         self._live = 1
         self._suspects: dict[str, Entry] = {}
         self._gone: dict[str, Entry] = {}
-        # address -> ids claiming it, first claimant first (the shell maps socket events
-        # back to members through it; several ids may claim one address)
-        self._at: dict[str, dict[str, None]] = {}
+        # address -> the id claiming it, or the ids (first claimant first) when several
+        # do; the shell maps socket events back to members through it
+        self._at: dict[str, str | list[str]] = {}
         # Transitions not yet drained by the caller, in order.
         self.events: list[MemberEvent] = []
 
@@ -267,20 +267,32 @@ class MemberTable:
 
     def node_at(self, address: str) -> str | None:
         """The first member other than us that claims `address`, or None."""
-        for node_id in self._at.get(address, ()):
+        held = self._at.get(address)
+        for node_id in [held] if isinstance(held, str) else held or ():
             if node_id != self.me.node.node_id:
                 return node_id
         return None
 
     def _claim(self, entry: Entry) -> None:
-        self._at.setdefault(entry.node.address, {})[entry.node.node_id] = None
+        address, node_id = entry.node.address, entry.node.node_id
+        held = self._at.get(address)
+        if held is None:
+            self._at[address] = node_id
+        elif isinstance(held, str):
+            if held != node_id:
+                self._at[address] = [held, node_id]
+        elif node_id not in held:
+            held.append(node_id)
 
     def _unclaim(self, entry: Entry) -> None:
-        ids = self._at.get(entry.node.address)
-        if ids is not None:
-            ids.pop(entry.node.node_id, None)
-            if not ids:
-                del self._at[entry.node.address]
+        address, node_id = entry.node.address, entry.node.node_id
+        held = self._at.get(address)
+        if held == node_id:
+            del self._at[address]
+        elif isinstance(held, list) and node_id in held:
+            held.remove(node_id)
+            if len(held) == 1:
+                self._at[address] = held[0]
 
     def live_count(self) -> int:
         """n for the SWIM formulas: alive and suspect members, the local node included."""

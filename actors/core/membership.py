@@ -281,6 +281,11 @@ class Membership:
         pl: Mapping[str, Any] = msg.payload or {}
         reason = self._screen(msg, pl)
         if reason is not None:
+            if reason == "from_left" and msg.msg_type == "ping":
+                # A member we hold as left is probing us, so it did not leave (or a
+                # forged "leave" fooled us): the ack tells it, and it refutes.
+                out = self._prober.on_ping(msg, pl)
+                return self._reject(reason) + out
             return self._reject(reason)
         out = self._absorb_gossip(msg, pl, now)
         match msg.msg_type:
@@ -565,6 +570,8 @@ class Membership:
             # Tell a suspected member directly, so it can refute at once (buddy system).
             items.append(news_to_map(News(SUSPECT, to or "", told.incarnation,
                                           accuser=me.node.node_id)))
+        elif told is not None and told.status == LEFT:
+            items.append(news_to_map(News(LEFT, to or "", told.incarnation)))
         if items:
             extra["gossip"] = items
         return extra
