@@ -42,6 +42,7 @@ from loguru import logger
 from actors.config import Config, ConfigError, advertised, load_config
 from actors.core.restart import GiveUp, RestartPolicy
 from actors.gateway import open_gateway
+from actors.liveness import Stamps
 from actors.node import make_actor, node_id_for, plan_actors
 from actors.rpc import (
     AsyncClient,
@@ -104,7 +105,8 @@ class Supervisor:
         self.exit_code = EXIT_OK
         self.started = time.monotonic()
         self.counters: dict[str, int] = {"events": 0, "control_requests": 0,
-                                         "bus_malformed": 0, "control_malformed": 0}
+                                         "bus_malformed": 0, "control_malformed": 0,
+                                         "heartbeats": 0}
         self.last_check = time.monotonic()
         self.reload_requested = False
         self.keys: KeyPair | None = None
@@ -117,8 +119,11 @@ class Supervisor:
     # -- startup -----------------------------------------------------------------
     def start(self) -> None:
         _refuse_if_running(self.cfg)
+        # Before the zygote forks: every actor inherits the same shared page.
+        self.stamps = Stamps(list(self.actors))
         self.zygote = Zygote(lambda name, zpid: run_actor_process(
-            lambda n, env, ctx: make_actor(self.plan, n, env, ctx), self.env, name, zpid))
+            lambda n, env, ctx: make_actor(self.plan, n, env, ctx), self.env, name, zpid,
+            self.stamps))
         try:
             self._bind_all()
         except BindError as exc:
@@ -237,10 +242,15 @@ class Supervisor:
             if state.restart_at is not None and now >= state.restart_at and not self.stopping:
                 state.restarts += 1
                 self._spawn(state, now)
-            elif state.pid and now - state.last_heartbeat > timeout:
+            elif state.pid and now - self._last_sign(state) > timeout:
                 logger.bind(actor=state.name, pid=state.pid).warning("actor hung; killing it")
                 _kill(state.pid, signal.SIGKILL)
                 state.last_heartbeat = now  # one kill per timeout; the exit report follows
+
+    def _last_sign(self, state: ActorState) -> float:
+        """When the actor was last seen alive: its heartbeat or its loop's stamp (which
+        a flood cannot delay; see actors.liveness)."""
+        return max(state.last_heartbeat, self.stamps.read(state.name))
 
     # -- events ------------------------------------------------------------------
     def emit(self, event_type: str, data: dict[str, Any], node_id: str | None = None) -> None:
@@ -286,6 +296,7 @@ class Supervisor:
 
     def _on_heartbeat(self, msg: dict[str, Any], now: float) -> None:
         state = self.actors.get(str(msg.get("name")))
+        self.counters["heartbeats"] += 1
         if state is not None and state.pid == msg.get("pid"):
             state.last_heartbeat = now
             state.counters = msg.get("counters") or {}
@@ -392,7 +403,9 @@ class Supervisor:
         for a in self.actors.values():
             row: dict[str, Any] = {**{k: v for k, v in vars(a).items()
                                       if k in ("name", "pid", "ready", "restarts")},
-                                   "counters": a.counters, "status": a.status}
+                                   "counters": a.counters, "status": a.status,
+                                   "heartbeat_age_s": round(time.monotonic() - self._last_sign(a),
+                                                            3) if a.pid else None}
             if a.pid and (a.proc is None or a.proc.pid != a.pid):
                 a.proc = process_of(a.pid)
             row.update(usage_of(a.proc if a.pid else None))

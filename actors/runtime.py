@@ -32,6 +32,7 @@ import zmq
 from loguru import logger
 
 from actors.config import Config
+from actors.liveness import Stamps
 from actors.rpc import Request, RpcError, error_frames, parse_request_untrusted, reply_frames
 from transport.codec import LOCAL_LIMITS, pack, unpack_untrusted
 from transport.protocol import make_event
@@ -150,9 +151,10 @@ class Actor:
 
 
 class _Runtime:
-    def __init__(self, actor: Actor, zygote_pid: int) -> None:
+    def __init__(self, actor: Actor, zygote_pid: int, stamps: Stamps | None = None) -> None:
         self.actor = actor
         self.zygote_pid = zygote_pid
+        self.stamps = stamps
         self.running = True
         self.reload_requested = False
         self.poller = zmq.Poller()
@@ -195,6 +197,7 @@ class _Runtime:
         if now < self.next_heartbeat:
             return
         self.next_heartbeat = now + HEARTBEAT_S
+        self.actor.counters["heartbeats_sent"] += 1
         self.push({"kind": "heartbeat", "name": self.actor.name, "pid": os.getpid(),
                    "counters": dict(self.actor.counters), "status": self.actor.status()},
                   self.life)
@@ -262,6 +265,8 @@ class _Runtime:
         self.push({"kind": "ready", "name": actor.name, "pid": os.getpid()}, self.life)
         while self.running:
             now = time.monotonic()
+            if self.stamps is not None:
+                self.stamps.stamp(actor.name, now)
             self.heartbeat(now)
             deadline = min(d for d in (actor.next_deadline(), self.next_heartbeat) if d is not None)
             timeout_ms = max(0, int((deadline - now) * 1000) + 1)
@@ -295,12 +300,13 @@ def configure_logging(cfg: Config) -> None:
 
 
 def run_actor_process(actor_factory: Callable[[str, NodeEnv, zmq.Context], Actor],
-                      env: NodeEnv, name: str, zygote_pid: int) -> int:
+                      env: NodeEnv, name: str, zygote_pid: int,
+                      stamps: Stamps | None = None) -> int:
     """Entry point inside a freshly forked actor process."""
     configure_logging(env.config)
     ctx = zmq.Context()
     actor = actor_factory(name, env, ctx)
-    runtime = _Runtime(actor, zygote_pid)
+    runtime = _Runtime(actor, zygote_pid, stamps)
     actor._rt = runtime
 
     def on_term(signum: int, frame: Any) -> None:

@@ -1,0 +1,42 @@
+"""Liveness stamps: each actor's last loop turn, in memory shared with the supervisor.
+
+Why not the heartbeat messages alone: they travel through ZeroMQ pipes that
+a busy node shares with everything else. Under a flood the supervisor's I/O
+thread or main loop may take seconds to deliver them, and a healthy actor
+idling in `poll` was then killed as hung. A stamp is a plain store into a page
+mapped before the zygote forks (MAP_SHARED, so every actor writes the same
+page the supervisor reads): no queue, no I/O thread, nothing to fall behind.
+The heartbeat messages still carry counters and status, late or not.
+
+Stamps are `time.monotonic()` values (CLOCK_MONOTONIC is one clock for every
+process of the machine), one aligned 8-byte slot per actor name.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from collections.abc import Sequence
+
+__all__ = ["Stamps"]
+
+_SLOT = struct.Struct("d")
+
+
+class Stamps:
+    """One slot per actor name; create before forking, use in every process."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._slots = {name: i * _SLOT.size for i, name in enumerate(names)}
+        self._mm = mmap.mmap(-1, max(1, len(names)) * _SLOT.size)  # shared, anonymous
+
+    def stamp(self, name: str, now: float) -> None:
+        _SLOT.pack_into(self._mm, self._slots[name], now)
+
+    def read(self, name: str) -> float:
+        """The last stamp of `name` (0.0 before its first)."""
+        offset = self._slots[name]
+        while True:  # a torn read of a concurrent store would differ between reads
+            first = _SLOT.unpack_from(self._mm, offset)[0]
+            if _SLOT.unpack_from(self._mm, offset)[0] == first:
+                return float(first)
