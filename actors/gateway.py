@@ -19,13 +19,18 @@ import zmq
 from transport.security import KeyPair, Keyring, secure_server
 from transport.sockets import bind, make_socket
 
+INBOUND_HWM = 1000
+
 
 def open_gateway(ctx: zmq.Context, public: str, internal: str, name: str,
                  keys: KeyPair | None, keyring: Keyring | None,
                  counters: dict[str, int]) -> str:
     """Bind `public`, forward to `internal` in a thread; returns the bound endpoint."""
-    front = make_socket(ctx, zmq.ROUTER, hwm=10000)
-    back = make_socket(ctx, zmq.PUSH, hwm=10000, local=True)
+    # Queues count messages, not bytes, and a message may be 1 MiB: 1,000 per hop
+    # (per connection at the front) covers an actor restart at full write rate, and
+    # past it TCP back-pressure holds the rest at the sender.
+    front = make_socket(ctx, zmq.ROUTER, hwm=INBOUND_HWM)
+    back = make_socket(ctx, zmq.PUSH, hwm=INBOUND_HWM, local=True)
     if keys is not None:
         secure_server(front, keys)
     try:

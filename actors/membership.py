@@ -34,6 +34,7 @@ from actors.config import SYNC_META_KEY, advertised
 from actors.core.membership import Membership, Outbound
 from actors.core.snapshot import SnapshotError, load_snapshot, save_snapshot
 from actors.core.timing import timing_for
+from actors.gateway import INBOUND_HWM
 from actors.peering import PeerSecurity, read_inbox
 from actors.rpc import Request, RpcError
 from actors.runtime import Actor, NodeEnv
@@ -94,7 +95,7 @@ class MembershipActor(Actor):
         me = NodeInfo(self.env.node_id, self.address, self._metadata(self.env.config.node.metadata))
         self.core = Membership(me, self.timing, random.Random(), now, incarnation=incarnation,
                                known=[k for k in known if k.node_id != me.node_id])
-        self.inbox = make_socket(self.ctx, zmq.PULL, hwm=10000)
+        self.inbox = make_socket(self.ctx, zmq.PULL, hwm=INBOUND_HWM)
         bind(self.inbox, self.env.gossip_in)
         self.watch(self.inbox, self._on_inbox)
         seeds = [s for s in self.env.config.network.seeds if s != self.address]

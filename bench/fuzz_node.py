@@ -687,13 +687,21 @@ def _facts(node: LocalNode) -> dict[str, Any]:
 
 def all_alive(nodes: list[LocalNode]) -> bool:
     """Every node sees every node alive."""
+    return not not_alive(nodes)
+
+
+def not_alive(nodes: list[LocalNode]) -> str:
+    """What keeps every node from seeing every node alive ("" when nothing does)."""
     ids = {n.name for n in nodes}
     for node in nodes:
-        rows = _request(node, "members", timeout_s=2.0) or []
-        alive = {r["node_id"] for r in rows if r.get("status") == "alive"}
-        if not ids <= alive:
-            return False
-    return True
+        rows = _request(node, "members", timeout_s=2.0)
+        if rows is None:
+            return f"{node.name} did not answer `members` within 2 s"
+        status = {r["node_id"]: r.get("status") for r in rows}
+        missing = {i: status.get(i) for i in sorted(ids) if status.get(i) != "alive"}
+        if missing:
+            return f"{node.name} sees {missing}"
+    return ""
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
@@ -775,8 +783,14 @@ def converges(nodes: list[LocalNode], target: LocalNode, key: str,
 
     if not wait_for(everywhere, timeout_s):
         return False, f"kv write (version {version}) did not reach every node: {seen}"
-    if not wait_for(lambda: all_alive(nodes), timeout_s):
-        return False, "some node does not see every other alive"
+    last = [""]
+
+    def alive() -> bool:
+        last[0] = not_alive(nodes)
+        return not last[0]
+
+    if not wait_for(alive, timeout_s):
+        return False, f"some node does not see every other alive: {last[0]}"
     return True, f"kv write version {version} reached every node; all members alive"
 
 
