@@ -110,9 +110,14 @@ def test_kv_writes_survive_a_kill_9_of_the_provider_actor(clusters):
     for i in range(50):
         node.request("kv.set", {"key": f"k{i}", "value": {"n": i}})
     node.request("kv.del", {"key": "k7"})
-    os.kill(_actor_pids(node)["provider.kv"], signal.SIGKILL)
-    wait_until(lambda: node.request("snapshot")["actors"] and all(
-        a["ready"] for a in node.request("snapshot")["actors"]), what="restart")
+    old = _actor_pids(node)["provider.kv"]
+    os.kill(old, signal.SIGKILL)
+
+    def replaced() -> bool:  # not just "ready": the old pid is reported ready until reaped
+        rows = {a["name"]: a for a in node.request("snapshot")["actors"]}
+        return rows["provider.kv"]["pid"] not in (None, old) and rows["provider.kv"]["ready"]
+
+    wait_until(replaced, what="restart")
     assert node.request("kv.get", {"key": "k42"})["value"] == {"n": 42}
     assert node.request("kv.get", {"key": "k7"})["found"] is False
 
