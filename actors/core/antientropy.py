@@ -483,7 +483,7 @@ class AntiEntropy:
         with room to spare; see actors.core.ratelimit."""
         self._ask_basis = len(self.store)
         keys, per_s = self._ask_basis + 1000, 1.0 / self.config.interval_s
-        return 2 * keys * per_s, 4.0 * keys, 8 * keys * per_s, 16.0 * keys
+        return 4 * keys * per_s, 8.0 * keys, 16 * keys * per_s, 32.0 * keys
 
     def _ask_allowed(self, asker: str, keys: int) -> bool:
         if abs(len(self.store) - self._ask_basis) > self._ask_basis // 8:
