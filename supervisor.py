@@ -105,8 +105,7 @@ class Supervisor:
         self.exit_code = EXIT_OK
         self.started = time.monotonic()
         self.counters: dict[str, int] = {"events": 0, "control_requests": 0,
-                                         "bus_malformed": 0, "control_malformed": 0,
-                                         "heartbeats": 0}
+                                         "bus_malformed": 0, "control_malformed": 0}
         self.last_check = time.monotonic()
         self.reload_requested = False
         self.keys: KeyPair | None = None
@@ -296,7 +295,6 @@ class Supervisor:
 
     def _on_heartbeat(self, msg: dict[str, Any], now: float) -> None:
         state = self.actors.get(str(msg.get("name")))
-        self.counters["heartbeats"] += 1
         if state is not None and state.pid == msg.get("pid"):
             state.last_heartbeat = now
             state.counters = msg.get("counters") or {}

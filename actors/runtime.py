@@ -197,7 +197,6 @@ class _Runtime:
         if now < self.next_heartbeat:
             return
         self.next_heartbeat = now + HEARTBEAT_S
-        self.actor.counters["heartbeats_sent"] += 1
         self.push({"kind": "heartbeat", "name": self.actor.name, "pid": os.getpid(),
                    "counters": dict(self.actor.counters), "status": self.actor.status()},
                   self.life)

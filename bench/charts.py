@@ -34,7 +34,8 @@ def _results(doc: dict[str, Any], part: str) -> list[dict[str, Any]]:
                   key=lambda r: r["nodes"])
 
 
-def draw(doc: dict[str, Any], out: Path) -> list[Path]:
+def pyplot() -> Any:
+    """matplotlib's pyplot without a display, or a one-line way to get it."""
     try:
         import matplotlib
     except ImportError:
@@ -42,6 +43,17 @@ def draw(doc: dict[str, Any], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_png(fig: Any, path: Path, dpi: int = 100) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def draw(doc: dict[str, Any], out: Path) -> list[Path]:
+    plt = pyplot()
     out.mkdir(parents=True, exist_ok=True)
     made: list[Path] = []
     members, state = _results(doc, "membership"), _results(doc, "state")
@@ -59,7 +71,7 @@ def draw(doc: dict[str, Any], out: Path) -> list[Path]:
         ax.set(xlabel="nodes", ylabel="seconds", ylim=(0, 8), xticks=ns,
                title="kill -9 to node.failed on every survivor")
         ax.legend(fontsize=8)
-        made.append(_save(fig, out / "bench_detection.png"))
+        made.append(save_png(fig, out / "bench_detection.png"))
 
         fig, (cpu, pss) = plt.subplots(1, 2, figsize=(9, 3.6))
         cpu.plot(ns, [r.get("idle_cpu_percent_per_node") for r in members], marker="o",
@@ -73,7 +85,7 @@ def draw(doc: dict[str, Any], out: Path) -> list[Path]:
         pss.set(xlabel="nodes", ylabel="MiB", title="Memory per node", xticks=ns, ylim=(0, None))
         cpu.legend(fontsize=8)
         pss.legend(fontsize=8)
-        made.append(_save(fig, out / "bench_idle.png"))
+        made.append(save_png(fig, out / "bench_idle.png"))
 
     if state:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -87,14 +99,8 @@ def draw(doc: dict[str, Any], out: Path) -> list[Path]:
         ax.set(xlabel="nodes", ylabel="ms (log)", yscale="log",
                title="A write reaching every node")
         ax.legend(fontsize=8)
-        made.append(_save(fig, out / "bench_propagation.png"))
+        made.append(save_png(fig, out / "bench_propagation.png"))
     return made
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
 
 
 def main(argv: list[str]) -> int:

@@ -490,10 +490,9 @@ def meta(argv: list[str], wall: float) -> Result:
 
 
 def plot(doc: Result, out_dir: Path) -> list[Path]:
-    import matplotlib
+    from charts import pyplot, save_png  # bench/ is on the path, as for simlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     sizes = [s for s in doc["sizes"] if _g(s, "join", "converged")]
     ns = [s["nodes"] for s in sizes]
@@ -505,7 +504,7 @@ def plot(doc: Result, out_dir: Path) -> list[Path]:
     ax.set(xlabel="virtual time since the first node started (s)",
            ylabel="fraction of nodes that see all alive", title="Join via 3 seeds")
     ax.legend()
-    made.append(_save(fig, out_dir / "sim_join.png"))
+    made.append(save_png(fig, out_dir / "sim_join.png", 110))
     fig, ax = plt.subplots(figsize=(7, 4))
     series = [("join: all views complete", ("join", "converged_s")),
               ("update reaches 99.99 %", ("dissemination", "99.99%")),
@@ -517,7 +516,7 @@ def plot(doc: Result, out_dir: Path) -> list[Path]:
     ax.set(xscale="log", yscale="log", xlabel="N", ylabel="seconds (virtual)",
            title="Time vs cluster size")
     ax.legend(fontsize=8)
-    made.append(_save(fig, out_dir / "sim_scaling.png"))
+    made.append(save_png(fig, out_dir / "sim_scaling.png", 110))
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(ns, [_g(s, "load", "msgs_per_node_s") for s in sizes], marker="o", label="msgs/s")
     ax.plot(ns, [_g(s, "load", "bytes_per_node_s") for s in sizes], marker="o", label="bytes/s")
@@ -525,14 +524,8 @@ def plot(doc: Result, out_dir: Path) -> list[Path]:
             label="bytes/s while joining")
     ax.set(xscale="log", yscale="log", xlabel="N", title="Per-member load (steady state)")
     ax.legend()
-    made.append(_save(fig, out_dir / "sim_load.png"))
+    made.append(save_png(fig, out_dir / "sim_load.png", 110))
     return made
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
 
 
 # --- profiling -----------------------------------------------------------------------------

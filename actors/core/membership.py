@@ -415,10 +415,13 @@ class Membership:
             return self._reject("implausible_counter")
         if news.node_id == self.me.node_id:
             return self._about_me(news, teller)
+        held = self._table.get(news.node_id)
+        # Sized only when new to us: most news repeats what we hold, on every push-pull.
         if news.info is not None and news.info.metadata and \
+                (held is None or held.node != news.info) and \
                 packed_size(news.info.metadata) > MAX_REMOTE_METADATA_BYTES:
             return self._reject("big_metadata")
-        if news.kind == ALIVE and self._table.get(news.node_id) is None and self._table.full():
+        if news.kind == ALIVE and held is None and self._table.full():
             evicted = self._table.evict_longest_gone()
             if evicted is None:
                 return self._reject("table_full")

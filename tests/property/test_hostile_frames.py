@@ -293,6 +293,11 @@ def test_other_members_metadata_above_the_bound_is_refused() -> None:
     core.handle(decoded(members_frame(rows)), 1.0)  # type: ignore[arg-type]
     assert sorted(m.node.node_id for m in core.members()) == ["n0", "n1", "n2", "n4"]
     assert core.counters["rejected.big_metadata"] == 1
+    # A known member moving to metadata over the bound is refused too.
+    grown = [{"id": "n1", "addr": PEERS["n1"], "inc": 2, "st": "alive", "meta": big}]
+    core.handle(decoded(members_frame(grown)), 2.0)  # type: ignore[arg-type]
+    assert core.counters["rejected.big_metadata"] == 2
+    assert {m.node.node_id: m.incarnation for m in core.members()}["n1"] == 1
 
 
 def test_whole_table_answers_to_one_asker_are_rate_limited() -> None:
