@@ -42,7 +42,7 @@ from loguru import logger
 from actors.config import Config, ConfigError, advertised, load_config
 from actors.core.restart import GiveUp, RestartPolicy
 from actors.gateway import open_gateway
-from actors.liveness import Stamps
+from actors.liveness import Stamps, liveness_verdict
 from actors.node import make_actor, node_id_for, plan_actors
 from actors.rpc import (
     AsyncClient,
@@ -105,7 +105,8 @@ class Supervisor:
         self.exit_code = EXIT_OK
         self.started = time.monotonic()
         self.counters: dict[str, int] = {"events": 0, "control_requests": 0,
-                                         "bus_malformed": 0, "control_malformed": 0}
+                                         "bus_malformed": 0, "control_malformed": 0,
+                                         "actors_hung": 0, "actors_wedged": 0}
         self.last_check = time.monotonic()
         self.reload_requested = False
         self.keys: KeyPair | None = None
@@ -241,10 +242,15 @@ class Supervisor:
             if state.restart_at is not None and now >= state.restart_at and not self.stopping:
                 state.restarts += 1
                 self._spawn(state, now)
-            elif state.pid and now - self._last_sign(state) > timeout:
-                logger.bind(actor=state.name, pid=state.pid).warning("actor hung; killing it")
-                _kill(state.pid, signal.SIGKILL)
-                state.last_heartbeat = now  # one kill per timeout; the exit report follows
+            elif state.pid:
+                verdict = liveness_verdict(now, state.last_heartbeat,
+                                           self.stamps.read(state.name), timeout)
+                if verdict is not None:
+                    logger.bind(actor=state.name, pid=state.pid).warning(
+                        f"actor {verdict}; killing it")
+                    self.counters[f"actors_{verdict}"] += 1
+                    _kill(state.pid, signal.SIGKILL)
+                    state.last_heartbeat = now  # one kill per timeout; the exit report follows
 
     def _last_sign(self, state: ActorState) -> float:
         """When the actor was last seen alive: its heartbeat or its loop's stamp (which

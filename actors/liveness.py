@@ -8,6 +8,12 @@ mapped before the zygote forks (MAP_SHARED, so every actor writes the same
 page the supervisor reads): no queue, no I/O thread, nothing to fall behind.
 The heartbeat messages still carry counters and status, late or not.
 
+The stamp alone is not enough, though: a loop can turn while nothing it sends
+leaves the process (libzmq's I/O thread blocked, as when a socket monitor's
+reader was closed too early). Heartbeat messages missing for `WEDGED_TIMEOUTS`
+timeouts while the stamp stays fresh mark such an actor *wedged*, and it is
+restarted like a hung one.
+
 Stamps are `time.monotonic()` values (CLOCK_MONOTONIC is one clock for every
 process of the machine), one aligned 8-byte slot per actor name.
 """
@@ -18,9 +24,23 @@ import mmap
 import struct
 from collections.abc import Sequence
 
-__all__ = ["Stamps"]
+__all__ = ["WEDGED_TIMEOUTS", "Stamps", "liveness_verdict"]
 
 _SLOT = struct.Struct("d")
+# Heartbeats travel their own pipe, apart from gossip and state traffic, so even a
+# flooded node delivers them within seconds; this many timeouts without one is no delay.
+WEDGED_TIMEOUTS = 4
+
+
+def liveness_verdict(now: float, heartbeat_at: float, stamp_at: float,
+                     timeout_s: float) -> str | None:
+    """Why an actor must be restarted, or None: "hung" when its loop stopped turning,
+    "wedged" when it turns but its heartbeat messages stopped arriving."""
+    if now - max(heartbeat_at, stamp_at) > timeout_s:
+        return "hung"
+    if now - heartbeat_at > WEDGED_TIMEOUTS * timeout_s:
+        return "wedged"
+    return None
 
 
 class Stamps:

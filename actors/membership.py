@@ -41,7 +41,7 @@ from actors.runtime import Actor, NodeEnv
 from actors.views import member_row
 from transport.codec import encode
 from transport.protocol import NodeInfo, ProtocolError, map_to_node_info, node_info_to_map
-from transport.sockets import bind, make_socket
+from transport.sockets import bind, close_monitored, make_socket
 
 PEER_HWM = 64
 # Outbound connections kept; the least recently used goes first. Each costs three
@@ -108,8 +108,7 @@ class MembershipActor(Actor):
         self._flush_events()
         self._save(now)
         for peer in self.peers.values():
-            peer.monitor.close(linger=0)
-            peer.sock.close(linger=500)  # give the goodbye a moment on the wire
+            close_monitored(peer.sock, peer.monitor, linger=500)  # the goodbye needs a moment
 
     # -- inbound -----------------------------------------------------------------
     def _on_inbox(self, now: float) -> None:
@@ -178,8 +177,7 @@ class MembershipActor(Actor):
         try:
             sock.connect(address)
         except zmq.ZMQError:  # the core only passes tcp endpoints; this is the last guard
-            monitor.close(linger=0)
-            sock.close(linger=0)
+            close_monitored(sock, monitor)
             self.counters["dial_refused_address"] += 1
             return None
         peer = Peer(address, sock, monitor)
@@ -225,8 +223,7 @@ class MembershipActor(Actor):
         peer = self.peers.pop(address, None)
         if peer is not None:
             self.unwatch(peer.monitor)
-            peer.monitor.close(linger=0)
-            peer.sock.close(linger=0)
+            close_monitored(peer.sock, peer.monitor)
 
     # -- events ------------------------------------------------------------------
     def _flush_events(self) -> None:

@@ -8,6 +8,7 @@ disconnected by libzmq before a byte reaches Python). Binding errors become
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from collections.abc import Iterator
@@ -118,3 +119,19 @@ def unix_socket_listening(path: str) -> bool:
     finally:
         probe.close()
     return True
+
+
+def close_monitored(sock: zmq.Socket, monitor: zmq.Socket, linger: int = 0) -> None:
+    """Close `sock` and the PAIR reading its monitor events, in the only safe order.
+
+    libzmq's I/O thread hands monitor events to the monitor with a *blocking*
+    send. Close the reading PAIR first and the next event (a reconnect attempt,
+    a disconnect) blocks that thread for good: every socket of the context
+    stops moving data while the process looks idle (libzmq #3575). Stopping
+    the monitor first ends the events; our event mask leaves out
+    MONITOR_STOPPED, so stopping sends nothing that could block us here."""
+    if not sock.closed:
+        with contextlib.suppress(zmq.ZMQError):  # already stopped: nothing to end
+            sock.disable_monitor()
+    monitor.close(linger=0)
+    sock.close(linger=linger)

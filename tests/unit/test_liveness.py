@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from actors.liveness import Stamps
+from actors.liveness import WEDGED_TIMEOUTS, Stamps, liveness_verdict
 
 
 def test_a_stamp_written_after_fork_is_seen_by_the_parent() -> None:
@@ -20,3 +20,16 @@ def test_a_stamp_written_after_fork_is_seen_by_the_parent() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert stamps.read("anti_entropy") == mark + 1.5
     assert stamps.read("membership") == 0.0
+
+
+def test_verdicts() -> None:
+    t = 5.0
+    assert liveness_verdict(100.0, 99.5, 99.9, t) is None
+    # a flood delays heartbeats, the loop still turns: not yet anything
+    assert liveness_verdict(100.0, 100.0 - 2 * t, 99.9, t) is None
+    # the loop stopped: neither sign for a timeout
+    assert liveness_verdict(100.0, 100.0 - t - 0.1, 100.0 - t - 0.1, t) == "hung"
+    # the loop turns but nothing it sends arrives
+    assert liveness_verdict(100.0, 100.0 - WEDGED_TIMEOUTS * t - 0.1, 99.9, t) == "wedged"
+    # before the first stamp (0.0) a recent heartbeat is enough
+    assert liveness_verdict(100.0, 99.0, 0.0, t) is None
