@@ -11,7 +11,7 @@ Precedence, for news about a known member at incarnation `i` (current `c`):
 
 | news    | accepted when                                  | result          |
 |---------|------------------------------------------------|-----------------|
-| alive   | i > c (any status)                             | alive           |
+| alive   | i > c; if alive or suspect, at its address     | alive           |
 | suspect | i >= c and status alive                        | suspect (timer) |
 | suspect | i >= c and status suspect                      | confirmation    |
 | dead    | i >= c and status alive or suspect             | dead            |
@@ -96,7 +96,7 @@ class Applied:
     """What `MemberTable.apply` did: `accepted` news is worth re-gossiping."""
 
     accepted: bool
-    reason: str  # joined | transition | confirmed | stale | unknown
+    reason: str  # joined | transition | confirmed | stale | unknown | address_conflict
     urgent: bool = False  # the suspicion just became refusal-backed: spread it now
 
 
@@ -229,6 +229,7 @@ def message_news(msg: GossipMessage, pl: Mapping[str, Any], sender: Entry | None
 
 _STALE = Applied(False, "stale")
 _UNKNOWN = Applied(False, "unknown")
+_CONFLICT = Applied(False, "address_conflict")
 
 
 class MemberTable:
@@ -342,6 +343,12 @@ class MemberTable:
     def _apply_alive(self, entry: Entry, news: News, now: float) -> Applied:
         if news.incarnation <= entry.incarnation or news.info is None:
             return _STALE
+        if entry.status in LIVE and news.info.address != entry.node.address:
+            # A live member does not move: whoever says so is lying or confused, and
+            # believing it would send the member's traffic elsewhere until nobody can
+            # reach it to be refuted (memberlist: "conflicting address"). A member
+            # that really moved is declared dead at its old address, then accepted.
+            return _CONFLICT
         old_status, info_changed = entry.status, entry.node != news.info
         self._unclaim(entry)
         entry.node = news.info

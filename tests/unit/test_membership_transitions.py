@@ -274,3 +274,35 @@ def test_odd_input_is_counted_never_raised(msg: GossipMessage) -> None:
     assert core.handle(msg, 0.0) == []
     assert sum(core.counters.values()) >= 1
     assert status_of(core, "n1") == "alive"
+
+
+def moved_item(i: int, inc: int, address: str) -> dict[str, Any]:
+    return {**alive_item(i, inc), "a": address}
+
+
+def address_of(core: Any, node_id: str) -> str | None:
+    return next((m.node.address for m in core.members() if m.node.node_id == node_id), None)
+
+
+@pytest.mark.parametrize("before", [[], [suspect_item("n1", 0, "n2")]])
+def test_a_live_member_is_not_moved_by_news_of_another_address(
+        before: list[dict[str, Any]]) -> None:
+    # Believed, such news would send n1's traffic to the forged address, where n1
+    # could never hear it to refute it: the member would be cut off for good.
+    core = make_core(peers=(1, 2))
+    core.handle(news(2, before), 0.5)
+    status = status_of(core, "n1")
+    core.drain_events()
+    core.handle(news(2, [moved_item(1, 7, "tcp://127.0.0.1:9")]), 1.0)
+    assert address_of(core, "n1") == info(1).address
+    assert status_of(core, "n1") == status
+    assert core.drain_events() == []
+    assert core.counters["news_address_conflict"] == 1
+
+
+def test_a_dead_member_may_come_back_at_a_new_address() -> None:
+    core = make_core(peers=(1, 2))
+    core.handle(news(2, [dead_item("n1", 0, "n2")]), 1.0)
+    core.handle(news(2, [moved_item(1, 1, "tcp://127.0.0.1:7001")]), 2.0)
+    assert (status_of(core, "n1"), address_of(core, "n1")) == ("alive", "tcp://127.0.0.1:7001")
+    assert kinds(core) == [("node.failed", "n1"), ("node.alive", "n1"), ("node.updated", "n1")]
