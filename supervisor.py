@@ -43,6 +43,7 @@ from actors.config import Config, ConfigError, advertised, load_config
 from actors.core.restart import GiveUp, RestartPolicy
 from actors.gateway import open_gateway
 from actors.liveness import Stamps, liveness_verdict
+from actors.memory import Trimmer
 from actors.node import make_actor, node_id_for, plan_actors
 from actors.rpc import (
     AsyncClient,
@@ -109,6 +110,7 @@ class Supervisor:
                                          "actors_hung": 0, "actors_wedged": 0}
         self.last_check = time.monotonic()
         self.reload_requested = False
+        self.trimmer = Trimmer()
         self.keys: KeyPair | None = None
         self.keyring: Keyring | None = None
         sec = cfg.security
@@ -451,6 +453,7 @@ class Supervisor:
             self._check_actors(now)
             for client in self.clients.values():
                 client.expire(now)
+            self.trimmer.tick(now)
         return self._shutdown()
 
     def _reload(self) -> None:

@@ -32,7 +32,7 @@ from actors.config import SYNC_META_KEY
 from actors.core.antientropy import AntiEntropy, Outbound, ae_config_for
 from actors.core.snapshot import SnapshotError, load_snapshot, save_snapshot
 from actors.core.store import Store, StoreSnapshotError
-from actors.gateway import INBOUND_HWM
+from actors.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
 from actors.peering import PeerSecurity, read_inbox
 from actors.rpc import AsyncClient, Request, RpcError
 from actors.runtime import Actor, NodeEnv
@@ -80,7 +80,8 @@ class AntiEntropyActor(Actor):
         self._restore(now)
         self.core = AntiEntropy(self.env.node_id, self.store, self.config, random.Random(),
                                 self.clock)
-        self.inbox = make_socket(self.ctx, zmq.PULL, hwm=INBOUND_HWM)
+        self.inbox = make_socket(self.ctx, zmq.PULL, hwm=INBOUND_HWM,
+                                 maxmsgsize=INBOUND_MAXMSGSIZE)
         bind(self.inbox, self.env.sync_in)
         self.watch(self.inbox, self._on_inbox)
         for spec in self.env.config.providers:

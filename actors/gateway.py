@@ -16,10 +16,15 @@ import threading
 
 import zmq
 
+from transport.codec import DEFAULT_LIMITS
 from transport.security import KeyPair, Keyring, secure_server
 from transport.sockets import bind, make_socket
 
 INBOUND_HWM = 1000
+# The largest frame the codec would decode from a peer: libzmq cuts off a sender of
+# anything longer before it is queued, so a queue of INBOUND_HWM frames is bounded
+# in bytes too (a 4 MiB default would let each hop hold 4 GiB of garbage).
+INBOUND_MAXMSGSIZE = DEFAULT_LIMITS.max_message_bytes
 
 
 def open_gateway(ctx: zmq.Context, public: str, internal: str, name: str,
@@ -29,8 +34,9 @@ def open_gateway(ctx: zmq.Context, public: str, internal: str, name: str,
     # Queues count messages, not bytes, and a message may be 1 MiB: 1,000 per hop
     # (per connection at the front) covers an actor restart at full write rate, and
     # past it TCP back-pressure holds the rest at the sender.
-    front = make_socket(ctx, zmq.ROUTER, hwm=INBOUND_HWM)
-    back = make_socket(ctx, zmq.PUSH, hwm=INBOUND_HWM, local=True)
+    front = make_socket(ctx, zmq.ROUTER, hwm=INBOUND_HWM, maxmsgsize=INBOUND_MAXMSGSIZE)
+    back = make_socket(ctx, zmq.PUSH, hwm=INBOUND_HWM, local=True,
+                       maxmsgsize=INBOUND_MAXMSGSIZE)
     if keys is not None:
         secure_server(front, keys)
     try:

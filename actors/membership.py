@@ -24,7 +24,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
@@ -34,7 +35,7 @@ from actors.config import SYNC_META_KEY, advertised
 from actors.core.membership import Membership, Outbound
 from actors.core.snapshot import SnapshotError, load_snapshot, save_snapshot
 from actors.core.timing import timing_for
-from actors.gateway import INBOUND_HWM
+from actors.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
 from actors.peering import PeerSecurity, read_inbox
 from actors.rpc import Request, RpcError
 from actors.runtime import Actor, NodeEnv
@@ -47,6 +48,16 @@ PEER_HWM = 64
 # Outbound connections kept; the least recently used goes first. Each costs three
 # ZeroMQ sockets (DEALER, monitor pair), and a context holds MAX_SOCKETS.
 MAX_PEERS = 256
+# Bytes queued, in all, to peers whose connection is not (yet, or any longer) up.
+# libzmq keeps such messages until the peer answers, and a whole member table is
+# up to 1 MiB: replies to addresses nobody listens on (a forger's) would otherwise
+# hold MAX_PEERS x PEER_HWM of them. A joiner's first table fits many times over.
+UNCONNECTED_BUDGET = 16 << 20
+SMALL_MESSAGE = 4 << 10  # probes and acks: never held back by the budget
+# A peer with messages queued and no connection for this long is hung up, and its
+# queue with it: an honest node answers a dial within milliseconds (a crashed one
+# was already reported by its refusal), so this only frees what forgers pinned.
+UNCONNECTED_GIVE_UP_S = 10.0
 MAX_SOCKETS = 4096
 REJOIN_KNOWN = 32  # remembered members contacted at start, besides the seeds
 SAVE_EVERY_S = 5.0
@@ -66,6 +77,8 @@ class Peer:
     connected: bool = False
     was_connected: bool = False
     dialing: bool = False
+    unsent: int = 0  # bytes queued while not connected (counted in the shared budget)
+    down_since: float = field(default_factory=time.monotonic)
 
 
 class MembershipActor(Actor):
@@ -77,6 +90,8 @@ class MembershipActor(Actor):
         self.address = advertised(cfg.network.gossip, cfg.network.advertise_host)
         self.state_path = cfg.node.data_dir / "membership.bin"
         self.peers: dict[str, Peer] = {}
+        self.unsent = 0  # sum of Peer.unsent
+        self.next_sweep = 0.0
         self.security = PeerSecurity(cfg)
         self.next_save = 0.0
         self.saved_at = float("-inf")
@@ -95,7 +110,8 @@ class MembershipActor(Actor):
         me = NodeInfo(self.env.node_id, self.address, self._metadata(self.env.config.node.metadata))
         self.core = Membership(me, self.timing, random.Random(), now, incarnation=incarnation,
                                known=[k for k in known if k.node_id != me.node_id])
-        self.inbox = make_socket(self.ctx, zmq.PULL, hwm=INBOUND_HWM)
+        self.inbox = make_socket(self.ctx, zmq.PULL, hwm=INBOUND_HWM,
+                                 maxmsgsize=INBOUND_MAXMSGSIZE)
         bind(self.inbox, self.env.gossip_in)
         self.watch(self.inbox, self._on_inbox)
         seeds = [s for s in self.env.config.network.seeds if s != self.address]
@@ -119,6 +135,9 @@ class MembershipActor(Actor):
     def tick(self, now: float) -> None:
         self._send(self.core.tick(now))
         self._flush_events()
+        if now >= self.next_sweep:
+            self.next_sweep = now + 1.0
+            self._sweep_unconnected(now)
         # A new incarnation goes to disk at once (a restart must not reuse it), but at
         # most every SAVE_INCARNATION_S: a flood of forged suspicions must not become
         # a flood of fsyncs.
@@ -145,13 +164,21 @@ class MembershipActor(Actor):
             if peer is None:
                 self.counters["send_no_key"] += 1
                 continue
+            data = encode(out.message, self.cluster)
+            if not peer.connected and len(data) > SMALL_MESSAGE and \
+                    self.unsent + len(data) > UNCONNECTED_BUDGET:
+                self.counters["send_unconnected_full"] += 1
+                continue
             try:
-                data = encode(out.message, self.cluster)
                 peer.sock.send(data, zmq.NOBLOCK)
-                self.counters["sent"] += 1
-                self.counters["bytes_sent"] += len(data)
             except zmq.Again:
                 self.counters["send_queue_full"] += 1
+                continue
+            self.counters["sent"] += 1
+            self.counters["bytes_sent"] += len(data)
+            if not peer.connected:
+                peer.unsent += len(data)
+                self.unsent += len(data)
 
     def _dial(self, address: str) -> Peer | None:
         while len(self.peers) >= MAX_PEERS:  # bounded sockets, whatever peers claim
@@ -197,10 +224,11 @@ class MembershipActor(Actor):
             elif event == zmq.EVENT_CONNECTED:
                 peer.connected = peer.was_connected = True
                 peer.dialing = False
+                self._settle(peer)  # what waited for this connection is on its way
                 if node_id:
                     self.core.connection_ok(node_id, now)
             elif event == zmq.EVENT_DISCONNECTED:
-                peer.connected = False
+                peer.connected, peer.down_since = False, now
             elif event == zmq.EVENT_CLOSED and peer.dialing and peer.was_connected:
                 peer.dialing = False
                 self.counters["connections_refused"] += 1
@@ -215,6 +243,17 @@ class MembershipActor(Actor):
         for address in list(self.peers):
             self._hang_up(address)
 
+    def _sweep_unconnected(self, now: float) -> None:
+        stale = [p.address for p in self.peers.values()
+                 if p.unsent and not p.connected and now - p.down_since > UNCONNECTED_GIVE_UP_S]
+        for address in stale:
+            self._hang_up(address)
+            self.counters["peers_unreachable_dropped"] += 1
+
+    def _settle(self, peer: Peer) -> None:
+        self.unsent -= peer.unsent
+        peer.unsent = 0
+
     def _node_at(self, address: str) -> str | None:
         return self.core.node_at(address)
 
@@ -222,6 +261,7 @@ class MembershipActor(Actor):
         """Stop queueing for a member that is gone for good."""
         peer = self.peers.pop(address, None)
         if peer is not None:
+            self._settle(peer)
             self.unwatch(peer.monitor)
             close_monitored(peer.sock, peer.monitor)
 

@@ -33,6 +33,7 @@ from loguru import logger
 
 from actors.config import Config
 from actors.liveness import Stamps
+from actors.memory import Trimmer
 from actors.rpc import Request, RpcError, error_frames, parse_request_untrusted, reply_frames
 from transport.codec import LOCAL_LIMITS, pack, unpack_untrusted
 from transport.protocol import make_event
@@ -177,6 +178,7 @@ class _Runtime:
                 self.sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
             self.sub.connect(env.bus_out)
         self.next_heartbeat = 0.0
+        self.trimmer = Trimmer()
 
     def watch_signals(self) -> None:
         """A signal must wake the poll: pyzmq resumes polling after a handler runs."""
@@ -203,6 +205,7 @@ class _Runtime:
         if os.getppid() != self.zygote_pid:
             self.actor.log.warning("supervisor gone; exiting")
             os._exit(1)
+        self.trimmer.tick(now)
 
     def serve_rpc(self, now: float) -> None:
         # Bounded batches: a stream of requests must not starve heartbeats and timers.

@@ -52,6 +52,7 @@ import msgpack
 import psutil
 import zmq
 
+from actors.gateway import INBOUND_MAXMSGSIZE
 from actors.localcluster import LocalCluster, LocalNode
 from actors.rpc import RpcError
 from transport.codec import DEFAULT_LIMITS, MAGIC, PROTOCOL_VERSION, encode, unpack_untrusted
@@ -143,12 +144,12 @@ class Forge:
     def g_trailing(self) -> list[bytes]:
         return [self.realistic() + self.rng.randbytes(self.rng.randint(1, 16))]
 
-    def g_oversized(self) -> list[bytes]:
-        size = DEFAULT_LIMITS.max_message_bytes + self.rng.randint(1, 65536)
+    def g_oversized(self) -> list[bytes]:  # just past the limit: libzmq cuts the connection
+        size = INBOUND_MAXMSGSIZE + self.rng.randint(1, 65536)
         return [self.block[:size]]
 
-    def g_over_maxmsgsize(self) -> list[bytes]:
-        return [bytes(DEFAULT_MAXMSGSIZE + 1)]  # libzmq cuts the connection
+    def g_over_maxmsgsize(self) -> list[bytes]:  # far past it, as a flood would send
+        return [bytes(DEFAULT_MAXMSGSIZE + 1)]
 
     def g_wrong_shape(self) -> list[bytes]:
         return [_raw(self.junk())]
@@ -470,7 +471,8 @@ class Shooter:
                 self._raw(port, frames[0])
             elif how == "idle":
                 self._idle(port)
-            elif sum(len(f) for f in frames) > DEFAULT_MAXMSGSIZE:
+            elif sum(len(f) for f in frames) > (DEFAULT_MAXMSGSIZE if port == "control"
+                                                else INBOUND_MAXMSGSIZE):
                 self._throwaway(port, frames)  # libzmq drops the connection that carried it
             else:
                 self._zsock(port).send_multipart(frames)

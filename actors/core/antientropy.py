@@ -72,6 +72,7 @@ from actors.core.ae_wire import (
     read_uint,
 )
 from actors.core.ratelimit import RateLimit
+from actors.core.recent import RecentlySent
 from actors.core.store import (
     DEFAULT_TOMBSTONE_GRACE_S,
     DIGEST_BUCKETS,
@@ -101,6 +102,8 @@ MIN_CHUNK_BYTES = 4096
 # Envelope (magic, version, cluster <= 64 chars, tag), sender and target ids,
 # map keys and list headers: a generous allowance over the payload we size.
 _ENVELOPE_BYTES = 1024
+# A state sent to a peer is not sent to it again for this many rounds (see recent.py).
+RESEND_HOLD_ROUNDS = 4
 _WINS = (Order.NEWER, Order.CONFLICT_WIN)
 _LOSES = (Order.OLDER, Order.CONFLICT_LOSE)
 
@@ -194,6 +197,7 @@ class AntiEntropy:
         self._now = 0.0  # latest `now` seen, for applied() without one
         self._ask_basis = 0  # the store size the budget was last computed for
         self._asks = RateLimit(*self._ask_budget())
+        self._recent = RecentlySent(RESEND_HOLD_ROUNDS * config.interval_s)
 
     # -- shell entry points ---------------------------------------------------------
     def next_deadline(self) -> float:
@@ -201,6 +205,7 @@ class AntiEntropy:
 
     def set_peers(self, peers: Iterable[str]) -> None:
         self._peers = tuple(p for p in dict.fromkeys(peers) if p != self.node_id)
+        self._recent.forget_peers(self._peers)
 
     def tick(self, now: float, peers: Sequence[str]) -> list[Outbound]:
         """Collect expired tombstones; when a round is due, send "syn" to `fanout` peers."""
@@ -409,7 +414,13 @@ class AntiEntropy:
     # -- building messages ------------------------------------------------------------
     def _delta_messages(self, peer: str, states: Sequence[SyncableState],
                         want: Mapping[StateKey, int], forget: list[list[Any]]) -> list[Outbound]:
-        """States in chunks; the first chunk also carries `want` (push-pull) and `forget`."""
+        """States in chunks; the first chunk also carries `want` (push-pull) and `forget`.
+        States this peer was sent within the hold are left out (see recent.py)."""
+        now, recent = self._now, self._recent
+        fresh = [s for s in states if recent.fresh(peer, state_key(s), s.version, now)]
+        self.counters["deltas_held"] += len(states) - len(fresh)
+        recent.record(peer, ((state_key(s), s.version) for s in fresh), now)
+        states = fresh
         if not states and not want and not forget:
             return []
         first: dict[str, Any] = {"ae": "delta"}

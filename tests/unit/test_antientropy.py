@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from actors.core.antientropy import (
+    RESEND_HOLD_ROUNDS,
     AntiEntropy,
     AntiEntropyConfig,
     HandleResult,
@@ -405,10 +406,31 @@ def test_remote_states_for_new_keys_stop_at_max_keys_but_updates_go_on():
 def test_whole_store_pulls_from_one_asker_are_cut_to_its_budget():
     a = make_node("a")
     a.store.apply([st(1, "a", key=f"k{i}") for i in range(2000)], 0.0)
-    answered = 0
     for i in range(50):  # seed pulls ("send me everything") ten a second
         pull = decode_untrusted(encode(pull_message("x", {}, target="a"), CLUSTER), CLUSTER)
-        answered += bool(a.ae.handle(pull, 1.0 + i / 10).replies)
+        a.ae.handle(pull, 1.0 + i / 10)
     # burst 8 x (2,000 + 1,000) keys, refill 4 x 3,000 a second: 12 whole stores, then 6 a second
+    answered = 50 - a.ae.counters["dropped.digest_rate"]
     assert 12 <= answered <= 12 + 6 * 5 + 1
-    assert a.ae.counters["dropped.digest_rate"] == 50 - answered
+    # and of the answered ones, only the first (and the first after the hold) sent states
+    assert a.ae.counters["deltas_sent"] == 2 * 2000
+
+
+def test_a_state_is_not_sent_to_the_same_peer_again_within_the_hold():
+    # The peer's next digest still lacks what is queued for it: sending it again
+    # would only lengthen its queue (recent.py).
+    a = make_node("a")
+    a.store.apply([st(1, "a", key=f"k{i}") for i in range(10)], 0.0)
+
+    def pull(sender: str, at: float) -> int:
+        msg = decode_untrusted(encode(pull_message(sender, {}, target="a"), CLUSTER), CLUSTER)
+        return sum(len(r.message.states) for r in a.ae.handle(msg, at).replies)
+
+    hold = RESEND_HOLD_ROUNDS * a.ae.config.interval_s
+    assert pull("x", 1.0) == 10
+    assert pull("x", 1.0 + hold / 2) == 0  # still held for x
+    assert pull("y", 1.0 + hold / 2) == 10  # another peer is not
+    a.store.apply([st(2, "a", key="k0")], 1.0 + hold / 2)
+    assert pull("x", 1.0 + hold / 2) == 1  # a newer version is never held
+    assert pull("x", 1.0 + hold) == 9  # the hold expired: a lost message gets repaired
+    assert a.ae.counters["deltas_held"] == 10 + 9 + 1  # k0 at 2 is held in the last one
