@@ -607,6 +607,7 @@ class FuzzReport:
     fooled: dict[str, int] = field(default_factory=dict)  # node.* events the target published
     pss_base: int = 0
     pss_max: int = 0
+    pss_end: int = 0
     fds_base: int = 0
     fds_max: int = 0
     before: dict[str, Any] = field(default_factory=dict)  # incarnation, members, keys
@@ -820,6 +821,7 @@ def _judge(report: FuzzReport, watch: Watch, nodes: list[LocalNode], bounds: Bou
         report.restarts[node.name] = (None if status is None else
                                       sum(a.get("restarts", 0) for a in status["actors"]))
     report.pss_base, report.pss_max = watch.pss_base, watch.pss_max
+    report.pss_end = tree_usage(watch._pid())[0]  # after the settle: what the node keeps
     report.fds_base, report.fds_max = watch.fds_base, watch.fds_max
     f = report.failures
     if report.exits or any(r for r in report.restarts.values()):
@@ -891,7 +893,8 @@ def format_table(r: FuzzReport) -> str:
     errors = ", ".join(f"{k} x{v}" for k, v in sorted(r.send_errors.items())) or "none"
     mib = 2**20
     lines += ["", f"send errors (fuzzer side): {errors}",
-              f"PSS of the target: {r.pss_base / mib:.1f} MiB -> max {r.pss_max / mib:.1f} MiB; "
+              f"PSS of the target: {r.pss_base / mib:.1f} MiB -> max {r.pss_max / mib:.1f} MiB, "
+              f"{r.pss_end / mib:.1f} MiB at the end; "
               f"open fds {r.fds_base} -> max {r.fds_max}",
               f"target before: {r.before}", f"target after:  {r.after}",
               f"restarts: {r.restarts}; actor exits: {r.exits or 'none'}",
