@@ -33,7 +33,7 @@ from actors.core.antientropy import AntiEntropy, Outbound, ae_config_for
 from actors.core.snapshot import SnapshotError, load_snapshot, save_snapshot
 from actors.core.store import Store, StoreSnapshotError
 from actors.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
-from actors.peering import PeerSecurity, read_inbox
+from actors.peering import INBOX_BATCH, PeerSecurity, read_inbox
 from actors.rpc import AsyncClient, Request, RpcError
 from actors.runtime import Actor, NodeEnv
 from actors.views import parse_states_untrusted, state_row
@@ -179,11 +179,15 @@ class AntiEntropyActor(Actor):
 
     # -- inbound -----------------------------------------------------------------
     def _on_inbox(self, now: float) -> None:
+        yielded, handled = self.counters["inbox_yielded"], 0
         for msg in read_inbox(self.inbox, self.cluster, self.security, self.counters):
+            handled += 1
             result = self.core.handle(msg, now)
             self._send(result.replies)
             if result.to_apply:
                 self._offer(result.to_apply, now)
+        # More than one batch was waiting: shed repair work until the backlog drains.
+        self.core.busy = self.counters["inbox_yielded"] > yielded or handled >= INBOX_BATCH
 
     def _offer(self, states: list[SyncableState], now: float) -> None:
         """Hand remote states to the providers that own their types."""

@@ -59,8 +59,11 @@ class PeerSecurity:
             self.keyring.reload()
 
 
+INBOX_BATCH = 1000
+
+
 def read_inbox(sock: zmq.Socket, cluster: str, security: PeerSecurity,
-               counters: Counter[str], batch: int = 1000,
+               counters: Counter[str], batch: int = INBOX_BATCH,
                budget_s: float = 0.05) -> Iterator[GossipMessage]:
     """Decode what waits on an inbound socket; drop and count the bad and the spoofed.
 

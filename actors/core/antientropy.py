@@ -198,6 +198,10 @@ class AntiEntropy:
         self._ask_basis = 0  # the store size the budget was last computed for
         self._asks = RateLimit(*self._ask_budget())
         self._recent = RecentlySent(RESEND_HOLD_ROUNDS * config.interval_s)
+        # Set by the shell while its inbox has a backlog: a busy node starts no
+        # session and answers no "syn" (each would bring it a digest to compare),
+        # so repair cannot outgrow the time to do it; pushes still flow.
+        self.busy = False
 
     # -- shell entry points ---------------------------------------------------------
     def next_deadline(self) -> float:
@@ -215,6 +219,9 @@ class AntiEntropy:
         if now < self._next_round_at:
             return []
         self._next_round_at = now + self.config.interval_s
+        if self.busy:
+            self.counters["rounds_skipped_busy"] += 1
+            return []
         targets = self._sample(self.config.fanout, ())
         self.counters["rounds"] += 1
         self.counters["sessions_started"] += len(targets)
@@ -270,6 +277,9 @@ class AntiEntropy:
             case "syn":
                 theirs = Summary(read_uint(payload, "count"), read_uint(payload, "hash"))
                 self._witness_horizons(read_horizons(payload))
+                if self.busy:
+                    self.counters["syn_shed_busy"] += 1
+                    return HandleResult()
                 if theirs == self.store.summary():
                     self.counters["in_sync"] += 1
                     return HandleResult()

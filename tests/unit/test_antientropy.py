@@ -434,3 +434,22 @@ def test_a_state_is_not_sent_to_the_same_peer_again_within_the_hold():
     assert pull("x", 1.0 + hold / 2) == 1  # a newer version is never held
     assert pull("x", 1.0 + hold) == 9  # the hold expired: a lost message gets repaired
     assert a.ae.counters["deltas_held"] == 10 + 9 + 1  # k0 at 2 is held in the last one
+
+
+def test_a_busy_node_starts_no_session_and_answers_no_syn_but_takes_pushes() -> None:
+    # Each session brings a digest to compare: a node that cannot keep up sheds
+    # repair instead of queueing more of it, and the pair converges once it is idle.
+    a, b, wire = pair()
+    a.store.apply([st(1, "a", key=f"k{i}") for i in range(50)], 0.0)
+    a.ae.busy = True
+    assert a.ae.tick(0.0, ["b"]) == [] and a.ae.counters["rounds_skipped_busy"] == 1
+    b.ae.busy = True
+    wire.run(b.ae.tick(0.0, ["a"]), 0.0)  # b is busy too: its round is skipped
+    a.ae.busy = False
+    wire.run(a.ae.tick(1.0, ["b"]), 1.0)  # b sheds the syn
+    assert b.ae.counters["syn_shed_busy"] == 1 and len(b.store) == 0
+    wire.run(a.ae.local_changes([st(2, "a", key="fresh")], 1.0, ["b"]), 1.0)
+    assert b.store.get("kv", "fresh") is not None  # pushes still land on a busy node
+    b.ae.busy = False
+    wire.run(a.ae.tick(2.0, ["b"]), 2.0)
+    assert same_store(a, b)
