@@ -924,7 +924,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-fd-growth", type=int, default=1100)
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep the nodes' configs, data and logs here (default: a temp dir)")
+    parser.add_argument("--max-members", type=int, default=None,
+                        help="[membership] max_members of every node (default: the node's)")
+    parser.add_argument("--max-keys", type=int, default=None,
+                        help="[anti_entropy] max_keys of every node (default: the node's)")
     args = parser.parse_args(argv)
+    # What a forger can make a node keep is bounded by these caps, and so is its memory:
+    # an operator sizes them to the cluster (docs/SECURITY.md section 7).
+    caps: dict[str, dict[str, Any]] = {}
+    if args.max_members is not None:
+        caps["membership"] = {"max_members": args.max_members}
+    if args.max_keys is not None:
+        caps["anti_entropy"] = {"max_keys": args.max_keys}
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     kinds = select_kinds(tuple(args.families.split(",")), tuple(args.skip),
                          tuple(args.only) or ("*",))
@@ -935,7 +946,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         root = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(
             prefix="lbc-fuzz-")))
-        cluster = stack.enter_context(LocalCluster(root, args.nodes))
+        cluster = stack.enter_context(LocalCluster(root, args.nodes, extra=caps))
         if not wait_for(lambda: all_alive(cluster.nodes), 30.0):
             print("the cluster did not converge before the run", file=sys.stderr)
             return 2
