@@ -24,6 +24,7 @@ import zmq
 
 from actors.config import ProviderSpec
 from actors.journal import StateJournal
+from actors.outbox import LocalOutbox
 from actors.rpc import AsyncClient, Request, RpcError
 from actors.runtime import Actor, NodeEnv
 from actors.views import parse_states_untrusted, state_row
@@ -55,6 +56,7 @@ class ProviderActor(Actor):
         self.journal = StateJournal(env.config.node.data_dir / "state" / spec.type)
         self.versions: dict[tuple[str, str], tuple[int, str]] = {}
         self.ae: AsyncClient | None = None
+        self.outbox = LocalOutbox()
         self.live: dict[str, bool] = {env.node_id: True}
 
     def setup(self, now: float) -> None:
@@ -146,6 +148,7 @@ class ProviderActor(Actor):
         self._publish_changes(now, local=True)
 
     def tick(self, now: float) -> None:
+        self._flush_outbox()
         hook = getattr(self.provider, "tick", None)
         if hook is not None:
             hook(now)
@@ -183,10 +186,17 @@ class ProviderActor(Actor):
             del row["value"]  # events say what changed; the value is one `state` away
             self.publish("state.changed", s.source_node, row)
         self.counters["local_writes" if local else "remote_applied"] += len(changed)
-        if local and self.ae is not None and not self.ae.notify(
-                "local", {"states": [syncable_state_to_map(s) for s in changed]}):
-            # The queue to anti-entropy is full: the next reconcile will find these.
-            self.counters["local_dropped"] += len(changed)
+        if local:
+            self.outbox.add(changed)
+            self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        ae = self.ae
+        if ae is None or not self.outbox.pending:
+            return
+        if not self.outbox.flush(lambda states: ae.notify(
+                "local", {"states": [syncable_state_to_map(s) for s in states]})):
+            self.counters["local_deferred"] += 1  # the queue is full: kept for the next try
 
     def shutdown(self, now: float) -> None:
         self.journal.compact(self.provider.get_sync_state())

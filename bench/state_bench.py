@@ -131,7 +131,7 @@ def node_view(ctl: Control) -> dict[str, Any]:
             "apply_failed": ae_counters.get("apply_failed", 0),
             "send_queue_full": ae_counters.get("send_queue_full", 0),
             "provider_local_writes": kv.get("counters", {}).get("local_writes", 0),
-            "provider_local_dropped": kv.get("counters", {}).get("local_dropped", 0),
+            "provider_local_deferred": kv.get("counters", {}).get("local_deferred", 0),
             "mirror_local_changes": ae_status.get("core", {}).get("local_changes", 0),
             "restarts": sum(int(r.get("restarts", 0)) for r in rows.values())}
 
@@ -507,8 +507,8 @@ def _missing(r: dict[str, Any]) -> str:
                      f"(e.g. {', '.join(row['never_applied_examples']) or '-'}); "
                      f"keys mirror {v['mirror_keys']} / provider {v['provider_keys']} of "
                      f"{r['verify']['expected_keys']}; apply_failed {v['apply_failed']}, "
-                     f"send_queue_full {v['send_queue_full']}, local_dropped "
-                     f"{v.get('provider_local_dropped', 0)}, restarts {v['restarts']}")
+                     f"send_queue_full {v['send_queue_full']}, local_deferred "
+                     f"{v.get('provider_local_deferred', 0)}, restarts {v['restarts']}")
     return "\n".join(parts)
 
 
