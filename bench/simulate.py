@@ -11,9 +11,13 @@ dissemination (one metadata update, Serf's convergence measure), detection
 (silent crashes, then crashes with refused-connection evidence; each victim
 is restarted and rejoins before the next trial), false alarms (loss 1 %,
 loss 5 %, then a few slow members), and for N <= 100 a partition and a
-Lifeguard-off control. A CPU-time budget and a memory cap per N stop a
-size that does not fit and record how far it got. docs/simulation.md
-explains the model and the results.
+Lifeguard-off control. From --converged-from nodes up (default 5,000) the
+cluster starts converged (every core adopts one shared view of the others,
+`Sim.start_converged`) and the join phase times --joiners nodes joining it;
+the partition there cuts off 1 % of the members for less than the shortest
+suspicion timeout. A CPU-time budget and a memory cap per N stop a size that
+does not fit and record how far it got. docs/simulation.md explains the
+model and the results.
 """
 
 from __future__ import annotations
@@ -36,11 +40,22 @@ from actors.core.suspicion import suspicion_bounds
 from actors.core.timing import PROFILES, push_pull_scale
 
 Result = dict[str, Any]
+ROOT = Path(__file__).resolve().parents[1]
 FRACTIONS = (("50%", 0.5), ("99%", 0.99), ("99.9%", 0.999), ("99.99%", 0.9999), ("100%", 1.0))
 START_SPREAD_S = 1.0  # non-seed nodes boot uniformly within the first second
 JOIN_CAP_S, SETTLE_CAP_S, LOAD_WINDOW_S = 180.0, 90.0, 30.0
+# Converged start (large N): 10 s of 10,000 members is 100,000 member-seconds, more than
+# 30 s at 1,000, and each virtual second there costs several CPU seconds.
+LOAD_WINDOW_LARGE_S = 10.0
 STEADY_MSGS_PER_NODE_S = 2.2  # ping + ack = 2 per member per period, plus a little
 SLOW_MEMBERS = 3
+PARTITION_S = 30.0
+# Converged start: the cut-off 1 % stays apart for less than the shortest suspicion
+# timeout (16 s at 10,000), so no side declares the other dead. Longer, each side would
+# fail the other, and on healing every table merged from the other side turns its
+# "dead" rows into suspicions of almost everyone (remote dead -> suspect, memberlist's
+# mergeState): ~N^2 suspicions, which no longer fit in memory at 10,000.
+SHORT_PARTITION_S = 10.0
 
 
 # --- reference figures (REFERENCE.md §2.3, §3) -------------------------------------------
@@ -78,6 +93,8 @@ class Options:
     budget_s: float
     max_rss_gb: float
     quick: bool
+    converged_from: int = 5000
+    joiners: int = 10
 
 
 def make_run(n: int, opts: Options, timing: Any, label: str) -> Run:
@@ -101,9 +118,22 @@ def start_all(run: Run) -> float:
     return max(starts)
 
 
-def phase_join(run: Run) -> Result:
+def start_joiners(run: Run, joiners: int) -> float:
+    """All but the last `joiners` nodes start converged at 0; those join via the seeds
+    within START_SPREAD_S. Returns when the last one starts."""
+    members = list(range(run.n - joiners))
+    run.sim.start_converged(members)
+    run.views.converged(members)
+    starts = [run.rng.uniform(0, START_SPREAD_S) for _ in range(joiners)]
+    for i, at in zip(range(run.n - joiners, run.n), starts, strict=True):
+        run.sim.start(i, at, run.seeds)
+    return max(starts)
+
+
+def phase_join(run: Run, joiners: int = 0) -> Result:
+    """Everyone joins from scratch, or (joiners > 0) that many join a converged cluster."""
     sim, views, n = run.sim, run.views, run.n
-    last_start = start_all(run)
+    last_start = start_joiners(run, joiners) if joiners else start_all(run)
     marks: dict[str, float | None] = {name: None for name, _ in FRACTIONS}
     curve: list[tuple[float, float, float]] = []
 
@@ -120,6 +150,7 @@ def phase_join(run: Run) -> Result:
     span = sim.now
     meter = sim.meter
     return {"converged": ok, "converged_s": span if ok else None,
+            "start": "converged" if joiners else "scratch", "joiners": joiners or n,
             "periods": span / sim.timing.probe_interval_s if ok else None,
             "last_start_s": last_start, "after_last_start_s": span - last_start if ok else None,
             "complete_views_at_s": marks, "curve": curve[:: max(1, len(curve) // 200)],
@@ -140,9 +171,9 @@ def phase_settle(run: Run) -> Result:
             "settled": rate <= STEADY_MSGS_PER_NODE_S}
 
 
-def phase_load(run: Run) -> Result:
+def phase_load(run: Run, w: float = LOAD_WINDOW_S) -> Result:
     """Per-member traffic at rest; push-pull amortised over its (scaled) period."""
-    sim, n, w = run.sim, run.n, LOAD_WINDOW_S
+    sim, n = run.sim, run.n
     codec, sim.net.codec = sim.net.codec, True  # bytes are always measured here
     sim.reset_meter()
     run.advance(sim.now + w)
@@ -305,18 +336,19 @@ def phase_alarms(run: Run, loss: float, slow: int, seconds: float) -> Result:
     return out
 
 
-def phase_partition(run: Run, seconds: float = 30.0) -> Result:
-    """Split the cluster in halves, heal, and time the merge (gossip to the dead)."""
-    sim, half = run.sim, run.n // 2
+def phase_partition(run: Run, seconds: float = PARTITION_S, cut: int = 0) -> Result:
+    """Split the cluster (in halves, or the last `cut` nodes off), heal, time the merge."""
+    sim, half = run.sim, run.n - cut if cut else run.n // 2
     sim.partition([0 if i < half else 1 for i in range(run.n)])
     t0 = sim.now
     run.advance(t0 + seconds)
     views = run.views.not_alive
-    cross = [views[i].get(j) for i in run.up() for j in run.up() if (i < half) != (j < half)]
+    sides = [i for i in run.up() if i < half], [i for i in run.up() if i >= half]
+    cross = [views[i].get(j) for a, b in (sides, sides[::-1]) for i in a for j in b]
     sim.partition(None)
     t1 = sim.now
     merged = run.advance(t1 + 180.0, run.all_see_all, 0.1)
-    return {"partition_s": seconds,
+    return {"partition_s": seconds, "sides": [half, run.n - half],
             "cross_pairs_dead": sum(1 for v in cross if v == "dead") / max(1, len(cross)),
             "cross_pairs_suspect": sum(1 for v in cross if v == "suspect") / max(1, len(cross)),
             "merge_s": sim.now - t1 if merged else None}
@@ -334,13 +366,14 @@ def trials_for(n: int, quick: bool) -> int:
     return 2 if quick else (40 if n <= 100 else max(3, 5000 // n))
 
 
-def phases_for(run: Run, quick: bool) -> list[tuple[str, Callable[[], Result]]]:
-    n = run.n
+def phases_for(run: Run, opts: Options) -> list[tuple[str, Callable[[], Result]]]:
+    n, quick = run.n, opts.quick
     fp_s, trials, slow = alarm_seconds(n, quick), trials_for(n, quick), min(SLOW_MEMBERS, n // 4)
+    joiners = opts.joiners if n >= opts.converged_from else 0
     steps: list[tuple[str, Callable[[], Result]]] = [
-        ("join", lambda: phase_join(run)),
+        ("join", lambda: phase_join(run, joiners)),
         ("settle", lambda: phase_settle(run)),
-        ("load", lambda: phase_load(run)),
+        ("load", lambda: phase_load(run, LOAD_WINDOW_LARGE_S if joiners else LOAD_WINDOW_S)),
         ("dissemination", lambda: phase_dissemination(run, 2 if quick else 5)),
         ("detection_silent", lambda: phase_detection(run, False, trials)),
         ("detection_refused", lambda: phase_detection(run, True, trials)),
@@ -350,6 +383,8 @@ def phases_for(run: Run, quick: bool) -> list[tuple[str, Callable[[], Result]]]:
     ]
     if n <= 100:
         steps.append(("partition", lambda: phase_partition(run)))
+    elif joiners:
+        steps.append(("partition", lambda: phase_partition(run, SHORT_PARTITION_S, n // 100)))
     return steps
 
 
@@ -400,7 +435,7 @@ def run_size(n: int, opts: Options) -> Result:
     timing = PROFILES["lan"]
     print(f"n={n}: codec={'on' if n < opts.no_codec_from else 'off'}", flush=True)
     run = make_run(n, opts, timing, f"n={n}")
-    out = run_phases(run, phases_for(run, opts.quick))
+    out = run_phases(run, phases_for(run, opts))
     if n <= 100 and "aborted" not in out:
         off = replace(timing, awareness_max=1, suspicion_max_mult=1)
         ctl = make_run(n, replace(opts, seed=opts.seed + 7), off, f"n={n} lifeguard-off")
@@ -537,9 +572,12 @@ def profile(n: int, opts: Options, where: str, seconds: float, top: int = 15) ->
     import pstats
 
     run = make_run(n, opts, PROFILES["lan"], f"n={n} profile")
+    joiners = opts.joiners if n >= opts.converged_from else 0
     if where == "steady":
-        phase_join(run)
+        phase_join(run, joiners)
         phase_settle(run)
+    elif joiners:
+        start_joiners(run, joiners)
     else:
         start_all(run)
     prof, t0, cpu = cProfile.Profile(), run.sim.now, time.process_time()
@@ -562,7 +600,7 @@ def profile(n: int, opts: Options, where: str, seconds: float, top: int = 15) ->
 def _profile_rows(ranked: list[tuple[Any, Any]], total: float) -> list[str]:
     rows = ["| own time | with callees | calls | function |", "|---|---|---|---|"]
     for (path, line, func), (_, calls, own, cum, _) in ranked:
-        short = path.split("/work/main/")[-1].split("site-packages/")[-1]
+        short = path.split(f"{ROOT}/")[-1].split("site-packages/")[-1]
         rows.append(f"| {100 * own / total:.1f} % | {100 * cum / total:.1f} % | {calls:,} "
                     f"| `{short}:{line}({func})` |")
     return rows
@@ -582,7 +620,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--budget-min", type=float, default=60.0, help="CPU-time cap per size")
     p.add_argument("--max-rss-gb", type=float, default=8.0, help="memory cap per size")
     p.add_argument("--quick", action="store_true", help="short phases, for a smoke run")
+    p.add_argument("--converged-from", type=int, default=5000,
+                   help="from this size up, start converged and time --joiners joining it")
+    p.add_argument("--joiners", type=int, default=10)
     p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--merge", type=Path,
+                   help="keep this results file's other sizes (and commands) in --json")
     p.add_argument("--report", type=Path, help="print the tables of a results file and exit")
     p.add_argument("--plot", type=Path, help="draw charts of a results file and exit")
     p.add_argument("--profile", choices=("join", "steady"),
@@ -603,16 +646,22 @@ def main(argv: list[str]) -> int:
         return 0
     opts = Options(tuple(int(x) for x in args.nodes.split(",")), args.seed, args.latency,
                    0 if args.no_codec else args.no_codec_from, args.budget_min * 60.0,
-                   args.max_rss_gb, args.quick)
+                   args.max_rss_gb, args.quick, args.converged_from, args.joiners)
     if args.profile:
         for n in opts.nodes:
             print(profile(n, opts, args.profile, args.profile_s), flush=True)
         return 0
     wall = time.monotonic()
-    sizes = []
+    sizes, kept, earlier = [], [], []
+    if args.merge:  # sizes run separately (e.g. 10,000 beside 10,100,1,000), one file
+        old = json.loads(args.merge.read_text())
+        kept = [s for s in old["sizes"] if s["nodes"] not in opts.nodes]
+        earlier = old["meta"].get("runs", [old["meta"]])
     for n in opts.nodes:
         sizes.append(run_size(n, opts))
-        doc = {"meta": meta(argv, time.monotonic() - wall), "sizes": sizes}
+        this = meta(argv, time.monotonic() - wall)
+        doc = {"meta": {**this, "runs": [*earlier, this]} if args.merge else this,
+               "sizes": sorted(kept + sizes, key=lambda s: s["nodes"])}
         if args.json:  # after every size, so a long run leaves its finished sizes behind
             args.json.write_text(json.dumps(doc, indent=1, default=str) + "\n")
     print(render(doc), end="")
