@@ -624,8 +624,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="from this size up, start converged and time --joiners joining it")
     p.add_argument("--joiners", type=int, default=10)
     p.add_argument("--json", type=Path, help="write the results here")
-    p.add_argument("--merge", type=Path,
-                   help="keep this results file's other sizes (and commands) in --json")
+    p.add_argument("--combine", type=Path, nargs="+",
+                   help="merge results files run separately into --json (later wins) and exit")
     p.add_argument("--report", type=Path, help="print the tables of a results file and exit")
     p.add_argument("--plot", type=Path, help="draw charts of a results file and exit")
     p.add_argument("--profile", choices=("join", "steady"),
@@ -637,6 +637,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    if args.combine:  # sizes run separately (e.g. 10,000 beside 10,100,1,000), one file
+        docs = [json.loads(path.read_text()) for path in args.combine]
+        by_n = {s["nodes"]: s for d in docs for s in d["sizes"]}
+        runs = [r for d in docs for r in d["meta"].get("runs", [d["meta"]])]
+        combined = {"meta": {"runs": runs}, "sizes": [by_n[n] for n in sorted(by_n)]}
+        if args.json:
+            args.json.write_text(json.dumps(combined, indent=1, default=str) + "\n")
+        print(render(combined), end="")
+        return 0
     if args.report or args.plot:
         doc = json.loads((args.report or args.plot).read_text())
         if args.plot:
@@ -652,16 +661,10 @@ def main(argv: list[str]) -> int:
             print(profile(n, opts, args.profile, args.profile_s), flush=True)
         return 0
     wall = time.monotonic()
-    sizes, kept, earlier = [], [], []
-    if args.merge:  # sizes run separately (e.g. 10,000 beside 10,100,1,000), one file
-        old = json.loads(args.merge.read_text())
-        kept = [s for s in old["sizes"] if s["nodes"] not in opts.nodes]
-        earlier = old["meta"].get("runs", [old["meta"]])
+    sizes = []
     for n in opts.nodes:
         sizes.append(run_size(n, opts))
-        this = meta(argv, time.monotonic() - wall)
-        doc = {"meta": {**this, "runs": [*earlier, this]} if args.merge else this,
-               "sizes": sorted(kept + sizes, key=lambda s: s["nodes"])}
+        doc = {"meta": meta(argv, time.monotonic() - wall), "sizes": sizes}
         if args.json:  # after every size, so a long run leaves its finished sizes behind
             args.json.write_text(json.dumps(doc, indent=1, default=str) + "\n")
     print(render(doc), end="")
