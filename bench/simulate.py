@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -414,6 +415,8 @@ def run_phases(run: Run, steps: list[tuple[str, Callable[[], Result]]]) -> Resul
     out["cpu_s"] = time.process_time() - run.cpu0
     out["wall_s"] = time.monotonic() - run.wall0
     out["rss_gb_at_end"] = rss_gb()
+    # The process's peak so far (sizes run one after another share a process).
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     return out
 
 
@@ -477,8 +480,9 @@ def render(doc: Result) -> str:
          "update to 99.99 %, s (Serf)",
          "silent crash: 1st suspicion, s", "SWIM periods (expected)",
          "silent crash: failed on all, s mean / max", "refused: failed on all, s mean / max",
-         "msgs/s per member", "bytes/s per member", "CPU s"],
-        [[str(s["nodes"]), _c(s["codec"]),
+         "msgs/s per member", "bytes/s per member", "CPU s", "peak RSS, GB"],
+        [[str(s["nodes"]) + ("*" if _g(s, "join", "start") == "converged" else ""),
+          _c(s["codec"]),
           f"{_c(_g(s, 'join', 'converged_s'))} ({_c(_g(s, 'join', 'after_last_start_s'))})",
           f"{_c(_g(s, 'dissemination', '99.99%'))} ({_c(_g(s, 'dissemination', 'serf_99.99%'))})",
           _c(_g(s, "detection_silent", "first_suspect_s", "mean")),
@@ -489,7 +493,21 @@ def render(doc: Result) -> str:
           f"{_c(_g(s, 'detection_refused', 'all_failed_s', 'mean'))} / "
           f"{_c(_g(s, 'detection_refused', 'all_failed_s', 'max'))}",
           _c(_g(s, "load", "msgs_per_node_s")), _c(_g(s, "load", "bytes_per_node_s"), 0),
-          _c(s.get("cpu_s"), 0)] for s in sizes])
+          _c(s.get("cpu_s"), 0), _c(s.get("peak_rss_gb"))] for s in sizes])
+    lines += ["", "Join at N marked * : " + ", ".join(
+        f"N={s['nodes']}: {s['join']['joiners']} nodes joining a converged cluster of "
+        f"{s['nodes'] - s['join']['joiners']:,}"
+        for s in sizes if _g(s, "join", "start") == "converged") + "."] if any(
+        _g(s, "join", "start") == "converged" for s in sizes) else []
+    lines += ["", "#### Partitions", ""]
+    lines += _table(["N", "sides", "cut, s", "cross pairs dead", "cross pairs suspect",
+                     "all see all alive again after, s"],
+                    [[str(s["nodes"]), " / ".join(map(str, _g(s, "partition", "sides") or [])),
+                      _c(_g(s, "partition", "partition_s"), 0),
+                      _c(_g(s, "partition", "cross_pairs_dead")),
+                      _c(_g(s, "partition", "cross_pairs_suspect")),
+                      _c(_g(s, "partition", "merge_s"))]
+                     for s in sizes if "partition" in s])
     lines += ["", "#### False alarms (every member is up: any failure is false)", ""]
     rows = []
     for s in sizes:
@@ -534,11 +552,14 @@ def plot(doc: Result, out_dir: Path) -> list[Path]:
     made = []
     fig, ax = plt.subplots(figsize=(7, 4))
     for s in sizes:
-        curve = s["join"]["curve"]
-        ax.plot([c[0] for c in curve], [c[1] for c in curve], label=f"N={s['nodes']}")
+        curve, j = s["join"]["curve"], s["join"]
+        label = f"N={s['nodes']}"
+        if j.get("start") == "converged":
+            label += f" ({j['joiners']} join a converged {s['nodes'] - j['joiners']:,})"
+        ax.plot([c[0] for c in curve], [c[1] for c in curve], label=label)
     ax.set(xlabel="virtual time since the first node started (s)",
            ylabel="fraction of nodes that see all alive", title="Join via 3 seeds")
-    ax.legend()
+    ax.legend(fontsize=8)
     made.append(save_png(fig, out_dir / "sim_join.png", 110))
     fig, ax = plt.subplots(figsize=(7, 4))
     series = [("join: all views complete", ("join", "converged_s")),
@@ -546,8 +567,15 @@ def plot(doc: Result, out_dir: Path) -> list[Path]:
               ("Serf model, 99.99 %", ("dissemination", "serf_99.99%")),
               ("silent crash: failed on all (mean)", ("detection_silent", "all_failed_s", "mean")),
               ("refused: failed on all (mean)", ("detection_refused", "all_failed_s", "mean"))]
+    scratch = [s for s in sizes if s["join"].get("start") != "converged"]
     for label, path in series:
-        ax.plot(ns, [_g(s, *path) for s in sizes], marker="o", label=label)
+        group = scratch if path[0] == "join" else sizes
+        ax.plot([s["nodes"] for s in group], [_g(s, *path) for s in group], marker="o",
+                label=label)
+    joins = [s for s in sizes if s["join"].get("start") == "converged"]
+    if joins:
+        ax.plot([s["nodes"] for s in joins], [s["join"]["converged_s"] for s in joins],
+                marker="*", ls="none", ms=10, label="join: 10 into a converged cluster")
     ax.set(xscale="log", yscale="log", xlabel="N", ylabel="seconds (virtual)",
            title="Time vs cluster size")
     ax.legend(fontsize=8)
