@@ -395,7 +395,9 @@ def lifeguard_off_phases(run: Run, quick: bool) -> list[tuple[str, Callable[[], 
             ("alarms_slow", lambda: phase_alarms(run, 0.0, slow, fp_s))]
 
 
-def run_phases(run: Run, steps: list[tuple[str, Callable[[], Result]]]) -> Result:
+def run_phases(run: Run, steps: list[tuple[str, Callable[[], Result]]],
+               saved: Callable[[Result], None] | None = None) -> Result:
+    """Run `steps` in order; `saved` gets the results so far after each one."""
     out: Result = {"nodes": run.n, "codec": run.sim.net.codec}
     try:
         for name, step in steps:
@@ -405,6 +407,8 @@ def run_phases(run: Run, steps: list[tuple[str, Callable[[], Result]]]) -> Resul
             out[name]["cpu_s"] = time.process_time() - cpu
             out[name]["sim_end_s"] = run.sim.now
             print(f"  [{run.label}] {name}: {brief(out[name])}", flush=True)
+            if saved is not None:  # an hour-long size leaves its finished phases behind
+                saved({**out, "partial": True})
     except OverBudget as exc:
         views, n = run.views, run.n
         out["aborted"] = {"reason": str(exc), "phase": run.phase, "sim_time_s": run.sim.now,
@@ -434,11 +438,11 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def run_size(n: int, opts: Options) -> Result:
+def run_size(n: int, opts: Options, saved: Callable[[Result], None] | None = None) -> Result:
     timing = PROFILES["lan"]
     print(f"n={n}: codec={'on' if n < opts.no_codec_from else 'off'}", flush=True)
     run = make_run(n, opts, timing, f"n={n}")
-    out = run_phases(run, phases_for(run, opts))
+    out = run_phases(run, phases_for(run, opts), saved)
     if n <= 100 and "aborted" not in out:
         off = replace(timing, awareness_max=1, suspicion_max_mult=1)
         ctl = make_run(n, replace(opts, seed=opts.seed + 7), off, f"n={n} lifeguard-off")
@@ -689,12 +693,17 @@ def main(argv: list[str]) -> int:
             print(profile(n, opts, args.profile, args.profile_s), flush=True)
         return 0
     wall = time.monotonic()
-    sizes = []
-    for n in opts.nodes:
-        sizes.append(run_size(n, opts))
-        doc = {"meta": meta(argv, time.monotonic() - wall), "sizes": sizes}
-        if args.json:  # after every size, so a long run leaves its finished sizes behind
+    sizes: list[Result] = []
+
+    def save(current: list[Result]) -> Result:
+        doc = {"meta": meta(argv, time.monotonic() - wall), "sizes": current}
+        if args.json:  # after every phase, so a long run leaves what it finished behind
             args.json.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        return doc
+
+    for n in opts.nodes:
+        sizes.append(run_size(n, opts, lambda partial: save([*sizes, partial])))
+        doc = save(sizes)
     print(render(doc), end="")
     return 0
 
