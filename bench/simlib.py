@@ -15,6 +15,12 @@ is encoded by the real codec (`transport.codec.encode`) at the sender, whose
 byte count is the traffic meter, and decoded with `decode_untrusted` at the
 receiver, unless `codec` is off (then bytes are not measured).
 
+A cluster can also start converged (`Sim.start_converged`): every core
+adopts one shared `MemberView` of all the others alive (`Membership.adopt`)
+instead of joining through the seeds, so its table costs one dict slot per
+member until an entry changes. That is how 10,000 cores fit in memory; the
+cores then run exactly as after a join.
+
 Node fates, as the real shell (`actors/membership.py`) would see them:
 
 * crashed: it neither ticks nor handles; messages to it vanish. Each live
@@ -46,7 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.core.membership import MemberEvent, Membership, Outbound
+from actors.core.membership import Member, MemberEvent, Membership, MemberView, Outbound
 from actors.core.timing import MembershipTiming
 from transport.codec import decode_untrusted, encode
 from transport.protocol import GossipMessage, NodeInfo
@@ -93,7 +99,9 @@ class SimNode:
     generation: int = 0  # supersedes pending wake-ups
     wake_at: float = math.inf
     busy_until: float = 0.0  # slow nodes: inbound handled in order, one after another
-    connected: set[int] = field(default_factory=set)  # peers it holds a connection to
+    # peers it holds a connection to, by index (a byte each: a set of ints would cost
+    # ~50 bytes per pair, N^2 of them)
+    connected: bytearray = field(default_factory=bytearray)
     refused: set[int] = field(default_factory=set)  # refusals reported, not withdrawn
     sent: int = 0
     sent_bytes: int = 0
@@ -148,18 +156,38 @@ class Sim:
                 self.retired_counters[name] = self.retired_counters.get(name, 0) + count
         rng = random.Random(self.rng.random())
         node.core = Membership(node.info, self.timing, rng, self.now, incarnation)
-        node.up, node.busy_until = True, self.now
-        node.connected, node.refused = set(), set()  # a fresh process holds no connections
+        self._fresh(node)
         addresses = [self.nodes[s].info.address for s in seeds if s != i]
         self._after(node, node.core.join(addresses, self.now))
+
+    def _fresh(self, node: SimNode) -> None:
+        node.up, node.busy_until = True, self.now
+        # a fresh process holds no connections
+        node.connected, node.refused = bytearray(len(self.nodes)), set()
+
+    def start_converged(self, members: list[int]) -> None:
+        """Start `members` now as a cluster that converged long ago: each core adopts
+        one shared view of them all alive at incarnation 0 (`Membership.adopt`).
+
+        They hold no connections yet (the shell dials on first send), so crash
+        evidence comes only from members that sent to the victim since.
+        """
+        view = MemberView(Member(self.nodes[i].info, "alive", 0, self.now) for i in members)
+        for i in members:
+            node = self.nodes[i]
+            node.core = Membership(node.info, self.timing, random.Random(self.rng.random()),
+                                   self.now)
+            node.core.adopt(view, self.now)
+            self._fresh(node)
+            self._after(node, [])
 
     def crash(self, i: int, refusals: bool) -> None:
         """Node `i` stops dead now; see the module docstring for `refusals`."""
         node = self.nodes[i]
         node.up, node.life, node.wake_at = False, node.life + 1, math.inf
         for other in self.nodes:
-            if i in other.connected:
-                other.connected.discard(i)
+            if other.connected and other.connected[i]:
+                other.connected[i] = 0
                 if refusals and other.up:
                     delay = self.rng.uniform(*self.net.refusal_delay_s)
                     self._push(self.now + delay, _REFUSED, other.index, i)
@@ -289,7 +317,7 @@ class Sim:
                 self.tap(src.index, j, msg)
             if not dst.up:
                 continue  # a dial to a dead address: no connection, no refusal
-            src.connected.add(j)
+            src.connected[j] = 1
             if self._groups is not None and self._groups[src.index] != self._groups[j]:
                 continue
             if net.loss and self.rng.random() < net.loss:
@@ -354,6 +382,12 @@ class Views:
         """Node i restarted with an empty table."""
         self.alive[i] = 0
         self.not_alive[i] = {}
+
+    def converged(self, members: list[int]) -> None:
+        """`members` started converged (no events): each sees the others alive."""
+        for i in members:
+            self.alive[i] = len(members) - 1
+            self.not_alive[i] = {}
 
     def sees_all_alive(self, observer: int, others: int) -> bool:
         return self.alive[observer] == others and not self.not_alive[observer]

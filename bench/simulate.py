@@ -11,9 +11,13 @@ dissemination (one metadata update, Serf's convergence measure), detection
 (silent crashes, then crashes with refused-connection evidence; each victim
 is restarted and rejoins before the next trial), false alarms (loss 1 %,
 loss 5 %, then a few slow members), and for N <= 100 a partition and a
-Lifeguard-off control. A CPU-time budget and a memory cap per N stop a
-size that does not fit and record how far it got. docs/simulation.md
-explains the model and the results.
+Lifeguard-off control. From --converged-from nodes up (default 5,000) the
+cluster starts converged (every core adopts one shared view of the others,
+`Sim.start_converged`) and the join phase times --joiners nodes joining it;
+the partition there cuts off 1 % of the members for less than the shortest
+suspicion timeout. A CPU-time budget and a memory cap per N stop a size that
+does not fit and record how far it got. docs/simulation.md explains the
+model and the results.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import math
 import os
 import platform
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -36,11 +41,22 @@ from actors.core.suspicion import suspicion_bounds
 from actors.core.timing import PROFILES, push_pull_scale
 
 Result = dict[str, Any]
+ROOT = Path(__file__).resolve().parents[1]
 FRACTIONS = (("50%", 0.5), ("99%", 0.99), ("99.9%", 0.999), ("99.99%", 0.9999), ("100%", 1.0))
 START_SPREAD_S = 1.0  # non-seed nodes boot uniformly within the first second
 JOIN_CAP_S, SETTLE_CAP_S, LOAD_WINDOW_S = 180.0, 90.0, 30.0
+# Converged start (large N): 10 s of 10,000 members is 100,000 member-seconds, more than
+# 30 s at 1,000, and each virtual second there costs several CPU seconds.
+LOAD_WINDOW_LARGE_S = 10.0
 STEADY_MSGS_PER_NODE_S = 2.2  # ping + ack = 2 per member per period, plus a little
 SLOW_MEMBERS = 3
+PARTITION_S = 30.0
+# Converged start: the cut-off 1 % stays apart for less than the shortest suspicion
+# timeout (16 s at 10,000), so no side declares the other dead. Longer, each side would
+# fail the other, and on healing every table merged from the other side turns its
+# "dead" rows into suspicions of almost everyone (remote dead -> suspect, memberlist's
+# mergeState): ~N^2 suspicions, which no longer fit in memory at 10,000.
+SHORT_PARTITION_S = 10.0
 
 
 # --- reference figures (REFERENCE.md §2.3, §3) -------------------------------------------
@@ -78,6 +94,8 @@ class Options:
     budget_s: float
     max_rss_gb: float
     quick: bool
+    converged_from: int = 5000
+    joiners: int = 10
 
 
 def make_run(n: int, opts: Options, timing: Any, label: str) -> Run:
@@ -101,9 +119,22 @@ def start_all(run: Run) -> float:
     return max(starts)
 
 
-def phase_join(run: Run) -> Result:
+def start_joiners(run: Run, joiners: int) -> float:
+    """All but the last `joiners` nodes start converged at 0; those join via the seeds
+    within START_SPREAD_S. Returns when the last one starts."""
+    members = list(range(run.n - joiners))
+    run.sim.start_converged(members)
+    run.views.converged(members)
+    starts = [run.rng.uniform(0, START_SPREAD_S) for _ in range(joiners)]
+    for i, at in zip(range(run.n - joiners, run.n), starts, strict=True):
+        run.sim.start(i, at, run.seeds)
+    return max(starts)
+
+
+def phase_join(run: Run, joiners: int = 0) -> Result:
+    """Everyone joins from scratch, or (joiners > 0) that many join a converged cluster."""
     sim, views, n = run.sim, run.views, run.n
-    last_start = start_all(run)
+    last_start = start_joiners(run, joiners) if joiners else start_all(run)
     marks: dict[str, float | None] = {name: None for name, _ in FRACTIONS}
     curve: list[tuple[float, float, float]] = []
 
@@ -120,6 +151,7 @@ def phase_join(run: Run) -> Result:
     span = sim.now
     meter = sim.meter
     return {"converged": ok, "converged_s": span if ok else None,
+            "start": "converged" if joiners else "scratch", "joiners": joiners or n,
             "periods": span / sim.timing.probe_interval_s if ok else None,
             "last_start_s": last_start, "after_last_start_s": span - last_start if ok else None,
             "complete_views_at_s": marks, "curve": curve[:: max(1, len(curve) // 200)],
@@ -140,9 +172,9 @@ def phase_settle(run: Run) -> Result:
             "settled": rate <= STEADY_MSGS_PER_NODE_S}
 
 
-def phase_load(run: Run) -> Result:
+def phase_load(run: Run, w: float = LOAD_WINDOW_S) -> Result:
     """Per-member traffic at rest; push-pull amortised over its (scaled) period."""
-    sim, n, w = run.sim, run.n, LOAD_WINDOW_S
+    sim, n = run.sim, run.n
     codec, sim.net.codec = sim.net.codec, True  # bytes are always measured here
     sim.reset_meter()
     run.advance(sim.now + w)
@@ -305,18 +337,19 @@ def phase_alarms(run: Run, loss: float, slow: int, seconds: float) -> Result:
     return out
 
 
-def phase_partition(run: Run, seconds: float = 30.0) -> Result:
-    """Split the cluster in halves, heal, and time the merge (gossip to the dead)."""
-    sim, half = run.sim, run.n // 2
+def phase_partition(run: Run, seconds: float = PARTITION_S, cut: int = 0) -> Result:
+    """Split the cluster (in halves, or the last `cut` nodes off), heal, time the merge."""
+    sim, half = run.sim, run.n - cut if cut else run.n // 2
     sim.partition([0 if i < half else 1 for i in range(run.n)])
     t0 = sim.now
     run.advance(t0 + seconds)
     views = run.views.not_alive
-    cross = [views[i].get(j) for i in run.up() for j in run.up() if (i < half) != (j < half)]
+    sides = [i for i in run.up() if i < half], [i for i in run.up() if i >= half]
+    cross = [views[i].get(j) for a, b in (sides, sides[::-1]) for i in a for j in b]
     sim.partition(None)
     t1 = sim.now
     merged = run.advance(t1 + 180.0, run.all_see_all, 0.1)
-    return {"partition_s": seconds,
+    return {"partition_s": seconds, "sides": [half, run.n - half],
             "cross_pairs_dead": sum(1 for v in cross if v == "dead") / max(1, len(cross)),
             "cross_pairs_suspect": sum(1 for v in cross if v == "suspect") / max(1, len(cross)),
             "merge_s": sim.now - t1 if merged else None}
@@ -334,13 +367,14 @@ def trials_for(n: int, quick: bool) -> int:
     return 2 if quick else (40 if n <= 100 else max(3, 5000 // n))
 
 
-def phases_for(run: Run, quick: bool) -> list[tuple[str, Callable[[], Result]]]:
-    n = run.n
+def phases_for(run: Run, opts: Options) -> list[tuple[str, Callable[[], Result]]]:
+    n, quick = run.n, opts.quick
     fp_s, trials, slow = alarm_seconds(n, quick), trials_for(n, quick), min(SLOW_MEMBERS, n // 4)
+    joiners = opts.joiners if n >= opts.converged_from else 0
     steps: list[tuple[str, Callable[[], Result]]] = [
-        ("join", lambda: phase_join(run)),
+        ("join", lambda: phase_join(run, joiners)),
         ("settle", lambda: phase_settle(run)),
-        ("load", lambda: phase_load(run)),
+        ("load", lambda: phase_load(run, LOAD_WINDOW_LARGE_S if joiners else LOAD_WINDOW_S)),
         ("dissemination", lambda: phase_dissemination(run, 2 if quick else 5)),
         ("detection_silent", lambda: phase_detection(run, False, trials)),
         ("detection_refused", lambda: phase_detection(run, True, trials)),
@@ -350,6 +384,8 @@ def phases_for(run: Run, quick: bool) -> list[tuple[str, Callable[[], Result]]]:
     ]
     if n <= 100:
         steps.append(("partition", lambda: phase_partition(run)))
+    elif joiners:
+        steps.append(("partition", lambda: phase_partition(run, SHORT_PARTITION_S, n // 100)))
     return steps
 
 
@@ -359,7 +395,9 @@ def lifeguard_off_phases(run: Run, quick: bool) -> list[tuple[str, Callable[[], 
             ("alarms_slow", lambda: phase_alarms(run, 0.0, slow, fp_s))]
 
 
-def run_phases(run: Run, steps: list[tuple[str, Callable[[], Result]]]) -> Result:
+def run_phases(run: Run, steps: list[tuple[str, Callable[[], Result]]],
+               saved: Callable[[Result], None] | None = None) -> Result:
+    """Run `steps` in order; `saved` gets the results so far after each one."""
     out: Result = {"nodes": run.n, "codec": run.sim.net.codec}
     try:
         for name, step in steps:
@@ -369,6 +407,8 @@ def run_phases(run: Run, steps: list[tuple[str, Callable[[], Result]]]) -> Resul
             out[name]["cpu_s"] = time.process_time() - cpu
             out[name]["sim_end_s"] = run.sim.now
             print(f"  [{run.label}] {name}: {brief(out[name])}", flush=True)
+            if saved is not None:  # an hour-long size leaves its finished phases behind
+                saved({**out, "partial": True})
     except OverBudget as exc:
         views, n = run.views, run.n
         out["aborted"] = {"reason": str(exc), "phase": run.phase, "sim_time_s": run.sim.now,
@@ -379,6 +419,8 @@ def run_phases(run: Run, steps: list[tuple[str, Callable[[], Result]]]) -> Resul
     out["cpu_s"] = time.process_time() - run.cpu0
     out["wall_s"] = time.monotonic() - run.wall0
     out["rss_gb_at_end"] = rss_gb()
+    # The process's peak so far (sizes run one after another share a process).
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     return out
 
 
@@ -396,11 +438,11 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def run_size(n: int, opts: Options) -> Result:
+def run_size(n: int, opts: Options, saved: Callable[[Result], None] | None = None) -> Result:
     timing = PROFILES["lan"]
     print(f"n={n}: codec={'on' if n < opts.no_codec_from else 'off'}", flush=True)
     run = make_run(n, opts, timing, f"n={n}")
-    out = run_phases(run, phases_for(run, opts.quick))
+    out = run_phases(run, phases_for(run, opts), saved)
     if n <= 100 and "aborted" not in out:
         off = replace(timing, awareness_max=1, suspicion_max_mult=1)
         ctl = make_run(n, replace(opts, seed=opts.seed + 7), off, f"n={n} lifeguard-off")
@@ -442,8 +484,9 @@ def render(doc: Result) -> str:
          "update to 99.99 %, s (Serf)",
          "silent crash: 1st suspicion, s", "SWIM periods (expected)",
          "silent crash: failed on all, s mean / max", "refused: failed on all, s mean / max",
-         "msgs/s per member", "bytes/s per member", "CPU s"],
-        [[str(s["nodes"]), _c(s["codec"]),
+         "msgs/s per member", "bytes/s per member", "CPU s", "peak RSS, GB"],
+        [[str(s["nodes"]) + ("*" if _g(s, "join", "start") == "converged" else ""),
+          _c(s["codec"]),
           f"{_c(_g(s, 'join', 'converged_s'))} ({_c(_g(s, 'join', 'after_last_start_s'))})",
           f"{_c(_g(s, 'dissemination', '99.99%'))} ({_c(_g(s, 'dissemination', 'serf_99.99%'))})",
           _c(_g(s, "detection_silent", "first_suspect_s", "mean")),
@@ -454,7 +497,21 @@ def render(doc: Result) -> str:
           f"{_c(_g(s, 'detection_refused', 'all_failed_s', 'mean'))} / "
           f"{_c(_g(s, 'detection_refused', 'all_failed_s', 'max'))}",
           _c(_g(s, "load", "msgs_per_node_s")), _c(_g(s, "load", "bytes_per_node_s"), 0),
-          _c(s.get("cpu_s"), 0)] for s in sizes])
+          _c(s.get("cpu_s"), 0), _c(s.get("peak_rss_gb"))] for s in sizes])
+    lines += ["", "Join at N marked * : " + ", ".join(
+        f"N={s['nodes']}: {s['join']['joiners']} nodes joining a converged cluster of "
+        f"{s['nodes'] - s['join']['joiners']:,}"
+        for s in sizes if _g(s, "join", "start") == "converged") + "."] if any(
+        _g(s, "join", "start") == "converged" for s in sizes) else []
+    lines += ["", "#### Partitions", ""]
+    lines += _table(["N", "sides", "cut, s", "cross pairs dead", "cross pairs suspect",
+                     "all see all alive again after, s"],
+                    [[str(s["nodes"]), " / ".join(map(str, _g(s, "partition", "sides") or [])),
+                      _c(_g(s, "partition", "partition_s"), 0),
+                      _c(_g(s, "partition", "cross_pairs_dead")),
+                      _c(_g(s, "partition", "cross_pairs_suspect")),
+                      _c(_g(s, "partition", "merge_s"))]
+                     for s in sizes if "partition" in s])
     lines += ["", "#### False alarms (every member is up: any failure is false)", ""]
     rows = []
     for s in sizes:
@@ -499,11 +556,14 @@ def plot(doc: Result, out_dir: Path) -> list[Path]:
     made = []
     fig, ax = plt.subplots(figsize=(7, 4))
     for s in sizes:
-        curve = s["join"]["curve"]
-        ax.plot([c[0] for c in curve], [c[1] for c in curve], label=f"N={s['nodes']}")
+        curve, j = s["join"]["curve"], s["join"]
+        label = f"N={s['nodes']}"
+        if j.get("start") == "converged":
+            label += f" ({j['joiners']} join a converged {s['nodes'] - j['joiners']:,})"
+        ax.plot([c[0] for c in curve], [c[1] for c in curve], label=label)
     ax.set(xlabel="virtual time since the first node started (s)",
            ylabel="fraction of nodes that see all alive", title="Join via 3 seeds")
-    ax.legend()
+    ax.legend(fontsize=8)
     made.append(save_png(fig, out_dir / "sim_join.png", 110))
     fig, ax = plt.subplots(figsize=(7, 4))
     series = [("join: all views complete", ("join", "converged_s")),
@@ -511,8 +571,15 @@ def plot(doc: Result, out_dir: Path) -> list[Path]:
               ("Serf model, 99.99 %", ("dissemination", "serf_99.99%")),
               ("silent crash: failed on all (mean)", ("detection_silent", "all_failed_s", "mean")),
               ("refused: failed on all (mean)", ("detection_refused", "all_failed_s", "mean"))]
+    scratch = [s for s in sizes if s["join"].get("start") != "converged"]
     for label, path in series:
-        ax.plot(ns, [_g(s, *path) for s in sizes], marker="o", label=label)
+        group = scratch if path[0] == "join" else sizes
+        ax.plot([s["nodes"] for s in group], [_g(s, *path) for s in group], marker="o",
+                label=label)
+    joins = [s for s in sizes if s["join"].get("start") == "converged"]
+    if joins:
+        ax.plot([s["nodes"] for s in joins], [s["join"]["converged_s"] for s in joins],
+                marker="*", ls="none", ms=10, label="join: 10 into a converged cluster")
     ax.set(xscale="log", yscale="log", xlabel="N", ylabel="seconds (virtual)",
            title="Time vs cluster size")
     ax.legend(fontsize=8)
@@ -537,9 +604,12 @@ def profile(n: int, opts: Options, where: str, seconds: float, top: int = 15) ->
     import pstats
 
     run = make_run(n, opts, PROFILES["lan"], f"n={n} profile")
+    joiners = opts.joiners if n >= opts.converged_from else 0
     if where == "steady":
-        phase_join(run)
+        phase_join(run, joiners)
         phase_settle(run)
+    elif joiners:
+        start_joiners(run, joiners)
     else:
         start_all(run)
     prof, t0, cpu = cProfile.Profile(), run.sim.now, time.process_time()
@@ -562,7 +632,7 @@ def profile(n: int, opts: Options, where: str, seconds: float, top: int = 15) ->
 def _profile_rows(ranked: list[tuple[Any, Any]], total: float) -> list[str]:
     rows = ["| own time | with callees | calls | function |", "|---|---|---|---|"]
     for (path, line, func), (_, calls, own, cum, _) in ranked:
-        short = path.split("/work/main/")[-1].split("site-packages/")[-1]
+        short = path.split(f"{ROOT}/")[-1].split("site-packages/")[-1]
         rows.append(f"| {100 * own / total:.1f} % | {100 * cum / total:.1f} % | {calls:,} "
                     f"| `{short}:{line}({func})` |")
     return rows
@@ -582,7 +652,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--budget-min", type=float, default=60.0, help="CPU-time cap per size")
     p.add_argument("--max-rss-gb", type=float, default=8.0, help="memory cap per size")
     p.add_argument("--quick", action="store_true", help="short phases, for a smoke run")
+    p.add_argument("--converged-from", type=int, default=5000,
+                   help="from this size up, start converged and time --joiners joining it")
+    p.add_argument("--joiners", type=int, default=10)
     p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--combine", type=Path, nargs="+",
+                   help="merge results files run separately into --json (later wins) and exit")
     p.add_argument("--report", type=Path, help="print the tables of a results file and exit")
     p.add_argument("--plot", type=Path, help="draw charts of a results file and exit")
     p.add_argument("--profile", choices=("join", "steady"),
@@ -594,6 +669,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
+    if args.combine:  # sizes run separately (e.g. 10,000 beside 10,100,1,000), one file
+        docs = [json.loads(path.read_text()) for path in args.combine]
+        by_n = {s["nodes"]: s for d in docs for s in d["sizes"]}
+        runs = [r for d in docs for r in d["meta"].get("runs", [d["meta"]])]
+        combined = {"meta": {"runs": runs}, "sizes": [by_n[n] for n in sorted(by_n)]}
+        if args.json:
+            args.json.write_text(json.dumps(combined, indent=1, default=str) + "\n")
+        print(render(combined), end="")
+        return 0
     if args.report or args.plot:
         doc = json.loads((args.report or args.plot).read_text())
         if args.plot:
@@ -603,18 +687,23 @@ def main(argv: list[str]) -> int:
         return 0
     opts = Options(tuple(int(x) for x in args.nodes.split(",")), args.seed, args.latency,
                    0 if args.no_codec else args.no_codec_from, args.budget_min * 60.0,
-                   args.max_rss_gb, args.quick)
+                   args.max_rss_gb, args.quick, args.converged_from, args.joiners)
     if args.profile:
         for n in opts.nodes:
             print(profile(n, opts, args.profile, args.profile_s), flush=True)
         return 0
     wall = time.monotonic()
-    sizes = []
-    for n in opts.nodes:
-        sizes.append(run_size(n, opts))
-        doc = {"meta": meta(argv, time.monotonic() - wall), "sizes": sizes}
-        if args.json:  # after every size, so a long run leaves its finished sizes behind
+    sizes: list[Result] = []
+
+    def save(current: list[Result]) -> Result:
+        doc = {"meta": meta(argv, time.monotonic() - wall), "sizes": current}
+        if args.json:  # after every phase, so a long run leaves what it finished behind
             args.json.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        return doc
+
+    for n in opts.nodes:
+        sizes.append(run_size(n, opts, lambda partial: save([*sizes, partial])))
+        doc = save(sizes)
     print(render(doc), end="")
     return 0
 

@@ -74,7 +74,8 @@ EVENT_TYPES: tuple[str, ...] = (
 # --- records ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# weakref_slot: member tables share one instance per distinct member (members.shared_info).
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class NodeInfo:
     """A cluster member; `address` is its gossip endpoint, "tcp://host:port"."""
 

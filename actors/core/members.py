@@ -29,11 +29,22 @@ Wire forms, msgpack-native (the shell never needs to read them):
   True` when refusal-backed) and dead; `{"k", "n", "i"}` for left.
 * member entry (payload "members" of a "members" message): `{"id", "addr",
   "meta"?, "inc", "st"}`, st in alive|suspect|dead|left.
+
+Memory (what a table costs per member, which is what bounds a node's table
+size and a simulation of many nodes in one process): an entry, one slot in
+the id index and one in the prober's order. Member records (`NodeInfo`)
+are shared: a table keeps the instance `shared_info` hands out, so a
+decoded copy per message, per table or per event is never kept. The
+address index (`node_at`) is built on its first use. A `MemberView` lets
+many tables start from one converged table: its entries are shared and
+read-only, and a table copies one the first time it changes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import random
+import weakref
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +58,6 @@ from transport.protocol import (
     check_u63,
     make_node_info,
     map_to_node_info,
-    node_info_to_map,
 )
 from transport.validate import check_counter, check_endpoint
 
@@ -114,6 +124,59 @@ class Entry:
         return Member(self.node, self.status, self.incarnation, self.since)
 
 
+class _SharedEntry(Entry):
+    """An entry of a `MemberView`, held by many tables: never changed in place."""
+
+    __slots__ = ()
+
+
+# One NodeInfo per distinct (id, address, metadata) in the process. Weak: an instance
+# no table, queue or event holds any more is freed.
+_INFOS: weakref.WeakValueDictionary[tuple[str, str], NodeInfo] = weakref.WeakValueDictionary()
+
+
+def shared_info(info: NodeInfo) -> NodeInfo:
+    """The process's instance equal to `info` (`info` itself if it is the first).
+
+    Every decoded message carries fresh copies of a member's id, address and
+    metadata; keeping the first instance instead frees them, and lets the
+    tables of one process (a simulation of thousands of nodes) hold one
+    record per member instead of one per table.
+    """
+    key = (info.node_id, info.address)
+    held = _INFOS.get(key)
+    if held is not None and held.metadata == info.metadata:
+        return held
+    _INFOS[key] = info
+    return info
+
+
+class MemberView:
+    """A converged member table, built once and adopted by many (`MemberTable.adopt`).
+
+    Every member is alive; the entries are shared by every table that adopts
+    the view and copied by a table the first time it changes one.
+
+    Raises:
+        ValueError: a member that is not alive, or two with the same id.
+    """
+
+    def __init__(self, members: Iterable[Member]) -> None:
+        entries: dict[str, Entry] = {}
+        for m in members:
+            if m.status != ALIVE:
+                raise ValueError(f"member {m.node.node_id!r} is {m.status}, not alive")
+            info = shared_info(m.node)
+            if info.node_id in entries:
+                raise ValueError(f"member {info.node_id!r} appears twice")
+            entries[info.node_id] = _SharedEntry(info, ALIVE, m.incarnation, m.since)
+        self.entries: Mapping[str, Entry] = entries
+        self.highest = max((e.incarnation for e in entries.values()), default=0)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
 # --- wire forms --------------------------------------------------------------
 
 
@@ -151,9 +214,12 @@ def map_to_news(item: object) -> News:
 
 def member_to_map(entry: Entry) -> dict[str, Any]:
     """An entry of a "members" table (push-pull and join reply)."""
-    result = node_info_to_map(entry.node)
-    result["inc"] = entry.incarnation
-    result["st"] = entry.status
+    info = entry.node
+    # node_info_to_map's keys, inlined: a table of 10,000 members is built in one go
+    result = {"id": info.node_id, "addr": info.address, "inc": entry.incarnation,
+              "st": entry.status}
+    if info.metadata:
+        result["meta"] = dict(info.metadata)
     return result
 
 
@@ -248,8 +314,9 @@ class MemberTable:
         self._suspects: dict[str, Entry] = {}
         self._gone: dict[str, Entry] = {}
         # address -> the id claiming it, or the ids (first claimant first) when several
-        # do; the shell maps socket events back to members through it
-        self._at: dict[str, str | list[str]] = {}
+        # do; the shell maps socket events back to members through it. Built on the
+        # first `node_at` (a core that is never asked, as in a simulation, pays nothing).
+        self._at: dict[str, str | list[str]] | None = None
         # Transitions not yet drained by the caller, in order.
         self.events: list[MemberEvent] = []
 
@@ -266,8 +333,68 @@ class MemberTable:
             key=lambda e: e.node.node_id,
         )
 
+    def sample(self, rng: random.Random, k: int, eligible: Callable[[Entry], bool],
+               gone: bool = False) -> list[Entry]:
+        """Up to `k` distinct members other than us for which `eligible` holds, chosen
+        uniformly at random (in random order); among the dead and left ones if `gone`.
+
+        Drawn by rejection from the table, since in a healthy cluster nearly every
+        member qualifies: a gossip round or an indirect probe then costs O(k), not a
+        pass over the table. When few qualify, an exact draw among those that do.
+        """
+        pool = list((self._gone if gone else self._entries).values())
+        size, me = len(pool), self.me
+        chosen: list[Entry] = []
+        seen: set[int] = set()
+        for _ in range(4 * k + 8):
+            if len(chosen) == k or len(seen) == size:
+                break
+            i = rng.randrange(size)
+            if i not in seen:
+                seen.add(i)
+                if pool[i] is not me and eligible(pool[i]):
+                    chosen.append(pool[i])
+        if len(chosen) == k:
+            return chosen
+        fit = [e for e in pool if e is not me and eligible(e)]
+        return rng.sample(fit, min(k, len(fit)))
+
+    def adopt(self, view: MemberView) -> None:
+        """Take every member of `view` at once (see `MemberView`); no events.
+
+        Raises:
+            ValueError: the table already knows a member other than us.
+        """
+        if len(self._entries) > 1:
+            raise ValueError("adopt needs a table that knows only the local node")
+        me_id = self.me.node.node_id
+        self._entries.update(view.entries)
+        self._entries[me_id] = self.me  # first in order still; never the view's copy of us
+        self._live += len(self._entries) - 1
+        if self._at is not None:
+            for entry in self._entries.values():
+                self._claim(entry)
+
+    def _own(self, entry: Entry) -> Entry:
+        """`entry`, or a private copy in its place if it is shared (about to change)."""
+        if type(entry) is Entry:
+            return entry
+        mine = Entry(entry.node, entry.status, entry.incarnation, entry.since, entry.suspicion)
+        self._entries[mine.node.node_id] = mine  # only alive entries are shared: no other index
+        return mine
+
+    def other_ids(self, statuses: Collection[str] = LIVE) -> list[str]:
+        """The ids of `others(statuses)`, in the same order, without sorting entries."""
+        me = self.me
+        return sorted(node_id for node_id, e in self._entries.items()
+                      if e is not me and e.status in statuses)
+
     def node_at(self, address: str) -> str | None:
         """The first member other than us that claims `address`, or None."""
+        if self._at is None:
+            self._at = {}
+            for entry in self._entries.values():
+                self._claim(entry)
         held = self._at.get(address)
         for node_id in [held] if isinstance(held, str) else held or ():
             if node_id != self.me.node.node_id:
@@ -275,6 +402,8 @@ class MemberTable:
         return None
 
     def _claim(self, entry: Entry) -> None:
+        if self._at is None:
+            return
         address, node_id = entry.node.address, entry.node.node_id
         held = self._at.get(address)
         if held is None:
@@ -286,6 +415,8 @@ class MemberTable:
             held.append(node_id)
 
     def _unclaim(self, entry: Entry) -> None:
+        if self._at is None:
+            return
         address, node_id = entry.node.address, entry.node.node_id
         held = self._at.get(address)
         if held == node_id:
@@ -323,18 +454,18 @@ class MemberTable:
         if news.kind == SUSPECT:
             return self._apply_suspect(entry, news, now)
         if news.kind == DEAD and entry.status in LIVE:
-            self._transition(entry, DEAD, news.incarnation, now, "node.failed")
+            self._transition(self._own(entry), DEAD, news.incarnation, now, "node.failed")
             return Applied(True, "transition")
         if news.kind == LEFT and entry.status != LEFT:
-            self._transition(entry, LEFT, news.incarnation, now, "node.left")
+            self._transition(self._own(entry), LEFT, news.incarnation, now, "node.left")
             return Applied(True, "transition")
         return _STALE
 
     def _learn(self, news: News, now: float) -> Applied:
         if news.kind != ALIVE or news.info is None:
             return _UNKNOWN
-        entry = Entry(news.info, ALIVE, news.incarnation, now)
-        self._entries[news.node_id] = entry
+        entry = Entry(shared_info(news.info), ALIVE, news.incarnation, now)
+        self._entries[entry.node.node_id] = entry
         self._claim(entry)
         self._live += 1
         self.emit("node.joined", entry)
@@ -349,9 +480,10 @@ class MemberTable:
             # reach it to be refuted (memberlist: "conflicting address"). A member
             # that really moved is declared dead at its old address, then accepted.
             return _CONFLICT
+        entry = self._own(entry)
         old_status, info_changed = entry.status, entry.node != news.info
         self._unclaim(entry)
-        entry.node = news.info
+        entry.node = shared_info(news.info)
         self._claim(entry)
         if old_status == ALIVE:
             entry.incarnation = news.incarnation
@@ -368,6 +500,7 @@ class MemberTable:
     def _apply_suspect(self, entry: Entry, news: News, now: float) -> Applied:
         accuser = news.accuser or ""
         if entry.status == ALIVE:
+            entry = self._own(entry)
             self._transition(entry, SUSPECT, news.incarnation, now, "node.suspect")
             entry.suspicion = self._new_suspicion(accuser, now)
             self._suspects[entry.node.node_id] = entry

@@ -85,6 +85,7 @@ from actors.core.members import (
     Member,
     MemberEvent,
     MemberTable,
+    MemberView,
     News,
     map_to_member_news,
     map_to_news,
@@ -109,7 +110,7 @@ from transport.protocol import (
 )
 from transport.validate import MAX_COUNTER, check_counter, check_endpoint, plausible_counter
 
-__all__ = ["Member", "MemberEvent", "Membership", "Outbound"]
+__all__ = ["Member", "MemberEvent", "MemberView", "Membership", "Outbound"]
 
 LEAVE_FANOUT = 32  # members told of a graceful leave directly; gossip does the rest
 MAX_GOSSIP_ITEMS = 512  # bound on work per inbound message
@@ -224,6 +225,27 @@ class Membership:
             return []
         self._join = _Join(addresses, 0, now)
         return self._send_joins(now)
+
+    def adopt(self, view: MemberView, now: float) -> None:
+        """Start from a converged member table instead of joining one.
+
+        For simulations and tests of large clusters, where thousands of cores
+        would otherwise each join and learn every member one news item at a
+        time. The core is as if it had joined long ago and every piece of news
+        in `view` had spread: no events, nothing queued for gossip, and the
+        next push-pull at a random point of the interval scaled for the new
+        size (a core started with an empty table staggers its first one over
+        the unscaled interval). `view` is shared, not copied (see `MemberView`).
+
+        Raises:
+            ValueError: the core already knows other members, is joining or has left.
+        """
+        if self._join is not None or self._leaving:
+            raise ValueError("adopt is for a fresh core that neither joins nor has left")
+        self._table.adopt(view)
+        self._inc_high = max(self._inc_high, view.highest)
+        interval = push_pull_scale(self._t.push_pull_interval_s, self._table.live_count())
+        self._push_pull_at = now + self._rng.uniform(0, interval)
 
     def leave(self, now: float) -> list[Outbound]:
         """Leave gracefully: status left at the current incarnation, told to up to 32 members."""
@@ -394,18 +416,42 @@ class Membership:
             self._count("join_replies")
         teller = reply_address(pl)
         out: list[Outbound] = []
+        repeats = 0
         for item in entries:
+            if self._repeats_held(item):
+                repeats += 1
+                continue
             try:
                 news = map_to_member_news(item, msg.sender)
             except ProtocolError:
                 self._count("rejected.bad_member")
                 continue
             out += self._on_news(news, now, teller)
+        if repeats:
+            self._count("news_stale", repeats)
         if pl.get("reply") is True and teller is not None and \
                 self._table_allowed(msg.sender, now):
             self._count("push_pulls_answered")
             out.append(Outbound(teller, self._members_msg(msg.sender, reply=False)))
         return out
+
+    def _repeats_held(self, item: object) -> bool:
+        """Whether a "members" row is an alive record we hold at the same or a newer
+        incarnation, with the same address and metadata: stale news, decided here
+        without parsing it (most rows of a push-pull are; parsing costs ~10x more).
+        The row equals a record we checked when we learned it, so skipping its
+        checks changes nothing; anything else takes the full path."""
+        if type(item) is not dict:
+            return False
+        get = item.get
+        node_id, inc = get("id"), get("inc")
+        if type(node_id) is not str or type(inc) is not int or get("st") != ALIVE:
+            return False
+        held = self._table.get(node_id)
+        if held is None or not 0 <= inc <= held.incarnation or held is self._table.me:
+            return False
+        info = held.node
+        return get("addr") == info.address and get("meta", _NO_META) == info.metadata
 
     # --- news --------------------------------------------------------------
 
@@ -438,7 +484,9 @@ class Membership:
     def _after_accept(self, news: News, applied: Applied) -> None:
         self._queue.queue(news.node_id, news_to_map(news))
         if applied.reason == "joined" and not self._leaving:
-            self._prober.add_member(news.node_id)
+            entry = self._table.get(news.node_id)
+            assert entry is not None  # just joined
+            self._prober.add_member(entry.node.node_id)  # the table's id string, not a copy
         if news.refused and news.accuser != self.me.node_id:
             self._count("refused_confirmations")
         if applied.reason == "transition":
@@ -512,18 +560,19 @@ class Membership:
             return []
         n = self._table.live_count()
         self._push_pull_at = now + push_pull_scale(self._t.push_pull_interval_s, n)
-        return self._push_pull_with(self._table.others((ALIVE,)), "push_pulls")
+        return self._push_pull_with(self._table.sample(self._rng, 1, _is_alive), "push_pulls")
 
     def _run_gossip_to_dead(self, now: float) -> list[Outbound]:
         if now < self._to_dead_at:
             return []
         self._to_dead_at = now + self._t.gossip_to_dead_s
-        return self._push_pull_with(self._table.others((DEAD,)), "gossip_to_dead")
+        peers = self._table.sample(self._rng, 1, _is_dead, gone=True)
+        return self._push_pull_with(peers, "gossip_to_dead")
 
-    def _push_pull_with(self, candidates: list[Entry], counter: str) -> list[Outbound]:
-        if not candidates:
+    def _push_pull_with(self, peers: list[Entry], counter: str) -> list[Outbound]:
+        if not peers:
             return []
-        peer = self._rng.choice(candidates)
+        peer = peers[0]
         self._count(counter)
         return [Outbound(peer.node.address, self._members_msg(peer.node.node_id, reply=True))]
 
@@ -543,11 +592,11 @@ class Membership:
 
     def _gossip_round(self) -> list[Outbound]:
         """Send queued news to `gossip_nodes` random live members."""
+        if not self._queue:
+            return []
         # Skip members whose connection was refused: almost surely gone. If one is not,
         # the suspect item on our next probe of it still lets it refute.
-        peers = [e for e in self._table.others()
-                 if e.suspicion is None or not e.suspicion.refusal_backed]
-        peers = self._rng.sample(peers, min(self._t.gossip_nodes, len(peers)))
+        peers = self._table.sample(self._rng, self._t.gossip_nodes, _gossip_peer)
         out: list[Outbound] = []
         for peer in peers:
             if not self._queue:
@@ -601,6 +650,22 @@ class Membership:
     def _reject(self, reason: str) -> list[Outbound]:
         self._count("rejected." + reason)
         return []
+
+
+_NO_META: Mapping[str, Any] = {}
+
+
+def _is_alive(entry: Entry) -> bool:
+    return entry.status == ALIVE
+
+
+def _is_dead(entry: Entry) -> bool:
+    return entry.status == DEAD
+
+
+def _gossip_peer(entry: Entry) -> bool:
+    return entry.status in LIVE and (entry.suspicion is None or
+                                     not entry.suspicion.refusal_backed)
 
 
 def _checked_metadata(metadata: Mapping[str, Any], limit: int) -> dict[str, Any]:

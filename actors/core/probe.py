@@ -244,15 +244,17 @@ class Prober:
                 self._order_idx += 1
                 if entry is not None and entry is not self._table.me and entry.status in LIVE:
                     return entry
-            self._order = [e.node.node_id for e in self._table.others()]
+            self._order = self._table.other_ids()
             self._rng.shuffle(self._order)
             self._order_idx = 0
         return None
 
     def _ask_indirect(self, probe: _Probe) -> list[Outbound]:
         probe.asked = True
-        peers = [e for e in self._table.others((ALIVE,)) if e.node.node_id != probe.target]
-        peers = self._rng.sample(peers, min(self._t.indirect_checks, len(peers)))
+        target = probe.target
+        peers = self._table.sample(
+            self._rng, self._t.indirect_checks,
+            lambda e: e.status == ALIVE and e.node.node_id != target)
         probe.indirect = len(peers)
         self._count("ping_reqs_sent", len(peers))
         out = []
