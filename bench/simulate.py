@@ -53,9 +53,9 @@ SLOW_MEMBERS = 3
 PARTITION_S = 30.0
 # Converged start: the cut-off 1 % stays apart for less than the shortest suspicion
 # timeout (16 s at 10,000), so no side declares the other dead. Longer, each side would
-# fail the other, and on healing every table merged from the other side turns its
-# "dead" rows into suspicions of almost everyone (remote dead -> suspect, memberlist's
-# mergeState): ~N^2 suspicions, which no longer fit in memory at 10,000.
+# fail the other, and on healing every table merged from the other side would turn its
+# "dead" rows into suspicions (remote dead -> suspect, memberlist's mergeState): on the
+# order of N^2 of them. Even the short cut is costly at 10,000 (docs/simulation.md).
 SHORT_PARTITION_S = 10.0
 
 
