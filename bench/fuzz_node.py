@@ -550,10 +550,10 @@ class Watch:
         self.events: list[dict[str, Any]] = []
         self.counts = CounterLog()
         self.counts.record(_request(target, "status"), baseline=True)
-        self.pss_base, self.fds_base = tree_usage(self._pid())
+        self.pss_base, self.fds_base = tree_usage(self.pid())
         self.pss_max, self.fds_max = self.pss_base, self.fds_base
 
-    def _pid(self) -> int:
+    def pid(self) -> int:
         return self.target.proc.pid if self.target.proc is not None else -1
 
     def pump(self) -> None:
@@ -562,7 +562,7 @@ class Watch:
                 self.events.append(unpack_untrusted(self.sub.recv_multipart()[-1]))
 
     def sample(self) -> None:
-        pss, fds = tree_usage(self._pid())
+        pss, fds = tree_usage(self.pid())
         self.pss_max, self.fds_max = max(self.pss_max, pss), max(self.fds_max, fds)
 
     def tick(self) -> None:
@@ -821,7 +821,7 @@ def _judge(report: FuzzReport, watch: Watch, nodes: list[LocalNode], bounds: Bou
         report.restarts[node.name] = (None if status is None else
                                       sum(a.get("restarts", 0) for a in status["actors"]))
     report.pss_base, report.pss_max = watch.pss_base, watch.pss_max
-    report.pss_end = tree_usage(watch._pid())[0]  # after the settle: what the node keeps
+    report.pss_end = tree_usage(watch.pid())[0]  # after the settle: what the node keeps
     report.fds_base, report.fds_max = watch.fds_base, watch.fds_max
     f = report.failures
     if report.exits or any(r for r in report.restarts.values()):
