@@ -52,6 +52,9 @@ SAVE_EVERY_S = 10.0
 RECONCILE_S = 30.0
 APPLY_BATCH = 1000
 RPC_TIMEOUT_S = 5.0
+# The peer list follows membership events; an event can be missed (a subscription
+# still being set up, a full queue), so the whole list is asked for this often too.
+MEMBERS_REFRESH_S = 5.0
 LIVE = ("alive", "suspect")
 
 
@@ -74,6 +77,7 @@ class AntiEntropyActor(Actor):
         self.next_reconcile = 0.0
         self.next_dirty_check = 0.0
         self.next_save = 0.0
+        self.next_members = 0.0
         self.clock_told = 0
 
     def setup(self, now: float) -> None:
@@ -91,7 +95,6 @@ class AntiEntropyActor(Actor):
             client.request("sync_state", {}, now, RPC_TIMEOUT_S, self._on_provider_state)
         self.membership = AsyncClient.connect(self.ctx, self.env.rpc_endpoint("membership"))
         self.watch(self.membership.sock, lambda now: self.membership.on_readable())
-        self.membership.request("members", {}, now, RPC_TIMEOUT_S, self._on_members)
 
     # -- the mirror on disk --------------------------------------------------------
     # Kept so a restarted actor remembers its GC horizons at once: without them a
@@ -117,10 +120,15 @@ class AntiEntropyActor(Actor):
 
     # -- peers -------------------------------------------------------------------
     def _on_members(self, rows: Any, error: RpcError | None) -> None:
-        if error is None and isinstance(rows, list):
-            for row in rows:
-                if isinstance(row, dict):
-                    self._track(row)
+        if error is not None or not isinstance(rows, list):
+            return
+        listed = set()
+        for row in rows:
+            if isinstance(row, dict):
+                self._track(row)
+                listed.add(row.get("node_id"))
+        for node_id in [p for p in self.peers if p not in listed]:  # reaped unseen
+            self._track({"node_id": node_id, "status": "gone"})
 
     def on_event(self, event: dict[str, Any], now: float) -> None:
         data = event.get("data")
@@ -187,7 +195,12 @@ class AntiEntropyActor(Actor):
             if result.to_apply:
                 self._offer(result.to_apply, now)
         # More than one batch was waiting: shed repair work until the backlog drains.
-        self.core.busy = self.counters["inbox_yielded"] > yielded or handled >= INBOX_BATCH
+        # Only while something still waits: one slow message on a loaded machine also
+        # ends a batch early, and a flag left set with an empty inbox would stop this
+        # node's rounds until some peer happened to write to it (with every node so
+        # stuck, repair stopped for good).
+        cut_short = self.counters["inbox_yielded"] > yielded or handled >= INBOX_BATCH
+        self.core.busy = cut_short and bool(self.inbox.poll(0, zmq.POLLIN))
 
     def _offer(self, states: list[SyncableState], now: float) -> None:
         """Hand remote states to the providers that own their types."""
@@ -292,6 +305,9 @@ class AntiEntropyActor(Actor):
             self.publish("state.changed", s.source_node, row)
 
     def tick(self, now: float) -> None:
+        if now >= self.next_members:
+            self.next_members = now + MEMBERS_REFRESH_S
+            self.membership.request("members", {}, now, RPC_TIMEOUT_S, self._on_members)
         self._send(self.core.tick(now, list(self.peers)))
         if now >= self.next_reconcile:
             self.next_reconcile = now + RECONCILE_S
@@ -312,7 +328,7 @@ class AntiEntropyActor(Actor):
             client.expire(now)
 
     def next_deadline(self) -> float | None:
-        deadlines: list[float | None] = [self.core.next_deadline()]
+        deadlines: list[float | None] = [self.core.next_deadline(), self.next_members]
         deadlines += [c.next_deadline() for c in (*self.providers.values(), self.membership)]
         return min((d for d in deadlines if d is not None), default=None)
 

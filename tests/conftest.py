@@ -80,12 +80,21 @@ def subscriber() -> Iterator[Callable[..., Subscriber]]:
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0,
-               interval_s: float = 0.05, what: str = "condition") -> Any:
+               interval_s: float = 0.05, what: str = "condition",
+               explain: Callable[[], Any] | None = None) -> Any:
+    """`explain`, on a timeout, says what the nodes hold, so a rare failure in CI
+    can be understood from its log alone."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+            detail = ""
+            if explain is not None:
+                try:
+                    detail = f"; state at the timeout: {explain()!r}"
+                except Exception as exc:  # the timeout is the failure to report, not this
+                    detail = f"; explain failed: {exc!r}"
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{detail}")
         time.sleep(interval_s)

@@ -31,6 +31,20 @@ def _everywhere(nodes, key, value) -> bool:
     return all(_value(n, key) == value for n in nodes)
 
 
+def _where(nodes, key) -> dict[str, object]:
+    """Per node: the provider's value, the mirror's row (tombstones too) and the
+    anti-entropy counters, for a timeout's message."""
+    out: dict[str, object] = {}
+    for n in nodes:
+        rows = [r for r in n.request("state", {"tombstones": True}) if r["key"] == key]
+        actors = {a["name"]: a for a in n.request("status")["actors"]}
+        ae = actors.get("anti_entropy", {})
+        out[n.name] = {"value": _value_if_up(n, key), "mirror": rows,
+                       "restarts": {name: a["restarts"] for name, a in actors.items()},
+                       "anti_entropy": {"counters": ae.get("counters"), "status": ae.get("status")}}
+    return out
+
+
 def _converged(cluster) -> None:
     names = {n.name for n in cluster.nodes}
     wait_until(lambda: all({m["node_id"] for m in n.request("members")
@@ -48,7 +62,8 @@ def test_a_write_on_one_node_reaches_every_node_with_an_event_each(clusters, sub
     assert {e["data"]["source_node"] for e in events} == {"n1"}
     assert _everywhere(cluster.nodes, "pool/web", {"weight": 3})
     cluster.nodes[2].request("kv.del", {"key": "pool/web"})
-    wait_until(lambda: _everywhere(cluster.nodes, "pool/web", None), what="delete everywhere")
+    wait_until(lambda: _everywhere(cluster.nodes, "pool/web", None), what="delete everywhere",
+               explain=lambda: _where(cluster.nodes, "pool/web"))
     rows = cluster.nodes[0].request("state")
     assert [r for r in rows if r["key"] == "pool/web"] == []
 
