@@ -96,6 +96,7 @@ class Options:
     quick: bool
     converged_from: int = 5000
     joiners: int = 10
+    phases: tuple[str, ...] = ()  # run only these (after join and settle); () = all
 
 
 def make_run(n: int, opts: Options, timing: Any, label: str) -> Run:
@@ -386,6 +387,9 @@ def phases_for(run: Run, opts: Options) -> list[tuple[str, Callable[[], Result]]
         steps.append(("partition", lambda: phase_partition(run)))
     elif joiners:
         steps.append(("partition", lambda: phase_partition(run, SHORT_PARTITION_S, n // 100)))
+    if opts.phases:  # the cluster is made by join and settle, so they always run
+        steps = [(name, step) for name, step in steps
+                 if name in ("join", "settle") or name in opts.phases]
     return steps
 
 
@@ -443,7 +447,9 @@ def run_size(n: int, opts: Options, saved: Callable[[Result], None] | None = Non
     print(f"n={n}: codec={'on' if n < opts.no_codec_from else 'off'}", flush=True)
     run = make_run(n, opts, timing, f"n={n}")
     out = run_phases(run, phases_for(run, opts), saved)
-    if n <= 100 and "aborted" not in out:
+    if opts.phases:
+        out["phases_only"] = list(opts.phases)
+    if n <= 100 and "aborted" not in out and (not opts.phases or "lifeguard_off" in opts.phases):
         off = replace(timing, awareness_max=1, suspicion_max_mult=1)
         ctl = make_run(n, replace(opts, seed=opts.seed + 7), off, f"n={n} lifeguard-off")
         out["lifeguard_off"] = run_phases(ctl, lifeguard_off_phases(ctl, opts.quick))
@@ -599,15 +605,18 @@ def plot(doc: Result, out_dir: Path) -> list[Path]:
 
 
 def profile(n: int, opts: Options, where: str, seconds: float, top: int = 15) -> str:
-    """cProfile `seconds` of virtual time: the start of the join, or at rest after it."""
+    """cProfile `seconds` of virtual time: the start of the join, at rest after it, or
+    the first seconds of 1 % of the members cut off."""
     import cProfile
     import pstats
 
     run = make_run(n, opts, PROFILES["lan"], f"n={n} profile")
     joiners = opts.joiners if n >= opts.converged_from else 0
-    if where == "steady":
+    if where in ("steady", "partition"):
         phase_join(run, joiners)
         phase_settle(run)
+        if where == "partition":  # the large-N cut of phase_partition, profiled from its start
+            run.sim.partition([0 if i < n - n // 100 else 1 for i in range(n)])
     elif joiners:
         start_joiners(run, joiners)
     else:
@@ -641,6 +650,24 @@ def _profile_rows(ranked: list[tuple[Any, Any]], total: float) -> list[str]:
 # --- command line -------------------------------------------------------------------------
 
 
+def merge_size(old: Result | None, new: Result) -> Result:
+    """`new` replaces `old`, unless it ran only some phases (`--phases`): then those
+    phases replace `old`'s, each with the cost of its own run beside it."""
+    only = new.get("phases_only")
+    if old is None or not only:
+        return new
+    merged = dict(old)
+    cost = {k: new.get(k) for k in ("cpu_s", "wall_s", "peak_rss_gb")}
+    for name in only:
+        if name in new:
+            merged[name] = {**new[name], "separate_run": cost}
+            if _g(merged, "aborted", "phase") == name:
+                del merged["aborted"]  # the earlier run's cut-short attempt at it
+    if "aborted" in new:
+        merged["aborted"] = new["aborted"]
+    return merged
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nodes", default="10,100,1000", help="comma-separated cluster sizes")
@@ -655,12 +682,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--converged-from", type=int, default=5000,
                    help="from this size up, start converged and time --joiners joining it")
     p.add_argument("--joiners", type=int, default=10)
+    p.add_argument("--phases", default="",
+                   help="comma-separated phases to run after join and settle (default: all)")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--combine", type=Path, nargs="+",
                    help="merge results files run separately into --json (later wins) and exit")
     p.add_argument("--report", type=Path, help="print the tables of a results file and exit")
     p.add_argument("--plot", type=Path, help="draw charts of a results file and exit")
-    p.add_argument("--profile", choices=("join", "steady"),
+    p.add_argument("--profile", choices=("join", "steady", "partition"),
                    help="only cProfile --profile-s virtual seconds per size and print hotspots")
     p.add_argument("--profile-s", type=float, default=3.0)
     p.add_argument("--out", type=Path, default=Path("docs/results"), help="chart directory")
@@ -671,7 +700,9 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     if args.combine:  # sizes run separately (e.g. 10,000 beside 10,100,1,000), one file
         docs = [json.loads(path.read_text()) for path in args.combine]
-        by_n = {s["nodes"]: s for d in docs for s in d["sizes"]}
+        by_n: dict[int, Result] = {}
+        for size in (s for d in docs for s in d["sizes"]):
+            by_n[size["nodes"]] = merge_size(by_n.get(size["nodes"]), size)
         runs = [r for d in docs for r in d["meta"].get("runs", [d["meta"]])]
         combined = {"meta": {"runs": runs}, "sizes": [by_n[n] for n in sorted(by_n)]}
         if args.json:
@@ -687,7 +718,14 @@ def main(argv: list[str]) -> int:
         return 0
     opts = Options(tuple(int(x) for x in args.nodes.split(",")), args.seed, args.latency,
                    0 if args.no_codec else args.no_codec_from, args.budget_min * 60.0,
-                   args.max_rss_gb, args.quick, args.converged_from, args.joiners)
+                   args.max_rss_gb, args.quick, args.converged_from, args.joiners,
+                   tuple(p for p in args.phases.split(",") if p))
+    known = {name for name, _ in phases_for(make_run(10, opts, PROFILES["lan"], "names"),
+                                             replace(opts, phases=()))} | {"lifeguard_off"}
+    if set(opts.phases) - known:
+        print(f"unknown phases {sorted(set(opts.phases) - known)}; known: {sorted(known)}",
+              file=sys.stderr)
+        return 2
     if args.profile:
         for n in opts.nodes:
             print(profile(n, opts, args.profile, args.profile_s), flush=True)

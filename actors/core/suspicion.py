@@ -80,6 +80,9 @@ class Suspicion:
         self.refused_by: set[str] = set()
         # When refusal evidence (re)appeared; anchors the short refusal deadline.
         self.refused_at: float | None = None
+        # deadline() is asked of every suspect on every wake-up (the core's next
+        # deadline is their minimum) and changes only when evidence does: cached.
+        self._deadline: float | None = None
 
     @property
     def confirmations(self) -> int:
@@ -93,6 +96,7 @@ class Suspicion:
         if len(self._confirmed) >= self.k:
             return False
         self._confirmed.add(accuser)
+        self._deadline = None
         return True
 
     def add_refusal(self, witness: str, now: float) -> bool:
@@ -102,6 +106,7 @@ class Suspicion:
         self.refused_by.add(witness)
         if not was_backed:
             self.refused_at = now
+            self._deadline = None
         return not was_backed
 
     def withdraw_refusal(self, witness: str) -> bool:
@@ -111,6 +116,7 @@ class Suspicion:
         self.refused_by.discard(witness)
         if not self.refused_by:
             self.refused_at = None
+            self._deadline = None
         return True
 
     @property
@@ -123,10 +129,11 @@ class Suspicion:
 
     def deadline(self) -> float:
         """Expiry time: the Lifeguard timer, capped by the refusal timer when backed."""
-        plain = self.lifeguard_deadline()
-        if self.refused_at is None:
-            return plain
-        return min(plain, self.refused_at + self._refused_timeout_s)
+        if self._deadline is None:
+            plain = self.lifeguard_deadline()
+            self._deadline = plain if self.refused_at is None else min(
+                plain, self.refused_at + self._refused_timeout_s)
+        return self._deadline
 
     def expired_by_refusal(self) -> bool:
         """True when the refusal cap, not the Lifeguard timer, sets the deadline."""

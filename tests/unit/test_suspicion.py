@@ -120,3 +120,16 @@ def test_the_refusal_cap_never_extends_a_nearly_expired_lifeguard_timer() -> Non
     s.add_refusal("b", 3.9)
     assert s.deadline() == pytest.approx(4.0)
     assert not s.expired_by_refusal()
+
+
+def test_the_deadline_follows_each_new_piece_of_evidence_after_being_read() -> None:
+    s = make(k=2)
+    assert s.deadline() == pytest.approx(124.0)  # read first: the cache must not go stale
+    s.confirm("b")
+    assert s.deadline() == pytest.approx(100.0 + suspicion_timeout(1, 2, 4.0, 24.0))
+    s.confirm("c")
+    assert s.deadline() == pytest.approx(104.0)
+    s.add_refusal("d", 101.0)
+    assert s.deadline() == pytest.approx(101.5)
+    s.withdraw_refusal("d")
+    assert s.deadline() == pytest.approx(104.0)
