@@ -42,7 +42,7 @@ from loguru import logger
 from actors.config import Config, ConfigError, advertised, load_config
 from actors.core.restart import GiveUp, RestartPolicy
 from actors.gateway import open_gateway
-from actors.liveness import Stamps, liveness_verdict
+from actors.liveness import Stamps, beat_interval, liveness_verdict
 from actors.memory import Trimmer
 from actors.node import make_actor, node_id_for, plan_actors
 from actors.rpc import (
@@ -442,7 +442,7 @@ class Supervisor:
         for sock in (*handlers, wake_r):
             poller.register(sock, zmq.POLLIN)
         while not self.stopping:
-            for sock, _ in poller.poll(100):
+            for sock, _ in poller.poll(self._wait_ms(time.monotonic())):
                 if sock == wake_r:
                     _drain(wake_r)
                 elif sock in handlers:
@@ -455,6 +455,14 @@ class Supervisor:
                 client.expire(now)
             self.trimmer.tick(now)
         return self._shutdown()
+
+    def _wait_ms(self, now: float) -> int:
+        """Sleep until the next restart or request deadline, or the next liveness check
+        (`beat_interval`): an idle supervisor wakes about once a second."""
+        deadlines = [now + beat_interval(self.cfg.supervisor.heartbeat_timeout_s)]
+        deadlines += [s.restart_at for s in self.actors.values() if s.restart_at is not None]
+        deadlines += [d for c in self.clients.values() if (d := c.next_deadline()) is not None]
+        return max(0, int((min(deadlines) - now) * 1000) + 1)
 
     def _reload(self) -> None:
         """SIGHUP: re-read the admitted keys here and in every actor."""

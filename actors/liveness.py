@@ -24,12 +24,22 @@ import mmap
 import struct
 from collections.abc import Sequence
 
-__all__ = ["WEDGED_TIMEOUTS", "Stamps", "liveness_verdict"]
+__all__ = ["WEDGED_TIMEOUTS", "Stamps", "beat_interval", "liveness_verdict"]
 
 _SLOT = struct.Struct("d")
 # Heartbeats travel their own pipe, apart from gossip and state traffic, so even a
 # flooded node delivers them within seconds; this many timeouts without one is no delay.
 WEDGED_TIMEOUTS = 4
+# Each beat wakes an idle process: at twice a second, beats and the supervisor's
+# checks were half of an idle node's CPU.
+MAX_BEAT_S = 1.0
+
+
+def beat_interval(timeout_s: float) -> float:
+    """How often an idle actor's loop turns (stamp, heartbeat) and the supervisor checks:
+    four times per timeout, so a late wake-up is not read as a hang, and at most
+    once a second."""
+    return min(MAX_BEAT_S, timeout_s / 4)
 
 
 def liveness_verdict(now: float, heartbeat_at: float, stamp_at: float,

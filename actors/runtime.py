@@ -10,8 +10,8 @@ An actor is an OS process forked by the zygote. Its runtime owns:
   to cluster events (membership changes drive anti-entropy and providers).
 
 The loop sleeps in ``poller.poll`` until a socket is ready or the actor's
-next deadline, so an idle actor costs nothing but a heartbeat every half
-second. The heartbeat carries the actor's counters; a supervisor that hears
+next deadline, so an idle actor costs nothing but a heartbeat a second
+(``beat_interval``). The heartbeat carries the actor's counters; a supervisor that hears
 none for ``heartbeat_timeout_s`` treats the actor as hung. If the zygote
 (and so the supervisor) is gone, the actor exits at its next wake-up even if
 the kernel's parent-death signal did not reach it.
@@ -32,14 +32,13 @@ import zmq
 from loguru import logger
 
 from actors.config import Config
-from actors.liveness import Stamps
+from actors.liveness import Stamps, beat_interval
 from actors.memory import Trimmer
 from actors.rpc import Request, RpcError, error_frames, parse_request_untrusted, reply_frames
 from transport.codec import LOCAL_LIMITS, pack, unpack_untrusted
 from transport.protocol import make_event
 from transport.sockets import bind, make_socket, private_endpoint
 
-HEARTBEAT_S = 0.5
 BATCH = 500  # messages read from one socket per wake-up
 
 
@@ -178,6 +177,7 @@ class _Runtime:
                 self.sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
             self.sub.connect(env.bus_out)
         self.next_heartbeat = 0.0
+        self.beat_s = beat_interval(env.config.supervisor.heartbeat_timeout_s)
         self.trimmer = Trimmer()
 
     def watch_signals(self) -> None:
@@ -198,7 +198,7 @@ class _Runtime:
     def heartbeat(self, now: float) -> None:
         if now < self.next_heartbeat:
             return
-        self.next_heartbeat = now + HEARTBEAT_S
+        self.next_heartbeat = now + self.beat_s
         self.push({"kind": "heartbeat", "name": self.actor.name, "pid": os.getpid(),
                    "counters": dict(self.actor.counters), "status": self.actor.status()},
                   self.life)

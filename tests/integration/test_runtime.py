@@ -91,6 +91,19 @@ def test_a_hung_actor_is_killed_and_restarted(clusters, subscriber):
     assert not _alive(pid)
 
 
+def test_an_idle_node_with_a_short_heartbeat_timeout_kills_nothing(clusters):
+    """Idle loops beat four times per timeout (`beat_interval`); one beat per timeout
+    would leave every idle actor's stamp a timeout old at each check."""
+    cluster = clusters(1, extra={"supervisor": {"heartbeat_timeout_s": 0.8}}).start()
+    node = cluster.nodes[0]
+    before = _actor_pids(node)
+    time.sleep(4.0)  # five timeouts of idling
+    status = node.request("status")
+    supervisor = next(a for a in status["actors"] if a["name"] == "supervisor")
+    assert supervisor["counters"]["actors_hung"] == 0
+    assert _actor_pids(node) == before
+
+
 def test_an_actor_that_keeps_dying_makes_the_node_give_up(clusters, subscriber):
     cluster = clusters(1, extra={"supervisor": {"max_restarts": 1}}).start()
     node = cluster.nodes[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from actors.liveness import WEDGED_TIMEOUTS, Stamps, liveness_verdict
+from actors.liveness import MAX_BEAT_S, WEDGED_TIMEOUTS, Stamps, beat_interval, liveness_verdict
 
 
 def test_a_stamp_written_after_fork_is_seen_by_the_parent() -> None:
@@ -33,3 +33,9 @@ def test_verdicts() -> None:
     assert liveness_verdict(100.0, 100.0 - WEDGED_TIMEOUTS * t - 0.1, 99.9, t) == "wedged"
     # before the first stamp (0.0) a recent heartbeat is enough
     assert liveness_verdict(100.0, 99.0, 0.0, t) is None
+
+
+def test_idle_beats_come_four_per_timeout_and_at_most_once_a_second() -> None:
+    assert beat_interval(1.0) == 0.25
+    assert beat_interval(5.0) == MAX_BEAT_S == 1.0
+    assert beat_interval(60.0) == 1.0
