@@ -30,6 +30,7 @@ import platform
 import resource
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -348,12 +349,25 @@ def phase_partition(run: Run, seconds: float = PARTITION_S, cut: int = 0) -> Res
     sides = [i for i in run.up() if i < half], [i for i in run.up() if i >= half]
     cross = [views[i].get(j) for a, b in (sides, sides[::-1]) for i in a for j in b]
     sim.partition(None)
-    t1 = sim.now
-    merged = run.advance(t1 + 180.0, run.all_see_all, 0.1)
+    t1, timeouts = sim.now, run.counter("suspicion_timeouts")
+    heal = [heal_sample(run, 0.0, timeouts)]
+    merged = False
+    while not merged and sim.now < t1 + 180.0:  # one-second steps, to see how the merge goes
+        merged = run.advance(min(t1 + 180.0, sim.now + 1.0), run.all_see_all, 0.1)
+        heal.append(heal_sample(run, sim.now - t1, timeouts))
     return {"partition_s": seconds, "sides": [half, run.n - half],
             "cross_pairs_dead": sum(1 for v in cross if v == "dead") / max(1, len(cross)),
             "cross_pairs_suspect": sum(1 for v in cross if v == "suspect") / max(1, len(cross)),
-            "merge_s": sim.now - t1 if merged else None}
+            "merge_s": sim.now - t1 if merged else None, "heal": heal}
+
+
+def heal_sample(run: Run, t: float, timeouts0: int) -> dict[str, Any]:
+    """After a heal: (observer, member) pairs held suspect or dead, observers that do not
+    yet see everyone alive, and suspicions that ran out since the heal."""
+    held, up = Counter(v for others in run.views.not_alive for v in others.values()), run.up()
+    return {"t": round(t, 2), "suspect": held["suspect"], "dead": held["dead"],
+            "incomplete": sum(1 for i in up if not run.views.sees_all_alive(i, len(up) - 1)),
+            "suspicion_timeouts": run.counter("suspicion_timeouts") - timeouts0}
 
 
 # --- one size, all phases ------------------------------------------------------------------

@@ -435,6 +435,13 @@ class MemberTable:
             self._live -= 1
         self.me.status, self.me.since = LEFT, now
 
+    def suspect_ids(self) -> list[str]:
+        """Members held suspect, in the order their suspicions began."""
+        return list(self._suspects)
+
+    def has_suspects(self) -> bool:
+        return bool(self._suspects)
+
     def has_dead(self) -> bool:
         return any(e.status == DEAD for e in self._gone.values())
 

@@ -16,7 +16,9 @@ Theory of operation (SWIM, Lifeguard, memberlist `state.go`):
   suspected, dead or left refutes with "alive" at an incarnation past the
   accuser's, gossiped and also sent straight back to the teller. Any message
   to a member we hold as suspect or dead carries a suspect item about it, so
-  it learns of the suspicion at once (Lifeguard buddy system).
+  it learns of the suspicion at once (Lifeguard buddy system); and a suspect
+  that has not refuted after two probe intervals is sent such a message
+  again, one suspect per interval (`actors.core.reminders`).
 * Anti-entropy. A periodic "members" push-pull with one random alive member
   (period scaled past 32 nodes) and, every `gossip_to_dead_s`, with one
   random dead member, so a healed partition merges by itself; a ping from a
@@ -97,6 +99,7 @@ from actors.core.members import (
 )
 from actors.core.probe import Outbound, Prober
 from actors.core.ratelimit import RateLimit
+from actors.core.reminders import Reminders
 from actors.core.timing import MAX_REMOTE_METADATA_BYTES, MembershipTiming, push_pull_scale
 from transport.protocol import (
     GossipMessage,
@@ -115,6 +118,7 @@ __all__ = ["Member", "MemberEvent", "MemberView", "Membership", "Outbound"]
 LEAVE_FANOUT = 32  # members told of a graceful leave directly; gossip does the rest
 MAX_GOSSIP_ITEMS = 512  # bound on work per inbound message
 MAX_JOIN_ATTEMPT = 30  # caps the backoff exponent
+REMIND_GAP_INTERVALS = 2  # probe intervals between reminders to one suspect (see reminders)
 # Whole-table answers (join replies, push-pull answers, greetings of strangers):
 # per asker 4 at once then one per 2 s (an honest one asks once per push-pull
 # interval or join backoff step); all askers together 100,000 rows at once then
@@ -162,6 +166,8 @@ class Membership:
         # memberlist staggers the first push-pull so nodes started together spread out.
         self._push_pull_at = now + rng.uniform(0, timing.push_pull_interval_s)
         self._to_dead_at = now + timing.gossip_to_dead_s
+        self._reminders = Reminders(REMIND_GAP_INTERVALS * timing.probe_interval_s)
+        self._remind_at = now
         self._join: _Join | None = None
         self._leaving = False
         # The highest incarnation believed (ours included): see plausible_counter.
@@ -208,6 +214,8 @@ class Membership:
                       self._table.next_reap(self._t.reap_after_s)]
             if self._table.has_dead():
                 times.append(self._to_dead_at)
+            if self._table.has_suspects():
+                times.append(self._remind_at)
             if self._join is not None:
                 times.append(self._join.retry_at)
         if self._queue and len(self._table) > 1:
@@ -526,6 +534,7 @@ class Membership:
             out += self._run_probe(now)
             out += self._run_push_pull(now)
             out += self._run_gossip_to_dead(now)
+            out += self._remind_suspect(now)
             if self._join is not None and now >= self._join.retry_at:
                 self._join.attempt = min(self._join.attempt + 1, MAX_JOIN_ATTEMPT)
                 out += self._send_joins(now)
@@ -548,6 +557,17 @@ class Membership:
             news = News(DEAD, entry.node.node_id, entry.incarnation, accuser=self.me.node_id)
             out += self._on_news(news, now, None)
         return out
+
+    def _remind_suspect(self, now: float) -> list[Outbound]:
+        """One suspect per probe interval hears that it is suspected (`reminders`)."""
+        if now < self._remind_at or not self._table.has_suspects():
+            return []
+        self._remind_at = now + self._t.probe_interval_s
+        entry = self._reminders.next(self._table, now)
+        if entry is None:
+            return []
+        self._count("suspect_reminders")
+        return [Outbound(entry.node.address, self._alive_msg(entry.node.node_id))]
 
     def _run_probe(self, now: float) -> list[Outbound]:
         out, suspicion = self._prober.step(now)

@@ -7,14 +7,17 @@ from typing import Any
 import pytest
 from test_membership_support import (
     LAN,
+    ack,
     extra,
     gossip_items,
     info,
     make_core,
     news,
     of_type,
+    seq_of,
     status_of,
     suspect_item,
+    target_index,
 )
 
 from actors.core.suspicion import suspicion_timeout
@@ -306,3 +309,42 @@ def test_a_dead_member_may_come_back_at_a_new_address() -> None:
     core.handle(news(2, [moved_item(1, 1, "tcp://127.0.0.1:7001")]), 2.0)
     assert (status_of(core, "n1"), address_of(core, "n1")) == ("alive", "tcp://127.0.0.1:7001")
     assert kinds(core) == [("node.failed", "n1"), ("node.alive", "n1"), ("node.updated", "n1")]
+
+
+# --- suspicion reminders --------------------------------------------------------
+
+
+def _reminders_to(out: list[Any], node: str) -> int:
+    return sum(1 for o in out if o.address == info(int(node[1:])).address
+               and o.message.msg_type == "alive"
+               and any(item.get("k") == "suspect" and item.get("n") == node
+                       for item in gossip_items([o])))
+
+
+def _acking(core: Any, out: list[Any], now: float) -> list[Any]:
+    """Every probe is answered, so the only suspect is the one the test made."""
+    for o in of_type(out, "ping"):
+        core.handle(ack(target_index(o), seq_of(o)), now)
+    return out
+
+
+def test_a_suspect_that_does_not_refute_is_reminded_every_two_intervals_until_it_does():
+    # Twenty peers, so round-robin probing reaches n5 at most once in these 9 s.
+    core = make_core(peers=range(1, 21))
+    core.handle(alive_message("n1", 0, payload_extra={
+        **extra(1), "gossip": [suspect_item("n5", 0, "n1")]}), 0.0)
+    assert status_of(core, "n5") == "suspect"
+    out: list[Any] = []
+    now = 0.0
+    while now < 9.0:
+        now = core.next_deadline() or now + 0.1
+        out += _acking(core, core.tick(now), now)
+    assert core.counters["suspect_reminders"] == 4  # at 2, 4, 6 and 8 s
+    assert _reminders_to(out, "n5") >= 4  # gossip rounds may pick n5 too
+    core.handle(alive_message("n5", 1, payload_extra=extra(5, 1)), now)
+    assert status_of(core, "n5") == "alive"
+    later: list[Any] = []
+    while now < 15.0:
+        now = core.next_deadline() or now + 0.1
+        later += _acking(core, core.tick(now), now)
+    assert core.counters["suspect_reminders"] == 4

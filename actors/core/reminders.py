@@ -1,0 +1,56 @@
+"""Suspicion reminders: the Lifeguard buddy system, repeated until the suspect hears.
+
+Why: a suspect learns that it is suspected from gossip, or from the suspect
+item that rides on any message sent to it (the buddy system). Neither
+reaches it when the suspicion was raised where it could not hear (across a
+partition) and its gossip retransmits ran out before the heal. Then the
+suspect never refutes, and round-robin probing brings the suspecter back
+to it only once per pass (N probe intervals). The suspicion runs to its
+timeout, which without confirmations is the longest one (`suspicion_max_mult`
+times the minimum: 72 s at 1,000 members, 96 s at 10,000); the live member
+is declared dead, and only that news makes it refute. In the simulator, a
+10-s cut of 1 % of 1,000 members left five such pairs for 64 s after the
+heal and failed ten live members.
+
+Rule: once per probe interval, a node that holds suspects sends one of them
+its alive message, which carries the suspect item. A suspect is reminded
+only once its suspicion is `gap_s` old (gossip usually tells it sooner) and
+at most once every `gap_s`; suspects take turns, oldest suspicion first.
+Cost: at most one small message per probe interval per node, and only while
+it holds a suspicion older than `gap_s`; for a member that really crashed,
+about (suspicion timeout / `gap_s`) messages from each observer.
+"""
+
+from __future__ import annotations
+
+import math
+
+from actors.core.members import SUSPECT, Entry, MemberTable
+
+
+class Reminders:
+    """Which suspect to remind next; the owner sends the message."""
+
+    def __init__(self, gap_s: float) -> None:
+        self._gap_s = gap_s
+        self._turns: list[str] = []  # this pass, newest suspicion first (popped from the end)
+        self._last: dict[str, float] = {}  # when each suspect was last reminded
+
+    def next(self, table: MemberTable, now: float) -> Entry | None:
+        """The suspect to remind now, or None."""
+        for _ in range(2):  # the rest of this pass, then one fresh pass
+            while self._turns:
+                entry = table.get(self._turns.pop())
+                if entry is None or entry.status != SUSPECT or entry.suspicion is None:
+                    continue
+                node_id = entry.node.node_id
+                since = max(entry.suspicion.start, self._last.get(node_id, -math.inf))
+                if now - since >= self._gap_s:
+                    self._last[node_id] = now
+                    return entry
+            suspects = table.suspect_ids()
+            self._last = {k: self._last[k] for k in suspects if k in self._last}
+            self._turns = suspects[::-1]
+            if not suspects:
+                return None
+        return None
