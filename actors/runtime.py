@@ -11,10 +11,10 @@ An actor is an OS process forked by the zygote. Its runtime owns:
 
 The loop sleeps in ``poller.poll`` until a socket is ready or the actor's
 next deadline, so an idle actor costs nothing but a heartbeat a second
-(``beat_interval``). The heartbeat carries the actor's counters; a supervisor that hears
-none for ``heartbeat_timeout_s`` treats the actor as hung. If the zygote
-(and so the supervisor) is gone, the actor exits at its next wake-up even if
-the kernel's parent-death signal did not reach it.
+(``beat_interval``). The heartbeat carries the actor's counters; a
+supervisor that hears none for ``heartbeat_timeout_s`` treats the actor as
+hung. If the zygote (and so the supervisor) is gone, the actor exits at its
+next wake-up even if the kernel's parent-death signal did not reach it.
 """
 
 from __future__ import annotations

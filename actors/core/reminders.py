@@ -33,7 +33,7 @@ class Reminders:
 
     def __init__(self, gap_s: float) -> None:
         self._gap_s = gap_s
-        self._turns: list[str] = []  # this pass, newest suspicion first (popped from the end)
+        self._turns: list[str] = []  # this pass; popped from the end, oldest suspicion first
         self._last: dict[str, float] = {}  # when each suspect was last reminded
 
     def next(self, table: MemberTable, now: float) -> Entry | None:
