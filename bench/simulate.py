@@ -361,6 +361,12 @@ def phase_partition(run: Run, seconds: float = PARTITION_S, cut: int = 0) -> Res
             "merge_s": sim.now - t1 if merged else None, "heal": heal}
 
 
+def _heal_timeouts(size: Result) -> str:
+    """Suspicions run out since the heal (older results did not record the heal)."""
+    heal = _g(size, "partition", "heal")
+    return str(heal[-1]["suspicion_timeouts"]) if heal else "-"
+
+
 def heal_sample(run: Run, t: float, timeouts0: int) -> dict[str, Any]:
     """After a heal: (observer, member) pairs held suspect or dead, observers that do not
     yet see everyone alive, and suspicions that ran out since the heal."""
@@ -525,12 +531,12 @@ def render(doc: Result) -> str:
         _g(s, "join", "start") == "converged" for s in sizes) else []
     lines += ["", "#### Partitions", ""]
     lines += _table(["N", "sides", "cut, s", "cross pairs dead", "cross pairs suspect",
-                     "all see all alive again after, s"],
+                     "all see all alive again after, s", "suspicions timed out after the heal"],
                     [[str(s["nodes"]), " / ".join(map(str, _g(s, "partition", "sides") or [])),
                       _c(_g(s, "partition", "partition_s"), 0),
                       _c(_g(s, "partition", "cross_pairs_dead")),
                       _c(_g(s, "partition", "cross_pairs_suspect")),
-                      _c(_g(s, "partition", "merge_s"))]
+                      _c(_g(s, "partition", "merge_s")), _heal_timeouts(s)]
                      for s in sizes if "partition" in s])
     lines += ["", "#### False alarms (every member is up: any failure is false)", ""]
     rows = []

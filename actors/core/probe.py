@@ -10,9 +10,7 @@ Theory of operation (SWIM §4, Lifeguard §3, memberlist `state.go` `probeNode`)
 * No "ping-ack" within `probe_timeout_s`: "ping-req" through `indirect_checks`
   alive members. No ack by the end of the interval: the probe failed, and
   `step` returns a suspicion of the target, which the owner applies as news
-  (this module never changes a member's status itself). Unless the target
-  raised its incarnation (refuted a suspicion) since the probe began: it
-  was alive after our ping went out, so the silence was on our path.
+  (this module never changes a member's status itself).
 * Relays. A member asked by "ping-req" pings the target under a sequence
   number of its own and relays the ack under the requester's, or answers
   "ping-nack" when none came within its own probe timeout (Lifeguard), so
@@ -87,7 +85,6 @@ class _Probe:
     seq: int
     ack_at: float  # direct ack deadline: ping-req after it
     end_at: float  # end of the (scaled) interval: suspect after it
-    incarnation: int  # the target's when the probe began
     asked: bool = False  # ping-reqs sent
     indirect: int = 0  # ping-reqs sent = nacks expected
     nacks: int = 0
@@ -234,7 +231,7 @@ class Prober:
         tid = target.node.node_id
         seq = self._next_seq()
         self._probe = _Probe(tid, target.node.address, seq, now + self._t.probe_timeout_s,
-                             now + interval, target.incarnation)
+                             now + interval)
         self._count("probes")
         ping = ping_message(self._me_id, tid, seq, payload_extra=self._extra(tid))
         return [Outbound(target.node.address, ping)]
@@ -278,12 +275,6 @@ class Prober:
         self._awareness.apply_delta(missing)
         entry = self._table.get(probe.target)
         if entry is None or entry.status not in LIVE:
-            return None
-        if entry.incarnation > probe.incarnation:
-            # It refuted a suspicion while we probed: alive after our ping went out, so
-            # the silence was on our path (a probe begun in a partition that healed
-            # since, its interval stretched by our poor health). Not news to spread.
-            self._count("probe_failures_outdated")
             return None
         return News(SUSPECT, probe.target, entry.incarnation, accuser=self._me_id)
 
