@@ -111,6 +111,7 @@ class Supervisor:
         self.last_check = time.monotonic()
         self.reload_requested = False
         self.trimmer = Trimmer()
+        self.beat_s = beat_interval(cfg.supervisor.heartbeat_timeout_s)
         self.keys: KeyPair | None = None
         self.keyring: Keyring | None = None
         sec = cfg.security
@@ -459,7 +460,7 @@ class Supervisor:
     def _wait_ms(self, now: float) -> int:
         """Sleep until the next restart or request deadline, or the next liveness check
         (`beat_interval`): an idle supervisor wakes about once a second."""
-        deadlines = [now + beat_interval(self.cfg.supervisor.heartbeat_timeout_s)]
+        deadlines = [now + self.beat_s]
         deadlines += [s.restart_at for s in self.actors.values() if s.restart_at is not None]
         deadlines += [d for c in self.clients.values() if (d := c.next_deadline()) is not None]
         return max(0, int((min(deadlines) - now) * 1000) + 1)

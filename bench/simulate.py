@@ -361,12 +361,6 @@ def phase_partition(run: Run, seconds: float = PARTITION_S, cut: int = 0) -> Res
             "merge_s": sim.now - t1 if merged else None, "heal": heal}
 
 
-def _heal_timeouts(size: Result) -> str:
-    """Suspicions run out since the heal (older results did not record the heal)."""
-    heal = _g(size, "partition", "heal")
-    return str(heal[-1]["suspicion_timeouts"]) if heal else "-"
-
-
 def heal_sample(run: Run, t: float, timeouts0: int) -> dict[str, Any]:
     """After a heal: (observer, member) pairs held suspect or dead, observers that do not
     yet see everyone alive, and suspicions that ran out since the heal."""
@@ -485,6 +479,12 @@ def _g(r: Result, *path: str) -> Any:
             return None
         r = r[key]
     return r
+
+
+def _heal_timeouts(size: Result) -> str:
+    """Suspicions run out since the heal (older results did not record the heal)."""
+    heal = _g(size, "partition", "heal")
+    return str(heal[-1]["suspicion_timeouts"]) if heal else "-"
 
 
 def _c(v: Any, digits: int = 2) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 
-from actors.core.members import SUSPECT, Entry, MemberTable
+from actors.core.members import Entry, MemberTable
 
 
 class Reminders:
@@ -41,8 +41,8 @@ class Reminders:
         for _ in range(2):  # the rest of this pass, then one fresh pass
             while self._turns:
                 entry = table.get(self._turns.pop())
-                if entry is None or entry.status != SUSPECT or entry.suspicion is None:
-                    continue
+                if entry is None or entry.suspicion is None:
+                    continue  # refuted, failed or forgotten since this pass began
                 node_id = entry.node.node_id
                 since = max(entry.suspicion.start, self._last.get(node_id, -math.inf))
                 if now - since >= self._gap_s:

@@ -348,3 +348,4 @@ def test_a_suspect_that_does_not_refute_is_reminded_every_two_intervals_until_it
         now = core.next_deadline() or now + 0.1
         later += _acking(core, core.tick(now), now)
     assert core.counters["suspect_reminders"] == 4
+    assert _reminders_to(later, "n5") == 0  # nothing it sends n5 accuses it any more

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from test_membership_support import LAN, info
 
-from actors.core.members import ALIVE, SUSPECT, MemberTable, News
+from actors.core.members import ALIVE, DEAD, SUSPECT, MemberTable, News
 from actors.core.reminders import Reminders
 
 
@@ -40,6 +40,8 @@ def test_a_suspect_that_refuted_or_died_is_not_reminded() -> None:
     assert _picks(reminders, table, [2.0, 3.0]) == ["n5", None]
     table.apply(News(SUSPECT, "n2", 1, accuser="n9"), 3.0)  # suspected afresh
     assert _picks(reminders, table, [4.0, 5.0]) == ["n5", "n2"]
+    table.apply(News(DEAD, "n5", 0, accuser="n9"), 5.5)  # n5's suspicion ran out
+    assert _picks(reminders, table, [7.0, 8.0]) == ["n2", None]
 
 
 def test_no_suspects_no_reminders() -> None:
