@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 * Before it creates any ZeroMQ context the supervisor forks the *zygote*
-  (actors/zygote.py), which forks actor processes on request in a few
+  (actors/node/zygote.py), which forks actor processes on request in a few
   milliseconds. Then it binds the node's public face: the gossip and sync
   ROUTERs (TCP, what peers dial), the events PUB and the control ROUTER.
 * The gossip and sync ROUTERs are forwarded to the actors over ipc by
@@ -17,7 +17,7 @@ Theory of operation
   both publicly and to the actors; it keeps the member and actor tables the
   events describe, so a control-socket snapshot is exactly consistent with
   a seq (the ZeroMQ guide's Clone pattern).
-* Restarts are one-for-one with the policy of actors/core/restart.py; an
+* Restarts are one-for-one with the policy of actors/node/restart.py; an
   actor that stops heartbeating is killed and restarted like a dead one.
 """
 
@@ -39,13 +39,18 @@ import psutil
 import zmq
 from loguru import logger
 
-from actors.config import Config, ConfigError, advertised, load_config
-from actors.core.restart import GiveUp, RestartPolicy
-from actors.gateway import open_gateway
-from actors.liveness import Stamps, beat_interval, liveness_verdict
-from actors.memory import Trimmer
-from actors.node import make_actor, node_id_for, plan_actors
-from actors.rpc import (
+from actors.node.config import Config, ConfigError, advertised, load_config
+from actors.node.gateway import open_gateway
+from actors.node.liveness import Stamps, beat_interval, liveness_verdict
+from actors.node.memory import Trimmer
+from actors.node.plan import make_actor, node_id_for, plan_actors
+from actors.node.restart import GiveUp, RestartPolicy
+from actors.node.usage import process_of, usage_of
+from actors.node.zygote import Zygote, die_with_parent
+from actors.runtime import BATCH, NodeEnv, configure_logging, run_actor_process
+from transport.codec import LOCAL_LIMITS, DecodeError, pack, unpack_untrusted
+from transport.protocol import make_event
+from transport.rpc import (
     AsyncClient,
     Request,
     RpcError,
@@ -53,11 +58,6 @@ from actors.rpc import (
     parse_request_untrusted,
     reply_frames,
 )
-from actors.runtime import BATCH, NodeEnv, configure_logging, run_actor_process
-from actors.usage import process_of, usage_of
-from actors.zygote import Zygote, die_with_parent
-from transport.codec import LOCAL_LIMITS, DecodeError, pack, unpack_untrusted
-from transport.protocol import make_event
 from transport.security import KeyPair, Keyring, NodeAuthenticator, load_keypair, secure_server
 from transport.sockets import (
     BindError,
@@ -257,7 +257,7 @@ class Supervisor:
 
     def _last_sign(self, state: ActorState) -> float:
         """When the actor was last seen alive: its heartbeat or its loop's stamp (which
-        a flood cannot delay; see actors.liveness)."""
+        a flood cannot delay; see actors.node.liveness)."""
         return max(state.last_heartbeat, self.stamps.read(state.name))
 
     # -- events ------------------------------------------------------------------

@@ -31,12 +31,12 @@ from typing import Any
 import zmq
 from loguru import logger
 
-from actors.config import Config
-from actors.liveness import Stamps, beat_interval
-from actors.memory import Trimmer
-from actors.rpc import Request, RpcError, error_frames, parse_request_untrusted, reply_frames
+from actors.node.config import Config
+from actors.node.liveness import Stamps, beat_interval
+from actors.node.memory import Trimmer
 from transport.codec import LOCAL_LIMITS, pack, unpack_untrusted
 from transport.protocol import make_event
+from transport.rpc import Request, RpcError, error_frames, parse_request_untrusted, reply_frames
 from transport.sockets import bind, make_socket, private_endpoint
 
 BATCH = 500  # messages read from one socket per wake-up

@@ -52,11 +52,11 @@ import msgpack
 import psutil
 import zmq
 
-from actors.gateway import INBOUND_MAXMSGSIZE
-from actors.localcluster import LocalCluster, LocalNode
-from actors.rpc import RpcError
+from actors.node.gateway import INBOUND_MAXMSGSIZE
+from actors.testing.localcluster import LocalCluster, LocalNode
 from transport.codec import DEFAULT_LIMITS, MAGIC, PROTOCOL_VERSION, encode, unpack_untrusted
 from transport.protocol import MAX_U63, MESSAGE_TYPES, make_message, make_syncable_state
+from transport.rpc import RpcError
 from transport.sockets import DEFAULT_MAXMSGSIZE
 from transport.validate import MAX_COUNTER
 

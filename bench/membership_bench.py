@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 import zmq
 
-from actors.localcluster import LocalCluster, LocalNode
+from actors.testing.localcluster import LocalCluster, LocalNode
 from transport.codec import unpack_untrusted
 from transport.sockets import make_socket
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import psutil
 import zmq
 
-from actors.localcluster import LocalCluster, LocalNode
-from actors.rpc import RpcError
+from actors.testing.localcluster import LocalCluster, LocalNode
 from transport.codec import unpack_untrusted
+from transport.rpc import RpcError
 from transport.sockets import make_socket
 
 

@@ -21,7 +21,7 @@ instead of joining through the seeds, so its table costs one dict slot per
 member until an entry changes. That is how 10,000 cores fit in memory; the
 cores then run exactly as after a join.
 
-Node fates, as the real shell (`actors/membership.py`) would see them:
+Node fates, as the real shell (`actors/membership/actor.py`) would see them:
 
 * crashed: it neither ticks nor handles; messages to it vanish. Each live
   node that had a connection to it (had sent to it: the shell keeps one
@@ -52,8 +52,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.core.membership import Member, MemberEvent, Membership, MemberView, Outbound
-from actors.core.timing import MembershipTiming
+from actors.membership.core.swim import Member, MemberEvent, Membership, MemberView, Outbound
+from actors.membership.core.timing import MembershipTiming
 from transport.codec import decode_untrusted, encode
 from transport.protocol import GossipMessage, NodeInfo
 

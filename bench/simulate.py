@@ -38,8 +38,8 @@ from typing import Any
 
 from simlib import Alarms, NetModel, OverBudget, Run, Sim, quantiles, rss_gb
 
-from actors.core.suspicion import suspicion_bounds
-from actors.core.timing import PROFILES, push_pull_scale
+from actors.membership.core.suspicion import suspicion_bounds
+from actors.membership.core.timing import PROFILES, push_pull_scale
 
 Result = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[1]

@@ -36,9 +36,9 @@ from typing import Any
 
 import zmq
 
-from actors.localcluster import LocalCluster, LocalNode
-from actors.rpc import RpcError, RpcTimeout, parse_reply_untrusted
+from actors.testing.localcluster import LocalCluster, LocalNode
 from transport.codec import DecodeError, pack, unpack_untrusted
+from transport.rpc import RpcError, RpcTimeout, parse_reply_untrusted
 from transport.sockets import make_socket
 
 REPLY_GRACE_S = 15.0  # after the last send: a request still unanswered counts as lost

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import zmq
 
-from actors.localcluster import LocalCluster
+from actors.testing.localcluster import LocalCluster
 from transport.codec import unpack_untrusted
 from transport.sockets import make_socket
 

@@ -125,7 +125,7 @@ class NodeAuthenticator(ThreadAuthenticator):
 
 def secure_subscriber(sub: zmq.Socket, cfg: Any) -> None:
     """With [security] on, a tcp events socket speaks CURVE: subscribe with the node's keys
-    (the node's own key must then be among its admitted keys). `cfg`: actors.config.Config."""
+    (the node's own key must then be among its admitted keys). `cfg`: actors.node.config.Config."""
     sec = cfg.security
     if cfg.local.events.startswith("tcp://") and sec.curve_public_key_file \
             and sec.curve_secret_key_file:

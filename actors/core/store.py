@@ -28,7 +28,7 @@ Theory of operation:
   to a node that was cut off for longer than the grace period (its clock did
   not witness the versions the others deleted and GC'd). Such a node
   resynchronises by the "forget" step of anti-entropy
-  (`actors.core.antientropy`): a peer whose horizon covers a key the node
+  (`actors.anti_entropy.core.engine`): a peer whose horizon covers a key the node
   still holds tells it to forget that key, instead of accepting it back.
   Keep the grace period longer than any partition you want healed without loss.
 

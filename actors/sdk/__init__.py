@@ -11,7 +11,7 @@
 Theory of operation
 -------------------
 * `NodeClient` (client.py) talks to one node through its control socket. Every
-  call opens a fresh DEALER (`actors.rpc.call`) on a context the client owns,
+  call opens a fresh DEALER (`transport.rpc.call`) on a context the client owns,
   so one client may be shared by threads. Before sending, it checks that
   something listens on the control socket file; while nothing does (the node
   is restarting) it retries for `retry_s`, then raises `NodeUnavailable`. A
@@ -39,9 +39,9 @@ Theory of operation
   never raises into the user's program: it logs with loguru and counts.
 """
 
-from actors.rpc import RpcError, RpcTimeout
 from actors.sdk.client import NodeClient, NodeUnavailable
 from actors.sdk.hosted import HostedProvider, attach
+from transport.rpc import RpcError, RpcTimeout
 
 __all__ = ["HostedProvider", "NodeClient", "NodeUnavailable", "RpcError", "RpcTimeout",
            "attach"]

@@ -9,9 +9,9 @@ from typing import Any
 
 import zmq
 
-from actors.config import Config, load_config
-from actors.rpc import RpcError, RpcTimeout, call
+from actors.node.config import Config, load_config
 from transport.codec import DecodeError, unpack_untrusted
+from transport.rpc import RpcError, RpcTimeout, call
 from transport.security import secure_subscriber
 from transport.sockets import make_socket, unix_socket_listening
 
@@ -40,7 +40,7 @@ class NodeClient:
         retry_s: how long a call waits for a node that is not (yet) listening.
 
     Raises:
-        actors.config.ConfigError: the config file is unreadable or invalid.
+        actors.node.config.ConfigError: the config file is unreadable or invalid.
     """
 
     def __init__(self, config: str | Path | None = None, *, control: str | None = None,

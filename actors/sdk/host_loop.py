@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 import zmq
 from loguru import logger
 
-from actors.rpc import (
+from transport.codec import DecodeError, unpack_untrusted
+from transport.protocol import (
+    SyncableState,
+    syncable_state_to_map,
+)
+from transport.rpc import (
     AsyncClient,
     Request,
     RpcError,
@@ -20,13 +25,8 @@ from actors.rpc import (
     parse_request_untrusted,
     reply_frames,
 )
-from actors.views import parse_states_untrusted
-from transport.codec import DecodeError, unpack_untrusted
-from transport.protocol import (
-    SyncableState,
-    syncable_state_to_map,
-)
 from transport.sockets import bind, make_socket
+from transport.views import parse_states_untrusted
 
 if TYPE_CHECKING:
     from actors.sdk.hosted import HostedProvider

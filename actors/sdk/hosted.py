@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
-from actors.rpc import RpcTimeout
 from actors.sdk.client import NodeClient
 from actors.sdk.host_loop import HostLoop
 from transport.protocol import (
@@ -28,6 +27,7 @@ from transport.protocol import (
     newer,
     state_key,
 )
+from transport.rpc import RpcTimeout
 from transport.sockets import make_run_folder
 
 _serial = itertools.count(1)  # with pid and a random token: one endpoint per attach

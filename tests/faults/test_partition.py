@@ -10,7 +10,7 @@ import pytest
 from conftest import wait_until
 from netns import TwoHosts, can_make_namespaces
 
-from actors.localcluster import LocalNode
+from actors.testing.localcluster import LocalNode
 
 pytestmark = [
     pytest.mark.slow,

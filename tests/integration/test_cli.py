@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from actors.localcluster import LocalNode, free_ports
+from actors.testing.localcluster import LocalNode, free_ports
 
 pytestmark = pytest.mark.slow
 
 
 def lbcluster(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "actors.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "actors.cli.main", *args], capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -130,7 +130,7 @@ def test_events_prints_json_lines_after_a_snapshot(tmp_path):
     try:
         node.wait_ready()
         cfg = str(node.config_path)
-        proc = subprocess.Popen([sys.executable, "-m", "actors.cli", "events", "-c", cfg,
+        proc = subprocess.Popen([sys.executable, "-m", "actors.cli.main", "events", "-c", cfg,
                                  "--json", "--snapshot", "--count", "1", "--timeout", "20",
                                  "--type", "state."], stdout=subprocess.PIPE, text=True)
         try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.localcluster import LocalCluster
+from actors.testing.localcluster import LocalCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import fuzz_node  # bench/ is not a package: imported from its folder

@@ -9,7 +9,7 @@ import time
 import pytest
 from conftest import wait_until
 
-from actors.rpc import RpcError
+from transport.rpc import RpcError
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 import zmq
 from conftest import wait_until
 
-from actors.localcluster import LocalCluster, LocalNode, free_ports
+from actors.testing.localcluster import LocalCluster, LocalNode, free_ports
 from transport import protocol as p
 from transport.codec import encode
 from transport.security import load_keypair, secure_client

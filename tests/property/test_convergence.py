@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.core.antientropy import AntiEntropy, AntiEntropyConfig, Outbound
+from actors.anti_entropy.core.engine import AntiEntropy, AntiEntropyConfig, Outbound
 from actors.core.store import Store
 from actors.providers.kv import KvProvider
 from transport.codec import decode_untrusted, encode

@@ -34,16 +34,15 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from actors.core.antientropy import AntiEntropy, AntiEntropyConfig
-from actors.core.membership import (
+from actors.anti_entropy.core.engine import AntiEntropy, AntiEntropyConfig
+from actors.core.store import Store
+from actors.membership.core.swim import (
     MAX_GOSSIP_ITEMS,
     TABLE_ROWS_BURST,
     TABLE_ROWS_S,
     Membership,
 )
-from actors.core.store import Store
-from actors.core.timing import MAX_REMOTE_METADATA_BYTES, PROFILES
-from actors.rpc import RpcError, parse_request_untrusted
+from actors.membership.core.timing import MAX_REMOTE_METADATA_BYTES, PROFILES
 from supervisor import Supervisor
 from transport.codec import MAGIC, PROTOCOL_VERSION, DecodeError, decode_untrusted, encode
 from transport.protocol import (
@@ -55,6 +54,7 @@ from transport.protocol import (
     make_message,
     make_syncable_state,
 )
+from transport.rpc import RpcError, parse_request_untrusted
 from transport.validate import COUNTER_SOFT_MAX, MAX_COUNTER
 
 CLUSTER = "test"

@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.core.members import ALIVE, DEAD, LEFT, LIVE, SUSPECT, MemberTable, News
-from actors.core.timing import PROFILES
+from actors.membership.core.members import ALIVE, DEAD, LEFT, LIVE, SUSPECT, MemberTable, News
+from actors.membership.core.timing import PROFILES
 from transport.protocol import NodeInfo
 
 IDS = ["a", "b", "c", "d", "e"]

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from actors.core.members import STATUSES
-from actors.core.membership import Membership
-from actors.core.timing import PROFILES
+from actors.membership.core.members import STATUSES
+from actors.membership.core.swim import Membership
+from actors.membership.core.timing import PROFILES
 from transport.protocol import GossipMessage, NodeInfo, make_message
 
 IDS = ["n0", "n1", "n2", "n3", "n4"]

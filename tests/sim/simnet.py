@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.core.membership import MemberEvent, Membership, Outbound
-from actors.core.timing import PROFILES, MembershipTiming
+from actors.membership.core.swim import MemberEvent, Membership, Outbound
+from actors.membership.core.timing import PROFILES, MembershipTiming
 from transport.protocol import (
     GossipMessage,
     NodeInfo,

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from simnet import SimNet
 
-from actors.core.members import ALIVE, Member, MemberTable, MemberView, News, shared_info
-from actors.core.membership import Membership
-from actors.core.timing import PROFILES
+from actors.membership.core.members import ALIVE, Member, MemberTable, MemberView, News, shared_info
+from actors.membership.core.swim import Membership
+from actors.membership.core.timing import PROFILES
 from transport.codec import decode_untrusted, encode
 from transport.protocol import GossipMessage, NodeInfo
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 from simnet import NetConfig, SimNet
 
-from actors.core.suspicion import suspicion_bounds
+from actors.membership.core.suspicion import suspicion_bounds
 
 
 @dataclass(frozen=True)

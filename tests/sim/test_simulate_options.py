@@ -9,7 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from simulate import Options, make_run, merge_size, phases_for  # bench/ is not a package
 
-from actors.core.timing import PROFILES
+from actors.membership.core.timing import PROFILES
 
 
 def _names(n: int, phases: tuple[str, ...]) -> list[str]:

@@ -9,9 +9,9 @@ from typing import Any
 
 import zmq
 
-from actors.anti_entropy import MEMBERS_REFRESH_S, AntiEntropyActor
-from actors.config import SYNC_META_KEY, load_config
-from actors.core.antientropy import AntiEntropy
+from actors.anti_entropy.actor import MEMBERS_REFRESH_S, AntiEntropyActor
+from actors.anti_entropy.core.engine import AntiEntropy
+from actors.node.config import SYNC_META_KEY, load_config
 from actors.runtime import NodeEnv
 
 CONFIG = """
@@ -101,7 +101,7 @@ def _cut_short(sock, cluster, security, counters):
 
 
 def test_busy_only_while_something_still_waits_in_the_inbox(tmp_path, monkeypatch):
-    monkeypatch.setattr("actors.anti_entropy.read_inbox", _cut_short)
+    monkeypatch.setattr("actors.anti_entropy.actor.read_inbox", _cut_short)
     actor, _ = _actor(tmp_path)
     ctx = zmq.Context.instance()
     actor.inbox = ctx.socket(zmq.PULL)

@@ -1,4 +1,4 @@
-"""Unit tests of actors.core.antientropy: sessions between cores pumped in-process.
+"""Unit tests of actors.anti_entropy.core.engine: sessions between cores pumped in-process.
 
 Every message goes through the real codec (encode, decode_untrusted), so sizes
 are the bytes a peer would receive.
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from actors.core.antientropy import (
+from actors.anti_entropy.core.engine import (
     RESEND_HOLD_ROUNDS,
     AntiEntropy,
     AntiEntropyConfig,

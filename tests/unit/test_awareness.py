@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.core.awareness import Awareness
+from actors.membership.core.awareness import Awareness
 
 # (deltas applied in order, score after, scaled 1 s)
 CASES = [

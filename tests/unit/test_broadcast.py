@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from actors.core.broadcast import LIST_OVERHEAD, BroadcastQueue, packed_size, retransmit_limit
+from actors.membership.core.broadcast import (
+    LIST_OVERHEAD,
+    BroadcastQueue,
+    packed_size,
+    retransmit_limit,
+)
 
 
 @pytest.mark.parametrize(("mult", "n", "limit"), [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.config import ConfigError, advertised, load_config
+from actors.node.config import ConfigError, advertised, load_config
 
 BASE = """
 [node]

@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 import time
 
-from actors.liveness import MAX_BEAT_S, WEDGED_TIMEOUTS, Stamps, beat_interval, liveness_verdict
+from actors.node.liveness import (
+    MAX_BEAT_S,
+    WEDGED_TIMEOUTS,
+    Stamps,
+    beat_interval,
+    liveness_verdict,
+)
 
 
 def test_a_stamp_written_after_fork_is_seen_by_the_parent() -> None:

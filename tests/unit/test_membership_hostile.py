@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from actors.core.membership import Membership
-from actors.core.probe import Outbound
-from actors.core.timing import PROFILES
+from actors.membership.core.probe import Outbound
+from actors.membership.core.swim import Membership
+from actors.membership.core.timing import PROFILES
 from transport.codec import decode_untrusted, encode
 from transport.protocol import NodeInfo, make_message
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from test_membership_support import LAN, ack, extra, info, make_core, of_type, seq_of, status_of
 
-from actors.core.membership import Membership
-from actors.core.timing import push_pull_scale
+from actors.membership.core.swim import Membership
+from actors.membership.core.timing import push_pull_scale
 from transport.protocol import join_message, make_message, ping_message
 
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from actors.core.membership import Membership, Outbound
-from actors.core.timing import PROFILES, MembershipTiming
+from actors.membership.core.swim import Membership, Outbound
+from actors.membership.core.timing import PROFILES, MembershipTiming
 from transport.protocol import (
     GossipMessage,
     NodeInfo,

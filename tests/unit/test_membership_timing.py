@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from actors.core.timing import PROFILES, config_keys, timing_for
+from actors.membership.core.timing import PROFILES, config_keys, timing_for
 
 
 @pytest.mark.parametrize(("profile", "probe", "timeout", "k", "mult", "retransmit", "push_pull"), [

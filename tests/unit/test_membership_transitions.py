@@ -20,7 +20,7 @@ from test_membership_support import (
     target_index,
 )
 
-from actors.core.suspicion import suspicion_timeout
+from actors.membership.core.suspicion import suspicion_timeout
 from transport.protocol import (
     GossipMessage,
     alive_message,

@@ -6,8 +6,8 @@ import platform
 
 import pytest
 
-from actors import memory
-from actors.memory import Trimmer
+from actors.node import memory
+from actors.node.memory import Trimmer
 
 
 def test_trims_at_most_once_per_period(monkeypatch: pytest.MonkeyPatch) -> None:

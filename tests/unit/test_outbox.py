@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from actors import outbox
-from actors.outbox import LocalOutbox
+from actors.providers import outbox
+from actors.providers.outbox import LocalOutbox
 from transport.protocol import SyncableState, make_syncable_state
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.core.recent import RecentlySent
+from actors.anti_entropy.core.recent import RecentlySent
 
 
 def test_held_per_peer_and_version_until_the_hold_expires() -> None:

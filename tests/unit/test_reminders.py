@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from test_membership_support import LAN, info
 
-from actors.core.members import ALIVE, DEAD, SUSPECT, MemberTable, News
-from actors.core.reminders import Reminders
+from actors.membership.core.members import ALIVE, DEAD, SUSPECT, MemberTable, News
+from actors.membership.core.reminders import Reminders
 
 
 def _table(suspects: list[tuple[int, float]]) -> MemberTable:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.core.restart import GiveUp, Restart, RestartPolicy
+from actors.node.restart import GiveUp, Restart, RestartPolicy
 
 POLICY = RestartPolicy(max_restarts=5, window_s=60.0)
 

@@ -8,7 +8,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from actors.rpc import AsyncClient, RpcError
+from transport.rpc import AsyncClient, RpcError
 
 
 def test_an_undecodable_reply_fails_its_request_at_once() -> None:

@@ -1,4 +1,4 @@
-"""Unit tests of actors.core.snapshot: atomic replace, CRC, clear errors."""
+"""Unit tests of actors.storage.snapshot: atomic replace, CRC, clear errors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from actors.core import snapshot
-from actors.core.snapshot import (
+from actors.storage import snapshot
+from actors.storage.snapshot import (
     SnapshotError,
     decode_snapshot,
     encode_snapshot,

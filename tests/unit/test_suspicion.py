@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.core.suspicion import (
+from actors.membership.core.suspicion import (
     Suspicion,
     confirmations_wanted,
     remaining_time,

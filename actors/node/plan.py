@@ -15,7 +15,7 @@ from typing import Any
 
 import zmq
 
-from actors.config import Config, ConfigError, ProviderSpec
+from actors.node.config import Config, ConfigError, ProviderSpec
 from actors.runtime import Actor, NodeEnv
 from transport.protocol import generate_node_id
 
@@ -26,8 +26,8 @@ BUILTIN_CLASSES = {
 }
 # Optional actors: present once their modules exist in this installation.
 CORE_ACTORS = {
-    "membership": "actors.membership:MembershipActor",
-    "anti_entropy": "actors.anti_entropy:AntiEntropyActor",
+    "membership": "actors.membership.actor:MembershipActor",
+    "anti_entropy": "actors.anti_entropy.actor:AntiEntropyActor",
 }
 
 
@@ -64,7 +64,7 @@ def plan_actors(cfg: Config) -> dict[str, Any]:
         except ModuleNotFoundError as exc:
             if exc.name != target.partition(":")[0]:
                 raise
-    from actors.provider_host import ProviderActor
+    from actors.providers.host import ProviderActor
 
     for i, spec in enumerate(cfg.providers):
         plan[spec.actor_name] = (ProviderActor, (spec, provider_class(cfg, spec, i)))

@@ -31,18 +31,18 @@ from typing import Any
 import zmq
 import zmq.utils.monitor
 
-from actors.config import SYNC_META_KEY, advertised
-from actors.core.membership import Membership, Outbound
-from actors.core.snapshot import SnapshotError, load_snapshot, save_snapshot
-from actors.core.timing import timing_for
-from actors.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
-from actors.peering import PeerSecurity, read_inbox
-from actors.rpc import Request, RpcError
+from actors.membership.core.swim import Membership, Outbound
+from actors.membership.core.timing import timing_for
+from actors.node.config import SYNC_META_KEY, advertised
+from actors.node.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
 from actors.runtime import Actor, NodeEnv
-from actors.views import member_row
+from actors.storage.snapshot import SnapshotError, load_snapshot, save_snapshot
 from transport.codec import encode
+from transport.peering import PeerSecurity, read_inbox
 from transport.protocol import NodeInfo, ProtocolError, map_to_node_info, node_info_to_map
+from transport.rpc import Request, RpcError
 from transport.sockets import bind, close_monitored, make_socket
+from transport.views import member_row
 
 PEER_HWM = 64
 # Outbound connections kept; the least recently used goes first. Each costs three

@@ -17,9 +17,9 @@ from typing import Any
 
 import zmq
 
-from actors.config import Config, ConfigError, load_config
-from actors.rpc import RpcError, call
+from actors.node.config import Config, ConfigError, load_config
 from transport.codec import DecodeError, unpack_untrusted
+from transport.rpc import RpcError, call
 from transport.security import secure_subscriber
 from transport.sockets import make_socket, unix_socket_listening
 
@@ -267,7 +267,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from actors.demo import run_demo
+    from actors.cli.demo import run_demo
 
     return run_demo(args.nodes, args.duration)
 

@@ -9,7 +9,7 @@ endpoints, key files) are resolved against the config file's folder, so
 directory.
 
 The membership and anti-entropy tables are validated by the cores that own
-their settings (`actors.core.timing`, `actors.core.antientropy`), so a key
+their settings (`actors.membership.core.timing`, `actors.anti_entropy.core.engine`), so a key
 is defined in exactly one place.
 """
 
@@ -112,8 +112,8 @@ class Config:
     network: NetworkSection
     local: LocalSection
     membership_profile: str
-    membership: Mapping[str, Any]  # raw overrides, validated by actors.core.timing
-    anti_entropy: Mapping[str, Any]  # raw overrides, validated by actors.core.antientropy
+    membership: Mapping[str, Any]  # raw overrides, validated by actors.membership.core.timing
+    anti_entropy: Mapping[str, Any]  # raw overrides, validated by actors.anti_entropy.core.engine
     supervisor: SupervisorSection
     security: SecuritySection
     log: LogSection
@@ -357,8 +357,8 @@ def _providers(cfg_path: Path, raw: list[Any]) -> tuple[ProviderSpec, ...]:
 def _check_core_settings(cfg_path: Path, profile: str, membership: Mapping[str, Any],
                          anti_entropy: Mapping[str, Any]) -> None:
     """Let the cores that own these settings validate them (one definition per key)."""
-    from actors.core.antientropy import ae_config_for
-    from actors.core.timing import timing_for
+    from actors.anti_entropy.core.engine import ae_config_for
+    from actors.membership.core.timing import timing_for
 
     for section, check in (("membership", lambda: timing_for(profile, membership)),
                            ("anti_entropy", lambda: ae_config_for(anti_entropy))):

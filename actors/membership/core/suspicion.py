@@ -11,7 +11,7 @@ Theory of operation (memberlist `suspicion.go`, `util.go`; REFERENCE.md §1.2):
   start, so the deadline only ever moves earlier.
 * Confirmations are deduplicated per accuser and the originator never
   confirms its own suspicion (no double counting); at most `k` count.
-* Refusal evidence (see `actors.core.membership`): members that saw their
+* Refusal evidence (see `actors.membership.core.swim`): members that saw their
   connection to the suspect refused are kept in `refused_by`. While that set
   is non-empty the deadline is also capped at `refused_at +
   refused_timeout_s`. Refusal evidence from a member other than the

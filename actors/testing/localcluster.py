@@ -23,7 +23,7 @@ from typing import Any
 
 import zmq
 
-from actors.rpc import RpcError, call
+from transport.rpc import RpcError, call
 from transport.sockets import unix_socket_listening
 
 

@@ -2,23 +2,23 @@
 
 Theory of operation (SWIM, Lifeguard, memberlist `state.go`):
 
-* Probing (`actors.core.probe`). Every probe interval (stretched by the
-  local health multiplier, `actors.core.awareness`) one member, taken
+* Probing (`actors.membership.core.probe`). Every probe interval (stretched by the
+  local health multiplier, `actors.membership.core.awareness`) one member, taken
   round-robin from a shuffled list, gets a "ping". No "ping-ack" within the
   probe timeout: "ping-req" through `indirect_checks` alive members, which
   ping the target, relay its ack, or answer "ping-nack" when they get none.
   No ack by the end of the interval: the prober hands back a suspicion of
   the target, applied here like any other news.
-* Suspicion and refutation. News (`actors.core.members`) spreads by
-  piggybacking on every message (`actors.core.broadcast`) and by gossip
+* Suspicion and refutation. News (`actors.membership.core.members`) spreads by
+  piggybacking on every message (`actors.membership.core.broadcast`) and by gossip
   rounds while news is queued. A suspicion runs the Lifeguard timer
-  (`actors.core.suspicion`); unrefuted it becomes dead. A node hearing it is
+  (`actors.membership.core.suspicion`); unrefuted it becomes dead. A node hearing it is
   suspected, dead or left refutes with "alive" at an incarnation past the
   accuser's, gossiped and also sent straight back to the teller. Any message
   to a member we hold as suspect or dead carries a suspect item about it, so
   it learns of the suspicion at once (Lifeguard buddy system); and a suspect
   that has not refuted after two probe intervals is sent such a message
-  again, one suspect per interval (`actors.core.reminders`).
+  again, one suspect per interval (`actors.membership.core.reminders`).
 * Anti-entropy. A periodic "members" push-pull with one random alive member
   (period scaled past 32 nodes) and, every `gossip_to_dead_s`, with one
   random dead member, so a healed partition merges by itself; a ping from a
@@ -74,9 +74,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from actors.core.awareness import Awareness
-from actors.core.broadcast import BroadcastQueue, packed_size, retransmit_limit
-from actors.core.members import (
+from actors.core.ratelimit import RateLimit
+from actors.membership.core.awareness import Awareness
+from actors.membership.core.broadcast import BroadcastQueue, packed_size, retransmit_limit
+from actors.membership.core.members import (
     ALIVE,
     DEAD,
     LEFT,
@@ -97,10 +98,13 @@ from actors.core.members import (
     reply_address,
     u63_or_none,
 )
-from actors.core.probe import Outbound, Prober
-from actors.core.ratelimit import RateLimit
-from actors.core.reminders import Reminders
-from actors.core.timing import MAX_REMOTE_METADATA_BYTES, MembershipTiming, push_pull_scale
+from actors.membership.core.probe import Outbound, Prober
+from actors.membership.core.reminders import Reminders
+from actors.membership.core.timing import (
+    MAX_REMOTE_METADATA_BYTES,
+    MembershipTiming,
+    push_pull_scale,
+)
 from transport.protocol import (
     GossipMessage,
     NodeInfo,

@@ -1,9 +1,9 @@
-"""SWIM probing for `actors.core.membership`: pings, indirect probes, relays, nacks.
+"""SWIM probing for `actors.membership.core.swim`: pings, indirect probes, relays, nacks.
 
 Theory of operation (SWIM §4, Lifeguard §3, memberlist `state.go` `probeNode`):
 
 * One probe at a time. Every probe interval (stretched by the local health
-  multiplier, `actors.core.awareness`) one member, taken round-robin from a
+  multiplier, `actors.membership.core.awareness`) one member, taken round-robin from a
   list reshuffled after each pass (SWIM §4.3), gets a "ping" with a fresh
   sequence number. A member that joins is inserted at a random point of the
   current pass, so it is probed soon.
@@ -35,8 +35,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from actors.core.awareness import Awareness
-from actors.core.members import (
+from actors.membership.core.awareness import Awareness
+from actors.membership.core.members import (
     ALIVE,
     LIVE,
     SUSPECT,
@@ -48,7 +48,7 @@ from actors.core.members import (
     str_or_none,
     u63_or_none,
 )
-from actors.core.timing import MembershipTiming
+from actors.membership.core.timing import MembershipTiming
 from transport.protocol import (
     GossipMessage,
     make_message,

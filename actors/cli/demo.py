@@ -23,10 +23,10 @@ from typing import Any
 
 import zmq
 
-from actors.cli import _table, format_event
-from actors.localcluster import LocalCluster
-from actors.rpc import RpcError
+from actors.cli.main import _table, format_event
+from actors.testing.localcluster import LocalCluster
 from transport.codec import DecodeError, unpack_untrusted
+from transport.rpc import RpcError
 from transport.sockets import make_socket
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.rpc import RpcError
 from transport.protocol import (
     NodeInfo,
     ProtocolError,
@@ -16,6 +15,7 @@ from transport.protocol import (
     is_tombstone,
     map_to_syncable_state,
 )
+from transport.rpc import RpcError
 
 
 def member_row(node: NodeInfo, status: str, incarnation: int) -> dict[str, Any]:

@@ -28,16 +28,14 @@ from typing import Any
 
 import zmq
 
-from actors.config import SYNC_META_KEY
-from actors.core.antientropy import AntiEntropy, Outbound, ae_config_for
-from actors.core.snapshot import SnapshotError, load_snapshot, save_snapshot
+from actors.anti_entropy.core.engine import AntiEntropy, Outbound, ae_config_for
 from actors.core.store import Store, StoreSnapshotError
-from actors.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
-from actors.peering import INBOX_BATCH, PeerSecurity, read_inbox
-from actors.rpc import AsyncClient, Request, RpcError
+from actors.node.config import SYNC_META_KEY
+from actors.node.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
 from actors.runtime import Actor, NodeEnv
-from actors.views import parse_states_untrusted, state_row
+from actors.storage.snapshot import SnapshotError, load_snapshot, save_snapshot
 from transport.codec import encode
+from transport.peering import INBOX_BATCH, PeerSecurity, read_inbox
 from transport.protocol import (
     LamportClock,
     SyncableState,
@@ -45,7 +43,9 @@ from transport.protocol import (
     state_key,
     syncable_state_to_map,
 )
+from transport.rpc import AsyncClient, Request, RpcError
 from transport.sockets import bind, make_socket
+from transport.views import parse_states_untrusted, state_row
 
 PEER_HWM = 256
 SAVE_EVERY_S = 10.0

@@ -46,7 +46,7 @@ Theory of operation (pure: no sockets, no clock reads; randomness from the
   larger than the bound travels alone). The core witnesses every version and
   peer horizon on its Lamport clock: forward `clock.current()` to the
   providers so their local writes stay above the cluster's horizons.
-* Untrusted payload fields are read by `actors.core.ae_wire`, which raises
+* Untrusted payload fields are read by `actors.anti_entropy.core.wire`, which raises
   `Malformed` and nothing else; `handle` counts it and drops the message.
 """
 
@@ -58,7 +58,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.core.ae_wire import (
+from actors.anti_entropy.core.recent import RecentlySent
+from actors.anti_entropy.core.wire import (
     MAX_SEEN,
     Cover,
     Malformed,
@@ -72,7 +73,6 @@ from actors.core.ae_wire import (
     read_uint,
 )
 from actors.core.ratelimit import RateLimit
-from actors.core.recent import RecentlySent
 from actors.core.store import (
     DEFAULT_TOMBSTONE_GRACE_S,
     DIGEST_BUCKETS,

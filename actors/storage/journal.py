@@ -7,7 +7,7 @@ process (the bytes are in the kernel's page cache); ``fsync = true`` would
 also survive a power cut, at a cost per write. A torn final record (a crash
 in the middle of a write) is ignored on load: it was never acknowledged.
 
-Compaction writes a new snapshot atomically (actors.core.snapshot) and
+Compaction writes a new snapshot atomically (actors.storage.snapshot) and
 only then truncates the journal, so a crash at any point leaves either the
 old snapshot plus the full journal, or the new snapshot plus a journal whose
 records are already in it — replaying those is harmless because applying a
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import msgpack
 
-from actors.core.snapshot import SnapshotError, load_snapshot, save_snapshot
+from actors.storage.snapshot import SnapshotError, load_snapshot, save_snapshot
 from transport.protocol import (
     ProtocolError,
     SyncableState,

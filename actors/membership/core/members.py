@@ -5,7 +5,7 @@ membership news is a `News` -- alive, suspect, dead or left -- about one
 node at one incarnation. The table decides whether news is fresher than what
 it holds and, if so, applies it and records exactly one `MemberEvent` per
 status transition. News about the local node never reaches the table: the
-caller refutes it instead (`actors.core.membership`).
+caller refutes it instead (`actors.membership.core.swim`).
 
 Precedence, for news about a known member at incarnation `i` (current `c`):
 
@@ -48,8 +48,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from actors.core.suspicion import Suspicion, confirmations_wanted, suspicion_bounds
-from actors.core.timing import MembershipTiming
+from actors.membership.core.suspicion import Suspicion, confirmations_wanted, suspicion_bounds
+from actors.membership.core.timing import MembershipTiming
 from transport.protocol import (
     GossipMessage,
     NodeInfo,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 
-from actors.core.members import Entry, MemberTable
+from actors.membership.core.members import Entry, MemberTable
 
 
 class Reminders:

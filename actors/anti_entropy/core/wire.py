@@ -1,4 +1,4 @@
-"""Reading the untrusted payload fields of anti-entropy messages (`actors.core.antientropy`).
+"""Reading the untrusted payload fields of anti-entropy messages (`engine.py`).
 
 Theory of operation: the codec has already checked a message's envelope,
 states and digest (`transport.protocol`), but the anti-entropy payload

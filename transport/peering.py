@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import zmq
 
-from actors.config import Config
+from actors.node.config import Config
 from transport.codec import DecodeError, decode_untrusted
 from transport.protocol import GossipMessage
 from transport.security import Keyring, load_keypair, secure_client

@@ -22,12 +22,10 @@ from typing import Any
 
 import zmq
 
-from actors.config import ProviderSpec
-from actors.journal import StateJournal
-from actors.outbox import LocalOutbox
-from actors.rpc import AsyncClient, Request, RpcError
+from actors.node.config import ProviderSpec
+from actors.providers.outbox import LocalOutbox
 from actors.runtime import Actor, NodeEnv
-from actors.views import parse_states_untrusted, state_row
+from actors.storage.journal import StateJournal
 from transport.protocol import (
     LamportClock,
     StateProvider,
@@ -36,6 +34,8 @@ from transport.protocol import (
     state_key,
     syncable_state_to_map,
 )
+from transport.rpc import AsyncClient, Request, RpcError
+from transport.views import parse_states_untrusted, state_row
 
 COMPACT_EVERY = 1000  # journal records between snapshots
 
