@@ -68,7 +68,21 @@ EVENT_TYPES: tuple[str, ...] = (
     "node.joined", "node.alive", "node.suspect", "node.failed", "node.left", "node.updated",
     "state.changed",
     "actor.started", "actor.exited", "actor.restarted", "actor.gave_up",
+    "provider.error",
 )  # fmt: skip
+
+
+class MemberStatus(enum.StrEnum):
+    """A member's status as every public shape spells it (`members --json`, events)."""
+
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+    LEFT = "left"
+
+
+# Members that are probed, hold shards and count toward cluster size.
+LIVE = frozenset({MemberStatus.ALIVE, MemberStatus.SUSPECT})
 
 
 # --- records ---------------------------------------------------------------

@@ -243,7 +243,7 @@ class AntiEntropyActor(Actor):
         self.core.applied(batch)
         if batch and batch[0].state_type in self.attached:
             self._publish_changed(batch)  # no provider host publishes for an SDK provider
-        for key in ("applied", "conflicts", "rejected"):
+        for key in ("applied", "conflicts", "rejected", "quarantined"):
             if isinstance(result, dict) and isinstance(result.get(key), int):
                 self.counters[key] += result[key]
 

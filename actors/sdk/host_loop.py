@@ -1,22 +1,27 @@
-"""The host thread of an attached provider: its sockets, its registration, its requests."""
+"""The host thread of an attached provider: its sockets, its registration, its requests.
+
+Everything it does to the provider goes through the `ProviderAdapter`, under
+the lock the user's threads share (see `HostedProvider`). It owns its sockets
+and never raises into the user's program: an error is counted and logged
+through the standard `logging` module (logger ``lbcluster.sdk``).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zmq
-from loguru import logger
 
+from actors.providers.adapter import ProviderAdapter
 from transport.codec import DecodeError, unpack_untrusted
-from transport.protocol import (
-    SyncableState,
-    syncable_state_to_map,
-)
+from transport.protocol import SyncableState, syncable_state_to_map
 from transport.rpc import (
     AsyncClient,
     Request,
@@ -29,17 +34,68 @@ from transport.sockets import bind, make_socket
 from transport.views import parse_states_untrusted
 
 if TYPE_CHECKING:
-    from actors.sdk.hosted import HostedProvider
+    from actors.sdk.client import NodeClient
 
 LOCAL_BATCH = 500  # states per "local" request, well under the codec's message bound
+IDLE_WAKE_S = 0.5  # the loop checks its stop flag at least this often
+
+log = logging.getLogger("lbcluster.sdk")
+
+
+class ChangeQueue:
+    """Changes from the user's threads to the host thread, with a pipe to wake it."""
+
+    def __init__(self) -> None:
+        self._items: list[SyncableState] = []
+        self._lock = threading.Lock()
+        self.wake_fd, self._wake_w = os.pipe()
+        os.set_blocking(self.wake_fd, False)
+        os.set_blocking(self._wake_w, False)
+
+    def put(self, states: list[SyncableState]) -> None:
+        with self._lock:
+            self._items.extend(states)
+        self.wake()
+
+    def take(self) -> list[SyncableState]:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self.wake_fd, 4096):
+                pass
+        with self._lock:
+            items, self._items = self._items, []
+        return items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"x")
+
+    def close(self) -> None:
+        for fd in (self.wake_fd, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class HostLoop:
-    """The host thread: owns its sockets; talks to the node; never raises."""
+    """The host thread: registers with the node, serves its requests, sends changes.
 
-    def __init__(self, hosted: HostedProvider[Any], reattach_s: float) -> None:
-        self.h = hosted
-        self.reattach_s = reattach_s
+    Args:
+        adapter: the provider, behind the shared adapter; touched only under `lock`.
+        lock: the lock `HostedProvider.writing()` and `read()` hold.
+        queue: changes made in the user's threads.
+        node: the node's client (control endpoint, events, timeouts).
+        endpoint: where this thread binds its ROUTER (the node's anti-entropy dials it).
+        counters, errors: what it did and what went wrong, by kind.
+    """
+
+    def __init__(self, adapter: ProviderAdapter, lock: threading.RLock, queue: ChangeQueue,
+                 node: NodeClient, endpoint: str, reattach_s: float,
+                 counters: Counter[str], errors: Counter[str]) -> None:
+        self.adapter, self.lock, self.queue = adapter, lock, queue
+        self.node, self.endpoint, self.reattach_s = node, endpoint, reattach_s
+        self.counters, self.errors = counters, errors
         self.stop = threading.Event()
         self.first = threading.Event()
         self.first_error: RpcError | None = None
@@ -47,14 +103,13 @@ class HostLoop:
         self.attaching = False
         self.next_attach = 0.0
         self.in_flight = 0
-        self.log = logger.bind(sdk="attach", state_type=hosted.state_type,
-                               endpoint=hosted.endpoint)
+        self.extra = {"state_type": adapter.state_type, "endpoint": endpoint}
 
     def run(self) -> None:
         try:
             self._open()
         except Exception as exc:
-            self.log.exception("attached provider could not start")
+            log.exception("attached provider could not start", extra=self.extra)
             self.first_error = RpcError("sdk_error", str(exc))
             self.first.set()
             return
@@ -66,14 +121,13 @@ class HostLoop:
             self.first.set()
 
     def _open(self) -> None:
-        ctx, node = self.h.node.ctx, self.h.node
-        self.router = make_socket(ctx, zmq.ROUTER)
-        bind(self.router, self.h.endpoint)
-        self.control = AsyncClient.connect(ctx, node.control)
-        self.sub = node.subscriber(("node.failed",), hwm=1000)
+        self.router = make_socket(self.node.ctx, zmq.ROUTER)
+        bind(self.router, self.endpoint)
+        self.control = AsyncClient.connect(self.node.ctx, self.node.control)
+        self.sub = self.node.subscriber(("node.failed",), hwm=1000)
         self.handlers: dict[Any, Callable[[], None]] = {
             self.router: self._on_router, self.control.sock: self.control.on_readable,
-            self.sub: self._on_event, self.h._wake_r: self._on_wake}
+            self.sub: self._on_event, self.queue.wake_fd: self._on_wake}
         self.poller = zmq.Poller()
         for sock in self.handlers:
             self.poller.register(sock, zmq.POLLIN)
@@ -83,26 +137,44 @@ class HostLoop:
             now = time.monotonic()
             if now >= self.next_attach and not self.attaching:
                 self._send_attach(now)
-            deadline = min(d for d in (self.next_attach, self.control.next_deadline())
-                           if d is not None)
-            timeout_ms = int(min(0.5, max(0.0, deadline - now)) * 1000) + 1
+            with self.lock:
+                provider_due = self.adapter.next_deadline()
+            deadline = min(d for d in (self.next_attach, self.control.next_deadline(),
+                                       provider_due, now + IDLE_WAKE_S) if d is not None)
+            timeout_ms = int(max(0.0, deadline - now) * 1000) + 1
             for sock, _ in self.poller.poll(timeout_ms):
                 self._guarded(self.handlers[sock])
-            self._guarded(lambda: self.control.expire(time.monotonic()))
+            self._guarded(self._tick)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        self.control.expire(now)
+        with self.lock:
+            self.adapter.tick(now)  # e.g. a rate provider's flush every flush_ms
+            changes = self.adapter.changes(now)
+        self._report_faults()
+        self._send_local(changes)
 
     def _guarded(self, fn: Callable[[], None]) -> None:
-        """A bug here or in the provider is logged and counted; the thread goes on."""
+        """A bug here is logged and counted; the thread goes on."""
         try:
             fn()
         except Exception:
-            self.h.errors["internal"] += 1
-            self.log.exception("attached provider: unexpected error")
+            self.errors["internal"] += 1
+            log.exception("attached provider: unexpected error", extra=self.extra)
+
+    def _report_faults(self) -> None:
+        with self.lock:
+            faults = self.adapter.take_faults()
+        for fault in faults:
+            log.error("attached provider raised in %s: %s\n%s", fault.method, fault.error,
+                      fault.trace, extra=self.extra)
 
     # -- registration ------------------------------------------------------------
     def _send_attach(self, now: float) -> None:
         self.attaching, self.next_attach = True, now + self.reattach_s
-        args = {"type": self.h.state_type, "endpoint": self.h.endpoint}
-        self.control.request("attach", args, now, self.h.node.timeout_s, self._on_attached)
+        args = {"type": self.adapter.state_type, "endpoint": self.endpoint}
+        self.control.request("attach", args, now, self.node.timeout_s, self._on_attached)
 
     def _on_attached(self, result: Any, error: RpcError | None) -> None:
         self.attaching = False
@@ -115,65 +187,64 @@ class HostLoop:
             self._attach_failed(error)
             return
         self.attached = True
-        self.h.counters["attaches"] += 1
+        self.counters["attaches"] += 1
         self.first.set()
 
     def _registered(self, result: dict[str, Any]) -> RpcError | None:
         """Take the node's states of our type; send back what it lacks."""
         states, bad = parse_states_untrusted(result["states"])
         if bad:
-            self.h.errors["bad_state"] += bad
+            self.errors["bad_state"] += bad
+        now = time.monotonic()
         try:
-            with self.h._lock:
-                self.h._witness(result.get("clock"))
-                ours = self.h._reconcile(states)
-        except Exception as exc:  # the provider's bug: retried at the next registration
-            self.h.errors["provider"] += 1
-            self.log.exception("attached provider raised")
-            return RpcError("provider_error", f"{type(exc).__name__}: {exc}")
+            with self.lock:
+                self.adapter.witness(result.get("clock"))
+                ours = self.adapter.reconcile(states, now)
+        except RpcError as exc:  # the provider's bug: retried at the next registration
+            return exc
+        finally:
+            self._report_faults()
         self._send_local(ours)
         if not self.attached:
-            self.log.bind(states=len(states), pushed=len(ours)).info("attached provider registered")
+            log.info("attached provider registered (%d states, %d pushed)", len(states),
+                     len(ours), extra=self.extra)
         return None
 
     def _attach_failed(self, error: RpcError) -> None:
-        self.h.errors[f"attach.{error.code}"] += 1
+        self.errors[f"attach.{error.code}"] += 1
         if not self.first.is_set():
             self.first_error = error
             self.first.set()
             self.stop.set()
             return
         if self.attached:
-            self.log.bind(code=error.code, error=error.message).warning(
-                "attached provider lost its node; retrying")
+            log.warning("attached provider lost its node (%s: %s); retrying", error.code,
+                        error.message, extra=self.extra)
         self.attached = False
         if error.code == "busy":  # our own queue was full: try again soon
             self.next_attach = min(self.next_attach, time.monotonic() + 0.1)
 
     # -- local writes ------------------------------------------------------------
     def _on_wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self.h._wake_r, 4096):
-                pass
-        self._send_local(self.h._take_outbox())
+        self._send_local(self.queue.take())
 
     def _send_local(self, states: list[SyncableState]) -> None:
         for i in range(0, len(states), LOCAL_BATCH):
             batch = [syncable_state_to_map(s) for s in states[i:i + LOCAL_BATCH]]
             self.in_flight += 1
             self.control.request("local", {"states": batch}, time.monotonic(),
-                                 self.h.node.timeout_s, self._on_local_done)
+                                 self.node.timeout_s, self._on_local_done)
 
     def _on_local_done(self, result: Any, error: RpcError | None) -> None:
         self.in_flight -= 1
         if error is not None:
             # Not lost: the next registration finds what the node lacks. Make it soon.
-            self.h.errors[f"local.{error.code}"] += 1
+            self.errors[f"local.{error.code}"] += 1
             self.next_attach = min(self.next_attach, time.monotonic() + 0.2)
             return
-        self.h.counters["local_sent"] += int(result.get("accepted", 0))
-        with self.h._lock:
-            self.h._witness(result.get("clock"))
+        self.counters["local_sent"] += int(result.get("accepted", 0))
+        with self.lock:
+            self.adapter.witness(result.get("clock"))
 
     # -- requests from the node's anti-entropy actor ----------------------------------
     def _on_router(self) -> None:
@@ -182,44 +253,29 @@ class HostLoop:
             try:
                 req = parse_request_untrusted(frames)
             except RpcError:
-                self.h.errors["malformed_request"] += 1
+                self.errors["malformed_request"] += 1
                 continue
             self._answer(req)
 
     def _answer(self, req: Request) -> None:
+        now = time.monotonic()
         try:
-            with self.h._lock:
-                result = self._handle(req)
+            with self.lock:
+                result = self.adapter.handle(req.op, req.args, now)
+                if req.op == "apply":
+                    self.counters["applied"] += result["applied"]
+                    self.adapter.changes(now)  # from the node: nothing to send back
+                elif req.op == "node_failed":
+                    self.counters["node_failures"] += 1
         except RpcError as exc:
             reply = error_frames(req, exc.code, exc.message)
-        except Exception as exc:  # the provider's bug: the node hears an error, we go on
-            self.h.errors["provider"] += 1
-            self.log.bind(op=req.op).exception("attached provider raised")
-            reply = error_frames(req, "provider_error", type(exc).__name__)
         else:
             reply = reply_frames(req, result)
+        self._report_faults()
+        if req.op == "node_failed":  # e.g. it took over the dead node's work
+            self._tick()
         if req.id:  # id 0 is a notification
             self.router.send_multipart(reply)
-
-    def _handle(self, req: Request) -> Any:
-        p = self.h.provider
-        match req.op:
-            case "apply":
-                self.h._witness(req.args.get("clock"))
-                states, bad = parse_states_untrusted(req.args.get("states"))
-                result = self.h._apply(states)
-                return {**result, "rejected": result["rejected"] + bad}
-            case "clock":
-                self.h._witness(req.args.get("clock"))
-                return {}
-            case "sync_state":
-                return [syncable_state_to_map(s) for s in p.get_sync_state()]
-            case "digest":
-                return [[t, k, v] for (t, k), v in p.get_state_digest().items()]
-            case "node_failed":
-                self._node_failed(req.args.get("node_id"))
-                return {}
-        raise RpcError("unknown_op", f"an attached provider has no operation {req.op!r}")
 
     def _on_event(self) -> None:
         while self.sub.poll(0, zmq.POLLIN):
@@ -228,19 +284,10 @@ class HostLoop:
             except DecodeError:
                 event = None
             if not isinstance(event, dict) or not isinstance(event.get("node_id"), str):
-                self.h.errors["malformed_event"] += 1
+                self.errors["malformed_event"] += 1
                 continue
             if event.get("type") == "node.failed":
-                try:
-                    with self.h._lock:
-                        self._node_failed(event["node_id"])
-                except Exception:
-                    self.h.errors["provider"] += 1
-                    self.log.exception("attached provider raised")
-
-    def _node_failed(self, node_id: Any) -> None:
-        if not isinstance(node_id, str):
-            raise RpcError("bad_request", "node_failed needs a node_id")
-        self.h.provider.on_node_failure(node_id)
-        self.h.counters["node_failures"] += 1
-        self._send_local(self.h._drain())  # e.g. it took over the dead node's work
+                with self.lock:
+                    self.adapter.node_failed(event["node_id"], time.monotonic())
+                    self.counters["node_failures"] += 1
+                self._tick()

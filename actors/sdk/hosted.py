@@ -17,16 +17,10 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
+from actors.providers.adapter import ProviderAdapter
 from actors.sdk.client import NodeClient
-from actors.sdk.host_loop import HostLoop
-from transport.protocol import (
-    LamportClock,
-    ProtocolError,
-    StateProvider,
-    SyncableState,
-    newer,
-    state_key,
-)
+from actors.sdk.host_loop import ChangeQueue, HostLoop
+from transport.protocol import LamportClock, StateProvider
 from transport.rpc import RpcTimeout
 from transport.sockets import make_run_folder
 
@@ -90,9 +84,11 @@ class HostedProvider(Generic[P]):
     """A provider served to a node by a daemon thread of this program (see `attach`).
 
     Attributes:
-        provider: the provider; touch it only inside `writing()` or `read()`.
+        provider: the provider; touch it only inside `writing()` or `read()` (or
+            through methods it documents as thread-safe).
         node: a `NodeClient` for the same node.
-        counters, errors: what the host thread did and what went wrong, by kind.
+        counters, errors: what the host thread did and what went wrong, by kind
+            (``errors.<method>`` counts exceptions the provider raised).
     """
 
     def __init__(self, provider: P, node: NodeClient, clock: LamportClock,
@@ -100,22 +96,19 @@ class HostedProvider(Generic[P]):
         self.provider = provider
         self.node = node
         self.clock = clock
-        self.state_type = provider.provider_type()
+        self.counters: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self._adapter = ProviderAdapter(provider, clock, self.errors)
+        self.state_type = self._adapter.state_type
         # A private (0700) folder: the node's anti-entropy actor runs as the same user.
         self._folder = make_run_folder(f"{os.getpid()}-sdk.{next(_serial)}."
                                        f"{secrets.token_hex(4)}")
         self.endpoint = f"ipc://{self._folder}/provider"
-        self.counters: Counter[str] = Counter()
-        self.errors: Counter[str] = Counter()
         self._lock = threading.RLock()
-        self._seen: dict[tuple[str, str], tuple[int, str]] = {}
-        self._outbox: list[SyncableState] = []
-        self._outbox_lock = threading.Lock()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._queue = ChangeQueue()
         self._closed = False
-        self._loop = HostLoop(self, reattach_s)
+        self._loop = HostLoop(self._adapter, self._lock, self._queue, node, self.endpoint,
+                              reattach_s, self.counters, self.errors)
         self._thread = threading.Thread(target=self._loop.run, daemon=True,
                                         name=f"lbcluster-attach-{self.state_type}")
 
@@ -145,11 +138,9 @@ class HostedProvider(Generic[P]):
             try:
                 yield self.provider
             finally:
-                changes = self._drain()
+                changes = self._adapter.changes(time.monotonic())
         if changes:
-            with self._outbox_lock:
-                self._outbox.extend(changes)
-            self._wake()
+            self._queue.put(changes)
 
     def read(self, fn: Callable[[P], T]) -> T:
         """`fn(provider)` under the provider's lock."""
@@ -159,7 +150,7 @@ class HostedProvider(Generic[P]):
     def flush(self, timeout_s: float = 2.0) -> bool:
         """Wait until every change from `writing()` was accepted by the node; False on timeout."""
         deadline = time.monotonic() + timeout_s
-        while self._outbox or self._loop.in_flight:
+        while len(self._queue) or self._loop.in_flight:
             if time.monotonic() >= deadline or not self._thread.is_alive():
                 return False
             time.sleep(0.01)
@@ -170,14 +161,12 @@ class HostedProvider(Generic[P]):
         if self._thread.is_alive():
             self.flush(flush_s)
             self._loop.stop.set()
-            self._wake()
+            self._queue.wake()
             self._thread.join(5.0)
         if not self._thread.is_alive() and not self._closed:
             # (A thread stuck in a provider call keeps its sockets: leak, never hang.)
             self._closed = True
-            for fd in (self._wake_r, self._wake_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            self._queue.close()
             self.node.close()
             shutil.rmtree(self._folder, ignore_errors=True)
 
@@ -186,48 +175,3 @@ class HostedProvider(Generic[P]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- used by the host thread, always under self._lock -----------------------------
-    def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"x")
-
-    def _take_outbox(self) -> list[SyncableState]:
-        with self._outbox_lock:
-            out, self._outbox = self._outbox, []
-        return out
-
-    def _drain(self) -> list[SyncableState]:
-        """The provider's changes since the last drain (its drain_changes, or a diff)."""
-        drain = getattr(self.provider, "drain_changes", None)
-        if drain is not None:
-            changed: list[SyncableState] = list(drain())
-        else:
-            changed = [s for s in self.provider.get_sync_state()
-                       if self._seen.get(state_key(s)) != (s.version, s.source_node)]
-        for s in changed:
-            self._seen[state_key(s)] = (s.version, s.source_node)
-        return changed
-
-    def _witness(self, clock: Any) -> None:
-        if isinstance(clock, int) and not isinstance(clock, bool) and clock >= 0:
-            with contextlib.suppress(ProtocolError):
-                self.clock.update(clock)
-
-    def _apply(self, states: list[SyncableState]) -> dict[str, int]:
-        for s in states:
-            self._witness(s.version)
-        result = self.provider.apply_remote_state(states)
-        self._drain()  # what it applied came from the node: nothing to send back
-        self.counters["applied"] += result["applied"]
-        return {"applied": int(result["applied"]), "conflicts": int(result["conflicts"]),
-                "rejected": int(result["rejected"])}
-
-    def _reconcile(self, mirror: list[SyncableState]) -> list[SyncableState]:
-        """Apply what the node holds newer; return what this provider holds newer."""
-        held = {state_key(s): s for s in self.provider.get_sync_state()}
-        theirs = {state_key(s): s for s in mirror}
-        missing = [s for k, s in theirs.items() if k not in held or newer(s, held[k])]
-        if missing:
-            self._apply(missing)
-        return [s for k, s in held.items() if k not in theirs or newer(s, theirs[k])]

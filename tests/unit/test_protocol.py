@@ -58,8 +58,9 @@ def test_event_types_are_exactly_the_documented_ones() -> None:
     assert set(EVENT_TYPES) == {
         "node.joined", "node.alive", "node.suspect", "node.failed", "node.left", "node.updated",
         "state.changed", "actor.started", "actor.exited", "actor.restarted", "actor.gave_up",
+        "provider.error",
     }  # fmt: skip
-    assert len(EVENT_TYPES) == 11
+    assert len(EVENT_TYPES) == 12
 
 
 def test_protocol_error_is_a_value_error_with_reason_and_field() -> None:

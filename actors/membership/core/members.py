@@ -51,7 +51,9 @@ from typing import Any
 from actors.membership.core.suspicion import Suspicion, confirmations_wanted, suspicion_bounds
 from actors.membership.core.timing import MembershipTiming
 from transport.protocol import (
+    LIVE,
     GossipMessage,
+    MemberStatus,
     NodeInfo,
     ProtocolError,
     check_id,
@@ -62,12 +64,8 @@ from transport.protocol import (
 )
 from transport.validate import check_counter, check_endpoint
 
-ALIVE, SUSPECT, DEAD, LEFT = "alive", "suspect", "dead", "left"
-STATUSES = (ALIVE, SUSPECT, DEAD, LEFT)
-LIVE = (ALIVE, SUSPECT)  # members that are probed and count toward n
-EVENT_KINDS = (
-    "node.joined", "node.alive", "node.suspect", "node.failed", "node.left", "node.updated",
-)
+ALIVE, SUSPECT, DEAD, LEFT = MemberStatus
+STATUSES = tuple(MemberStatus)
 
 
 @dataclass(frozen=True)

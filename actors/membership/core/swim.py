@@ -502,7 +502,8 @@ class Membership:
         if news.refused and news.accuser != self.me.node_id:
             self._count("refused_confirmations")
         if applied.reason == "transition":
-            kinds = {SUSPECT: "suspicions", DEAD: "deaths", LEFT: "leaves", ALIVE: "alive_updates"}
+            kinds: dict[str, str] = {SUSPECT: "suspicions", DEAD: "deaths", LEFT: "leaves",
+                                     ALIVE: "alive_updates"}
             self._count(kinds[news.kind])
 
     def _about_me(self, news: News, teller: str | None) -> list[Outbound]:
