@@ -10,12 +10,15 @@ startup, not a crash loop later.
 from __future__ import annotations
 
 import importlib
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import zmq
 
 from actors.node.config import Config, ConfigError, ProviderSpec
+from actors.providers.contract import ContractError, check_provider_class, load_provider_class
 from actors.runtime import Actor, NodeEnv
 from transport.protocol import generate_node_id
 
@@ -38,21 +41,51 @@ def load_symbol(target: str) -> Any:
 
 
 def provider_class(cfg: Config, spec: ProviderSpec, index: int) -> type:
+    """Import a provider class and check its options and its contract, or raise ConfigError."""
     target = spec.module or BUILTIN_CLASSES[spec.type]
+    key = f"providers[{index}].module" if spec.module else f"providers[{index}].type"
     try:
-        cls = load_symbol(target)
-    except (ImportError, AttributeError) as exc:
-        key = f"providers[{index}].module" if spec.module else f"providers[{index}].type"
-        raise ConfigError(cfg.path, key, f"cannot load {target} ({exc})") from None
-    if not isinstance(cls, type):
-        raise ConfigError(cfg.path, f"providers[{index}].module", f"{target} is not a class")
+        cls = load_provider_class(target)
+    except ValueError as exc:
+        raise ConfigError(cfg.path, key, str(exc)) from None
     validate = getattr(cls, "validate_options", None)
     if validate is not None:  # bad options fail at startup, not in a crash loop
         try:
             validate(dict(spec.options))
         except (ValueError, TypeError) as exc:
             raise ConfigError(cfg.path, f"providers[{index}].options", str(exc)) from None
+    problem = check_in_child(cls, spec.options)
+    if problem:
+        raise ConfigError(cfg.path, key, problem)
     return cls
+
+
+def check_in_child(cls: type, options: Mapping[str, Any]) -> str | None:
+    """`check_provider_class` in a forked child: whatever a provider's constructor starts
+    (threads, files, connections) must not live on in the supervisor, which forks the
+    zygote next. Returns the violation, or None."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave without running any exit handler
+        os.close(read_fd)
+        try:
+            check_provider_class(cls, options)
+            message = b""
+        except ContractError as exc:
+            message = str(exc).encode("utf-8", "replace")
+        except BaseException as exc:
+            message = f"the contract check raised {type(exc).__name__}: {exc}".encode()
+        os.write(write_fd, message[:4000])
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        message = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if message:
+        return message.decode("utf-8", "replace")
+    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+        return f"the contract check of {cls.__qualname__} died (wait status {status})"
+    return None
 
 
 def plan_actors(cfg: Config) -> dict[str, Any]:
