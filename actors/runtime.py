@@ -34,6 +34,7 @@ from loguru import logger
 from actors.node.config import Config
 from actors.node.liveness import Stamps, beat_interval
 from actors.node.memory import Trimmer
+from actors.node.wakeup import WakeupPipe
 from transport.codec import LOCAL_LIMITS, pack, unpack_untrusted
 from transport.protocol import make_event
 from transport.rpc import Request, RpcError, error_frames, parse_request_untrusted, reply_frames
@@ -182,12 +183,9 @@ class _Runtime:
 
     def watch_signals(self) -> None:
         """A signal must wake the poll: pyzmq resumes polling after a handler runs."""
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w)
-        self.poller.register(wake_r, zmq.POLLIN)
-        self.handlers[wake_r] = lambda now: _drain(wake_r)
+        wakeup = WakeupPipe(signals=True)
+        self.poller.register(wakeup.fd, zmq.POLLIN)
+        self.handlers[wakeup.fd] = lambda now: wakeup.drain()
 
     def push(self, body: dict[str, Any], sock: zmq.Socket | None = None) -> None:
         try:
@@ -282,14 +280,6 @@ class _Runtime:
             actor.tick(time.monotonic())
         actor.shutdown(time.monotonic())
         return 0
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def configure_logging(cfg: Config) -> None:

@@ -31,7 +31,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NewType, Protocol, TypedDict, runtime_checkable
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 # Some of these moved out of this module; callers still import them all from here
 # (`X as X`: imported only to re-export).
@@ -51,10 +51,6 @@ from transport.validate import (
 )
 from transport.validate import MAX_U63 as MAX_U63
 from transport.validate import MAX_VALUE_DEPTH as MAX_VALUE_DEPTH
-
-NodeId = NewType("NodeId", str)
-Version = NewType("Version", int)
-Incarnation = NewType("Incarnation", int)
 
 # WARNING: ONLY APPEND TO THIS TUPLE. The index of a type is its wire tag
 # (transport.codec puts it in the envelope), so reordering or removing an

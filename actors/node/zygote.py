@@ -33,6 +33,8 @@ from typing import Any
 
 import msgpack
 
+from actors.node.wakeup import WakeupPipe
+
 _PR_SET_PDEATHSIG = 1
 _LEN = struct.Struct(">I")
 MAX_FRAME = 1 << 20
@@ -138,19 +140,15 @@ def _zygote_main(cmd_fd: int, evt_fd: int, run_actor: Callable[[str, int], int])
     # decides the stop order, so the zygote and actors ignore SIGINT.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    os.set_blocking(wake_r, False)
-    signal.set_wakeup_fd(wake_w)
+    wakeup = WakeupPipe(signals=True)  # SIGCHLD wakes the select below
     signal.signal(signal.SIGCHLD, lambda *_: None)
     os.set_blocking(cmd_fd, False)
     commands = FrameReader(cmd_fd)
-    keep = {cmd_fd, evt_fd, wake_r, wake_w}
+    keep = {cmd_fd, evt_fd, *wakeup.fds()}
     while not commands.eof:
         with contextlib.suppress(InterruptedError):
-            select.select([cmd_fd, wake_r], [], [], 1.0)
-        with contextlib.suppress(BlockingIOError):
-            os.read(wake_r, 4096)
+            select.select([cmd_fd, wakeup.fd], [], [], 1.0)
+        wakeup.drain()
         _reap(evt_fd)
         for cmd in commands.read():
             if cmd.get("op") == "exit":

@@ -8,9 +8,7 @@ through the standard `logging` module (logger ``lbcluster.sdk``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -19,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from actors.node.wakeup import WakeupPipe
 from actors.providers.adapter import ProviderAdapter
 from transport.codec import DecodeError, unpack_untrusted
 from transport.protocol import SyncableState, syncable_state_to_map
@@ -48,9 +47,8 @@ class ChangeQueue:
     def __init__(self) -> None:
         self._items: list[SyncableState] = []
         self._lock = threading.Lock()
-        self.wake_fd, self._wake_w = os.pipe()
-        os.set_blocking(self.wake_fd, False)
-        os.set_blocking(self._wake_w, False)
+        self._pipe = WakeupPipe()
+        self.wake_fd = self._pipe.fd
 
     def put(self, states: list[SyncableState]) -> None:
         with self._lock:
@@ -58,9 +56,7 @@ class ChangeQueue:
         self.wake()
 
     def take(self) -> list[SyncableState]:
-        with contextlib.suppress(BlockingIOError, OSError):
-            while os.read(self.wake_fd, 4096):
-                pass
+        self._pipe.drain()
         with self._lock:
             items, self._items = self._items, []
         return items
@@ -69,13 +65,10 @@ class ChangeQueue:
         return len(self._items)
 
     def wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"x")
+        self._pipe.wake()
 
     def close(self) -> None:
-        for fd in (self.wake_fd, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._pipe.close()
 
 
 class HostLoop:
