@@ -33,6 +33,8 @@ from typing import Any
 
 import msgpack
 
+from actors.node.proctitle import set_title
+
 _PR_SET_PDEATHSIG = 1
 _LEN = struct.Struct(">I")
 MAX_FRAME = 1 << 20
@@ -138,6 +140,7 @@ def _zygote_main(cmd_fd: int, evt_fd: int, run_actor: Callable[[str, int], int])
     # decides the stop order, so the zygote and actors ignore SIGINT.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    set_title("zygote")
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     os.set_blocking(wake_r, False)
