@@ -185,6 +185,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- arguments --------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
 def _state_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--type", metavar="T", help="only this state type (a provider's type)")
 
@@ -192,7 +198,7 @@ def _state_args(p: argparse.ArgumentParser) -> None:
 def _events_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--type", action="append", metavar="PREFIX",
                    help="only events whose type starts with PREFIX (repeatable), e.g. node.")
-    p.add_argument("--count", type=int, metavar="N", help="exit 0 after N events")
+    p.add_argument("--count", type=_positive_int, metavar="N", help="exit 0 after N events")
     p.add_argument("--timeout", type=float, metavar="S",
                    help=f"stop after S seconds; exit {EXIT_TIMEOUT} if no event came "
                         "(or fewer than --count)")
