@@ -89,7 +89,8 @@ def cmd_members(args: argparse.Namespace) -> int:
     with _client(args) as node:
         members = node.members()
     return _show(args, {"members": members},
-                 lambda: render.table(members, render.MEMBER_COLUMNS))
+                 lambda: render.table([render.public_metadata(m) for m in members],
+                                      render.MEMBER_COLUMNS))
 
 
 def cmd_status(args: argparse.Namespace) -> int:

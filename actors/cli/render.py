@@ -72,6 +72,14 @@ def table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def public_metadata(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` without the lbc.* metadata keys, the library's own plumbing (text output only)."""
+    if not isinstance(row.get("metadata"), dict):
+        return row
+    return {**row, "metadata": {k: v for k, v in row["metadata"].items()
+                                if not str(k).startswith("lbc.")}}
+
+
 def actor_rows(actors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Status rows with resident memory in MiB, the unit people read."""
     return [{**a, "rss_mb": None if a.get("rss_bytes") is None else
@@ -92,10 +100,7 @@ def format_event(event: dict[str, Any], colour: bool) -> str:
     """One line: time, [source #seq], type, subject node and the data as key=value."""
     kind = str(event.get("type"))
     stamp = time.strftime("%H:%M:%S", time.localtime(event.get("timestamp") or 0))
-    data = dict(event.get("data") or {})
-    if isinstance(data.get("metadata"), dict):  # lbc.* keys are the library's own plumbing
-        data["metadata"] = {k: v for k, v in data["metadata"].items()
-                            if not str(k).startswith("lbc.")}
+    data = public_metadata(dict(event.get("data") or {}))
     detail = " ".join(f"{k}={cell(v)}" for k, v in sorted(data.items(), key=lambda kv: str(kv[0]))
                       if k != "node_id" and v not in (None, {}, []))
     return (f"{stamp} [{event.get('source')} #{event.get('seq')}] "

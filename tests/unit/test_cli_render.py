@@ -78,3 +78,10 @@ def test_a_streams_snapshot_item_renders_as_the_documented_json_line():
     assert render.snapshot_document(item) == {
         "snapshot": {"seq": 12, "node_id": "a", "members": [{"node_id": "a"}], "actors": []}}
     assert "1 members" in render.format_snapshot(item, colour=False)
+
+
+def test_public_metadata_drops_only_the_librarys_own_keys():
+    row = {"node_id": "a", "metadata": {"lbc.sync": "tcp://x:1", "zone": "eu"}}
+    assert render.public_metadata(row)["metadata"] == {"zone": "eu"}
+    assert row["metadata"]["lbc.sync"] == "tcp://x:1"  # the input is left alone
+    assert render.public_metadata({"node_id": "a"}) == {"node_id": "a"}
