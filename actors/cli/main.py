@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -141,9 +141,9 @@ def cmd_leave(args: argparse.Namespace) -> int:
 def cmd_events(args: argparse.Namespace) -> int:
     colour = sys.stdout.isatty() and not args.json
     seen = 0
-    with _client(args) as node:
-        stream = node.events(tuple(args.type or [""]), snapshot=args.snapshot,
-                             timeout_s=args.timeout, give_up_s=args.grace)
+    with _client(args) as node, closing(node.events(
+            tuple(args.type or [""]), snapshot=args.snapshot, timeout_s=args.timeout,
+            give_up_s=args.grace)) as stream:
         for item in stream:
             if args.snapshot and item.get("type") == "snapshot":
                 print(render.to_json(render.snapshot_document(item)) if args.json

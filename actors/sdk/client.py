@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,7 @@ class NodeClient:
     # -- events ------------------------------------------------------------------
     def events(self, prefixes: tuple[str, ...] = ("",), snapshot: bool = False,
                timeout_s: float | None = None,
-               give_up_s: float | None = None) -> Iterator[dict[str, Any]]:
+               give_up_s: float | None = None) -> Generator[dict[str, Any], None, None]:
         """Cluster events as maps {type, node_id, data, timestamp, source, seq}.
 
         With `snapshot`, the first item (and the first after a node restart) is
