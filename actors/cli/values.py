@@ -52,7 +52,7 @@ def parse_value(text: str) -> Any:
     try:
         value = json.loads(text, parse_constant=_non_finite)
     except _NonFinite as exc:
-        raise CliError(f"value: {exc} cannot be stored (not JSON; quote it for the string)",
+        raise CliError(f"value: {exc} cannot be encoded (not JSON; quote it for the string)",
                        EXIT_FAIL) from None
     except ValueError:
         return check_encodable(text)
@@ -95,8 +95,8 @@ def _check_numbers(value: Any, what: str) -> None:
         case int() if not INT_MIN <= value <= INT_MAX:
             digits = str(value)
             shown = digits if len(digits) <= 24 else f"{digits[:20]}...({len(digits)} digits)"
-            raise CliError(f"{what}: the integer {shown} is out of range "
-                           "(-2**63 to 2**64-1); quote it to store it as a string", EXIT_FAIL)
+            raise CliError(f"{what}: the integer {shown} cannot be encoded: out of range "
+                           "(-2**63 to 2**64-1); quote it to store a string", EXIT_FAIL)
         case float() if not math.isfinite(value):
             raise CliError(f"{what}: {value} cannot be encoded (not JSON)", EXIT_FAIL)
         case dict():

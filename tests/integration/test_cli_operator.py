@@ -180,3 +180,14 @@ def test_every_process_of_a_node_is_titled_with_its_node_and_role(node):
     assert title(supervisor.pid) == f"lbcluster[{node.name}] supervisor"
     others = {title(c.pid) for c in supervisor.children() if c.pid not in actors.values()}
     assert f"lbcluster[{node.name}] zygote" in others
+
+
+def test_the_demo_runs_its_story_and_cleans_up():
+    result = lbcluster("demo", "--nodes", "2", "--duration", "6", timeout=90)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "state.changed" in out and "key=greeting" in out
+    assert "actor.restarted" in out  # the killed kv actor came back
+    assert "members as n0 sees them" in out and "NODE_ID" in out
+    folder = out.split("starting 2 nodes in ", 1)[1].split()[0]
+    assert not os.path.exists(folder)
