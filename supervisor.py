@@ -574,6 +574,8 @@ def run_node(config_path: str | Path) -> int:
         cfg = load_config(config_path)
         configure_logging(cfg)
         sup = Supervisor(cfg)
+        from actors.node.proctitle import set_title  # here: keeps this edit inside run_node
+        set_title("supervisor", sup.node_id)  # before the zygote forks: it inherits the id
         sup.start()
     except ConfigError as exc:
         print(f"lbcluster: {exc}", file=sys.stderr)

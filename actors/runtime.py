@@ -34,6 +34,7 @@ from loguru import logger
 from actors.node.config import Config
 from actors.node.liveness import Stamps, beat_interval
 from actors.node.memory import Trimmer
+from actors.node.proctitle import set_title
 from actors.node.wakeup import WakeupPipe
 from transport.codec import LOCAL_LIMITS, pack, unpack_untrusted
 from transport.protocol import make_event
@@ -296,6 +297,7 @@ def run_actor_process(actor_factory: Callable[[str, NodeEnv, zmq.Context], Actor
                       stamps: Stamps | None = None) -> int:
     """Entry point inside a freshly forked actor process."""
     configure_logging(env.config)
+    set_title(name, env.node_id)
     ctx = zmq.Context()
     actor = actor_factory(name, env, ctx)
     runtime = _Runtime(actor, zygote_pid, stamps)

@@ -23,8 +23,9 @@ from typing import Any
 
 import zmq
 
-from actors.cli.main import _table, format_event
-from actors.testing.localcluster import LocalCluster
+from actors.cli import render
+from actors.sdk.client import NodeClient
+from actors.testing.localcluster import LocalCluster, LocalNode
 from transport.codec import DecodeError, unpack_untrusted
 from transport.rpc import RpcError
 from transport.sockets import make_socket
@@ -34,13 +35,18 @@ def _say(text: str) -> None:
     print(f"\033[1m--- {text}\033[0m" if sys.stdout.isatty() else f"--- {text}", flush=True)
 
 
+def _client(node: LocalNode) -> NodeClient:
+    """A client that fails at once: the demo goes on when a node is down."""
+    return NodeClient(control=node.control, events=node.events, retry_s=0.0)
+
+
 def _story(cluster: LocalCluster) -> list[tuple[float, str, Callable[[], Any]]]:
     nodes = cluster.nodes
     steps: list[tuple[float, str, Callable[[], Any]]] = [
         (1.0, f"writing greeting=hello on {nodes[0].name}",
-         lambda: nodes[0].request("kv.set", {"key": "greeting", "value": "hello"})),
+         lambda: _on(nodes[0], lambda c: c.kv_set("greeting", "hello"))),
         (2.5, f"kill -9 of the kv provider actor on {nodes[-1].name}",
-         lambda: _kill_actor(cluster.nodes[-1], "provider.kv")),
+         lambda: _on(nodes[-1], lambda c: _kill_actor(c, "provider.kv"))),
     ]
     if len(nodes) >= 3:
         steps.append((5.0, f"kill -9 of the whole node {nodes[-1].name}",
@@ -48,8 +54,13 @@ def _story(cluster: LocalCluster) -> list[tuple[float, str, Callable[[], Any]]]:
     return steps
 
 
-def _kill_actor(node: Any, actor: str) -> None:
-    for row in node.request("snapshot")["actors"]:
+def _on(node: LocalNode, action: Callable[[NodeClient], Any]) -> Any:
+    with _client(node) as client:
+        return action(client)
+
+
+def _kill_actor(client: NodeClient, actor: str) -> None:
+    for row in client.snapshot()["actors"]:
         if row["name"] == actor and row["pid"]:
             os.kill(row["pid"], signal.SIGKILL)
 
@@ -96,7 +107,7 @@ def _loop(cluster: LocalCluster, sub: zmq.Socket, duration: float | None) -> Non
             with contextlib.suppress(DecodeError):
                 event = unpack_untrusted(sub.recv_multipart()[-1])
                 if isinstance(event, dict):
-                    print(format_event(event, colour), flush=True)
+                    print(render.format_event(event, colour), flush=True)
         elapsed = time.monotonic() - start
         while steps and steps[0][0] <= elapsed:
             _, text, action = steps.pop(0)
@@ -106,8 +117,8 @@ def _loop(cluster: LocalCluster, sub: zmq.Socket, duration: float | None) -> Non
         if time.monotonic() >= next_write:
             counter += 1
             next_write += 3.0
-            with contextlib.suppress(RpcError, OSError):
-                cluster.nodes[0].request("kv.set", {"key": "counter", "value": counter})
+            with contextlib.suppress(RpcError, OSError), _client(cluster.nodes[0]) as client:
+                client.kv_set("counter", counter)
 
 
 def _members(cluster: LocalCluster) -> None:
@@ -115,10 +126,7 @@ def _members(cluster: LocalCluster) -> None:
         with contextlib.suppress(RpcError, OSError):
             if node.proc is None or node.proc.poll() is not None:
                 continue
-            try:
-                rows = node.request("members")
-            except RpcError:
-                rows = node.request("snapshot")["members"]
+            rows = _on(node, NodeClient.members)
             _say(f"members as {node.name} sees them")
-            print(_table(rows, ("node_id", "address", "status", "incarnation")), flush=True)
+            print(render.table(rows, render.MEMBER_COLUMNS[:-1]), flush=True)
             return

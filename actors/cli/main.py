@@ -1,85 +1,81 @@
 """`lbcluster`: run a node, watch it, and talk to it through its control socket.
 
-Exit codes: 0 success; 1 the node is not running or refused the request;
-2 a bad config or bad arguments. `--json` output is one JSON document (for
-`events`, one per line) and is the stable interface for scripts.
+Every command that talks to a node goes through the SDK's `NodeClient`
+(actors/sdk/client.py); this module only parses arguments and renders
+(actors/cli/render.py). Each command is one `cmd_*` function and one row of
+COMMANDS; a new command is a new row.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import zmq
+from actors.cli import render
+from actors.cli.errors import EXIT_FAIL, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE, CliError
+from actors.cli.values import parse_json_args, read_value
+from actors.node.config import ConfigError
+from actors.sdk.client import NodeClient
+from transport.rpc import RpcError
 
-from actors.node.config import Config, ConfigError, load_config
-from transport.codec import DecodeError, unpack_untrusted
-from transport.rpc import RpcError, call
-from transport.security import secure_subscriber
-from transport.sockets import make_socket, unix_socket_listening
+CONFIG_ENV = "LBCLUSTER_CONFIG"
+RETRY_S = 1.0  # how long a command waits for a node that is (re)starting
+GRACE_S = 5.0  # default of `events --grace`
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-COLOURS = {"node.joined": 32, "node.alive": 32, "node.suspect": 33, "node.failed": 31,
-           "node.left": 35, "node.updated": 36, "state.changed": 34, "actor.started": 90,
-           "actor.exited": 33, "actor.restarted": 36, "actor.gave_up": 31}
+EPILOG = f"""\
+examples:
+  lbcluster demo                                 a 3-node cluster on 127.0.0.1
+  lbcluster run -c configs/node-a.toml           run a node in the foreground
+  export {CONFIG_ENV}=configs/node-a.toml    then -c may be left out
+  lbcluster members                              who is in the cluster
+  lbcluster kv set weight '{{"a": 3}}'             write a key (JSON, or else a string)
+  lbcluster kv set cert @server.pem              ... from a file (- reads stdin)
+  lbcluster events --snapshot --type node.       watch members come and go
+  lbcluster call kv.get '{{"key": "weight"}}'      any control operation
+
+exit codes: {EXIT_OK} success; {EXIT_FAIL} the node is not running, stopped, refused the
+request, or a value cannot be encoded; {EXIT_USAGE} bad arguments or a bad config file;
+{EXIT_TIMEOUT} `events --timeout` ended before any event (or before --count events).
+--json output is strict JSON, one document (for `events`, one per line), and is the
+stable interface for scripts.
+"""
 
 
-class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
-        super().__init__(message)
-        self.code = code
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its handler, one-line help, and the arguments it adds."""
+
+    name: str
+    handler: Callable[[argparse.Namespace], int]
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    node: bool = True  # talks to a node: gets -c/--config and --json
+    epilog: str = ""
 
 
-def _config(path: str) -> Config:
+@contextmanager
+def _client(args: argparse.Namespace) -> Iterator[NodeClient]:
     try:
-        return load_config(path)
+        client = NodeClient(args.config, retry_s=RETRY_S)
     except ConfigError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
-
-
-def request(cfg: Config, op: str, args: dict[str, Any] | None = None,
-            timeout_s: float = 5.0) -> Any:
-    path = cfg.local.control[len("ipc://"):]
-    if not unix_socket_listening(path):
-        raise CliError(f"node is not running (nothing listens on {cfg.local.control})")
-    ctx = zmq.Context()
     try:
-        return call(ctx, cfg.local.control, op, args, timeout_s)
-    except RpcError as exc:
-        raise CliError(f"{op}: {exc.message}") from None
+        yield client
     finally:
-        ctx.destroy(linger=0)
+        client.close()
 
 
-def _print_json(doc: Any) -> None:
-    print(json.dumps(doc, sort_keys=True, default=_jsonable))
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, bytes):
-        return obj.hex()
-    return str(obj)
-
-
-def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True, default=_jsonable)
-    return str(value)
+def _show(args: argparse.Namespace, doc: Any, text: Callable[[], str]) -> int:
+    """`doc` as JSON with --json, else the text rendering."""
+    print(render.to_json(doc) if args.json else text(), flush=True)
+    return EXIT_OK
 
 
 # -- commands ---------------------------------------------------------------------
@@ -90,180 +86,97 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_members(args: argparse.Namespace) -> int:
-    cfg = _config(args.config)
-    try:
-        members = request(cfg, "members")
-    except CliError as exc:
-        if "no membership actor" not in str(exc):
-            raise
-        members = request(cfg, "snapshot")["members"]
-    if args.json:
-        _print_json({"members": members})
-    else:
-        print(_table(members, ("node_id", "address", "status", "incarnation", "metadata")))
-    return EXIT_OK
+    with _client(args) as node:
+        members = node.members()
+    return _show(args, {"members": members},
+                 lambda: render.table([render.public_metadata(m) for m in members],
+                                      render.MEMBER_COLUMNS))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    cfg = _config(args.config)
-    status = request(cfg, "status")
-    if args.json:
-        _print_json(status)
-        return EXIT_OK
-    print(f"node {status['node_id']}  cluster {status['cluster']}  gossip {status['gossip']}"
-          f"  uptime {status['uptime_s']:.0f} s")
-    rows = [{**a, "rss_mb": None if a.get("rss_bytes") is None else
-             round(a["rss_bytes"] / 2**20, 1)} for a in status["actors"]]
-    print(_table(rows, ("name", "pid", "ready", "restarts", "cpu_percent", "rss_mb")))
-    return EXIT_OK
+    with _client(args) as node:
+        status = node.status()
+    return _show(args, status, lambda: render.status_header(status) + "\n" + render.table(
+        render.actor_rows(status.get("actors", [])), render.ACTOR_COLUMNS))
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    cfg = _config(args.config)
-    op = f"provider.{args.type}.state" if args.type else "state"
-    states = request(cfg, op)
-    if args.json:
-        _print_json({"states": states})
-    else:
-        print(_table(states, ("state_type", "key", "value", "version", "source_node")))
-    return EXIT_OK
+    with _client(args) as node:
+        states = node.state(args.type)
+    return _show(args, {"states": states}, lambda: render.table(states, render.STATE_COLUMNS))
 
 
 def cmd_kv(args: argparse.Namespace) -> int:
-    cfg = _config(args.config)
-    match args.kv_command:
-        case "set":
-            result = request(cfg, "kv.set", {"key": args.key, "value": _parse_value(args.value)})
-        case "get":
-            result = request(cfg, "kv.get", {"key": args.key})
-        case _:
-            result = request(cfg, "kv.del", {"key": args.key})
+    call_args: dict[str, Any] = {"key": args.key}
+    if args.kv_command == "set":
+        call_args["value"] = read_value(args.value, sys.stdin)
+    with _client(args) as node:
+        result = node.call(f"kv.{args.kv_command}", call_args)
     if args.json:
-        _print_json(result)
-    elif args.kv_command == "get":
+        render.print_json(result)
+        return EXIT_OK
+    if args.kv_command == "get":
         if not result.get("found"):
-            print(f"{args.key}: not found", file=sys.stderr)
-            return EXIT_FAIL
-        print(json.dumps(result.get("value")))
+            raise CliError(f"{args.key}: not found")
+        print(render.to_json(result.get("value")))
     else:
         print(f"{args.kv_command} {args.key} (version {result.get('version')})")
     return EXIT_OK
 
 
-def _parse_value(text: str) -> Any:
-    """JSON when the text is valid JSON (numbers, objects, ...), else the plain string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+def cmd_call(args: argparse.Namespace) -> int:
+    call_args = parse_json_args(args.json_args) if args.json_args is not None else {}
+    with _client(args) as node:
+        result = node.call(args.op, call_args, timeout_s=args.timeout)
+    print(render.to_json(result, indent=None if args.json else 2))
+    return EXIT_OK
 
 
 def cmd_leave(args: argparse.Namespace) -> int:
-    cfg = _config(args.config)
-    result = request(cfg, "leave", timeout_s=10.0)
-    if args.json:
-        _print_json(result)
-    else:
-        print("left the cluster; the node is stopping")
-    return EXIT_OK
+    with _client(args) as node:
+        result = node.call("leave", timeout_s=10.0)
+    return _show(args, result, lambda: "left the cluster; the node is stopping")
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    cfg = _config(args.config)
-    ctx = zmq.Context()
-    sub = make_socket(ctx, zmq.SUB, hwm=100000)
-    try:
-        for prefix in args.type or [""]:
-            sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-        secure_subscriber(sub, cfg)
-        sub.connect(cfg.local.events)
-        after = -1
-        if args.snapshot:
-            time.sleep(0.2)  # let the subscription reach the node before the snapshot
-            snap = request(cfg, "snapshot")
-            after = snap["seq"]
-            if args.json:
-                _print_json({"snapshot": snap})
-            else:
-                print(f"snapshot at seq {after}: {len(snap['members'])} members")
-        return _stream(sub, args, after, _printer(args.json))
-    finally:
-        sub.close(linger=0)
-        ctx.term()
-
-
-def _stream(sub: zmq.Socket, args: argparse.Namespace, after: int,
-            show: Callable[[dict[str, Any]], None]) -> int:
-    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    colour = sys.stdout.isatty() and not args.json
     seen = 0
-    while args.count is None or seen < args.count:
-        wait_ms = 1000 if deadline is None else int(max(0.0, deadline - time.monotonic()) * 1000)
-        if deadline is not None and wait_ms == 0:
-            return EXIT_OK if args.count is None else EXIT_FAIL
-        if not sub.poll(wait_ms, zmq.POLLIN):
-            continue
-        frames = sub.recv_multipart()
-        try:
-            event = unpack_untrusted(frames[-1])
-        except DecodeError:
-            continue
-        if not isinstance(event, dict) or event.get("seq", 0) <= after:
-            continue
-        show(event)
-        seen += 1
+    with _client(args) as node, closing(node.events(
+            tuple(args.type or [""]), snapshot=args.snapshot, timeout_s=args.timeout,
+            give_up_s=args.grace)) as stream:
+        for item in stream:
+            if args.snapshot and item.get("type") == "snapshot":
+                print(render.to_json(render.snapshot_document(item)) if args.json
+                      else render.format_snapshot(item, colour), flush=True)
+                continue
+            print(render.to_json(item) if args.json else render.format_event(item, colour),
+                  flush=True)
+            seen += 1
+            if args.count is not None and seen >= args.count:
+                return EXIT_OK
+    if args.timeout is not None and (seen == 0 or args.count is not None):
+        wanted = "no event" if seen == 0 else f"{seen} of {args.count} events"
+        print(f"lbcluster: events: {wanted} within {args.timeout:g} s", file=sys.stderr)
+        return EXIT_TIMEOUT
     return EXIT_OK
-
-
-def _printer(as_json: bool) -> Callable[[dict[str, Any]], None]:
-    tty = sys.stdout.isatty()
-
-    def show(event: dict[str, Any]) -> None:
-        if as_json:
-            _print_json(event)
-        else:
-            print(format_event(event, tty))
-        sys.stdout.flush()
-
-    return show
-
-
-def format_event(event: dict[str, Any], colour: bool) -> str:
-    kind = str(event.get("type"))
-    stamp = time.strftime("%H:%M:%S", time.localtime(event.get("timestamp") or 0))
-    text = f"{kind:<16}"
-    if colour:
-        text = f"\033[{COLOURS.get(kind, 0)}m{text}\033[0m"
-    data = dict(event.get("data") or {})
-    if isinstance(data.get("metadata"), dict):  # lbc.* keys are the library's own plumbing
-        data["metadata"] = {k: v for k, v in data["metadata"].items()
-                            if not str(k).startswith("lbc.")}
-    detail = " ".join(f"{k}={_cell(v)}" for k, v in sorted(data.items())
-                      if k not in ("node_id",) and v not in (None, {}, []))
-    return (f"{stamp} [{event.get('source')} #{event.get('seq')}] {text} "
-            f"{event.get('node_id')}  {detail}")
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    if args.dir:
-        from transport.security import write_keypair
+    import zmq
 
-        if not args.node_id:
-            raise CliError("keygen: --dir needs --node-id (key files are named by node id)",
-                           EXIT_USAGE)
-        public_file, secret_file = write_keypair(Path(args.dir), args.node_id)
-        doc = {"public_file": str(public_file), "secret_file": str(secret_file)}
-        if args.json:
-            _print_json(doc)
-        else:
-            print(f"wrote {public_file} (copy it into every node's allowed_keys_dir)\n"
-                  f"wrote {secret_file} (keep it on this node only, mode 0600)")
-        return EXIT_OK
-    public, secret = zmq.curve_keypair()
-    if args.json:
-        _print_json({"public": public.decode(), "secret": secret.decode()})
-    else:
-        print(f"public = {public.decode()}\nsecret = {secret.decode()}")
-    return EXIT_OK
+    from transport.security import write_keypair
+
+    if not args.dir:
+        public, secret = (k.decode() for k in zmq.curve_keypair())
+        return _show(args, {"public": public, "secret": secret},
+                     lambda: f"public = {public}\nsecret = {secret}")
+    if not args.node_id:
+        raise CliError("keygen: --dir needs --node-id (key files are named by node id)",
+                       EXIT_USAGE)
+    public_file, secret_file = write_keypair(Path(args.dir), args.node_id)
+    return _show(args, {"public_file": str(public_file), "secret_file": str(secret_file)},
+                 lambda: f"wrote {public_file} (copy it into every node's allowed_keys_dir)\n"
+                         f"wrote {secret_file} (keep it on this node only, mode 0600)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -272,52 +185,121 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.nodes, args.duration)
 
 
-# -- parser -----------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lbcluster", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+# -- arguments --------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
 
-    def node_cmd(name: str, handler: Callable[[argparse.Namespace], int], helptext: str,
-                 json_flag: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("-c", "--config", required=True, help="the node's config file (TOML)")
-        if json_flag:
-            p.add_argument("--json", action="store_true", help="machine-readable output")
-        p.set_defaults(handler=handler)
-        return p
 
-    node_cmd("run", cmd_run, "run one node in the foreground", json_flag=False)
-    node_cmd("members", cmd_members, "list every known member")
-    node_cmd("status", cmd_status, "actors, pids, restarts, cpu and memory")
-    node_cmd("state", cmd_state, "the replicated state this node holds").add_argument(
-        "--type", help="only this state type (provider)")
-    node_cmd("leave", cmd_leave, "leave the cluster gracefully; the node then stops")
-    events = node_cmd("events", cmd_events, "subscribe and print cluster events")
-    events.add_argument("--type", action="append", help="event type prefix (repeatable)")
-    events.add_argument("--count", type=int, help="stop after N events")
-    events.add_argument("--timeout", type=float, help="stop after S seconds")
-    events.add_argument("--snapshot", action="store_true",
-                        help="print the current members and actors first (Clone pattern)")
-    kv = sub.add_parser("kv", help="the built-in replicated key/value store")
-    kv_sub = kv.add_subparsers(dest="kv_command", required=True)
-    for name, helptext in (("set", "write a key (VALUE is JSON, or else a string)"),
-                           ("get", "read a key"), ("del", "delete a key")):
-        p = kv_sub.add_parser(name, help=helptext)
-        p.add_argument("key")
+def _state_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--type", metavar="T", help="only this state type (a provider's type)")
+
+
+def _events_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--type", action="append", metavar="PREFIX",
+                   help="only events whose type starts with PREFIX (repeatable), e.g. node.")
+    p.add_argument("--count", type=_positive_int, metavar="N", help="exit 0 after N events")
+    p.add_argument("--timeout", type=float, metavar="S",
+                   help=f"stop after S seconds; exit {EXIT_TIMEOUT} if no event came "
+                        "(or fewer than --count)")
+    p.add_argument("--snapshot", action="store_true",
+                   help="first print the current members and actors, then only newer "
+                        "events (again after a node restart)")
+    p.add_argument("--grace", type=float, default=GRACE_S, metavar="S",
+                   help=f"a node that stopped may come back within S seconds (default "
+                        f"{GRACE_S:g}); after that exit {EXIT_FAIL}")
+
+
+def _kv_args(kv: argparse.ArgumentParser) -> None:
+    sub = kv.add_subparsers(dest="kv_command", required=True, metavar="{set,get,del}")
+    for name, helptext in (("set", "write a key"), ("get", "read a key (exit 1 if unset)"),
+                           ("del", "delete a key")):
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        p.add_argument("key", metavar="KEY", help="the key")
         if name == "set":
-            p.add_argument("value")
-        p.add_argument("-c", "--config", required=True)
-        p.add_argument("--json", action="store_true")
-        p.set_defaults(handler=cmd_kv)
-    demo = sub.add_parser("demo", help="a local cluster on 127.0.0.1, printing live events")
-    demo.add_argument("--nodes", type=int, default=3)
-    demo.add_argument("--duration", type=float, help="seconds (default: until Ctrl-C)")
-    demo.set_defaults(handler=cmd_demo)
-    keygen = sub.add_parser("keygen", help="print a CURVE key pair for [security]")
-    keygen.add_argument("--dir", help="write ZeroMQ key files into this folder")
-    keygen.add_argument("--node-id", help="the node the key pair is for (names the files)")
-    keygen.add_argument("--json", action="store_true")
-    keygen.set_defaults(handler=cmd_keygen)
+            p.add_argument("value", metavar="VALUE",
+                           help="JSON (number, object, quoted string...) or else a plain "
+                                "string; - reads stdin, @FILE reads a file")
+        _node_options(p)
+
+
+def _call_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("op", metavar="OP",
+                   help="the operation: status, snapshot, members, state, kv.get, "
+                        "provider.TYPE.COMMAND, ...")
+    p.add_argument("json_args", nargs="?", metavar="JSON_ARGS",
+                   help="its arguments as a JSON object (default {})")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                   help="wait S seconds for the reply (default 5)")
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nodes", type=int, default=3, metavar="N",
+                   help="how many nodes (default 3)")
+    p.add_argument("--duration", type=float, metavar="S",
+                   help="stop after S seconds (default: at Ctrl-C)")
+
+
+def _keygen_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dir", help="write ZeroMQ key files into this folder instead")
+    p.add_argument("--node-id", help="the node the key pair is for (names the files)")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    _node_options(p, json_flag=False)
+
+
+COMMANDS: list[Command] = [
+    Command("run", cmd_run, "run one node in the foreground", _run_args, node=False),
+    Command("members", cmd_members, "list every known member"),
+    Command("status", cmd_status, "actors, pids, restarts, cpu and memory"),
+    Command("state", cmd_state, "the replicated state this node holds", _state_args),
+    Command("events", cmd_events, "subscribe and print cluster events", _events_args),
+    Command("kv", cmd_kv, "the built-in replicated key/value store", _kv_args, node=False),
+    Command("call", cmd_call, "any control operation, with JSON arguments", _call_args,
+            epilog="example: lbcluster call provider.kv.set '{\"key\": \"a\", \"value\": 1}'\n"
+                   f"An error reply prints CODE: MESSAGE and exits {EXIT_FAIL}."),
+    Command("leave", cmd_leave, "leave the cluster gracefully; the node then stops"),
+    Command("demo", cmd_demo, "a local cluster on 127.0.0.1, printing live events",
+            _demo_args, node=False),
+    Command("keygen", cmd_keygen, "print a CURVE key pair for [security]", _keygen_args,
+            node=False),
+]
+
+
+def _node_options(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
+    default = os.environ.get(CONFIG_ENV) or None
+    p.add_argument("-c", "--config", metavar="FILE", default=default, required=default is None,
+                   help=f"the node's config file (TOML); default ${CONFIG_ENV}")
+    if json_flag:
+        p.add_argument("--json", action="store_true",
+                       help="machine-readable output: strict JSON")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("lbcluster")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser; -c defaults to $LBCLUSTER_CONFIG as it is when this is called."""
+    parser = argparse.ArgumentParser(prog="lbcluster", description=__doc__.splitlines()[0],
+                                     epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"lbcluster {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.help,
+                           epilog=command.epilog or None,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        if command.node:
+            _node_options(p)
+        command.arguments(p)
+        p.set_defaults(handler=command.handler)
     return parser
 
 
@@ -328,7 +310,13 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"lbcluster: {exc}", file=sys.stderr)
         return exc.code
+    except RpcError as exc:
+        print(f"lbcluster: {exc.code}: {exc.message}", file=sys.stderr)
+        return EXIT_FAIL
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:  # e.g. `lbcluster events | head`: the reader is done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
 
 

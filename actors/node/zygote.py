@@ -33,6 +33,7 @@ from typing import Any
 
 import msgpack
 
+from actors.node.proctitle import set_title
 from actors.node.wakeup import WakeupPipe
 
 _PR_SET_PDEATHSIG = 1
@@ -140,6 +141,7 @@ def _zygote_main(cmd_fd: int, evt_fd: int, run_actor: Callable[[str, int], int])
     # decides the stop order, so the zygote and actors ignore SIGINT.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    set_title("zygote")
     wakeup = WakeupPipe(signals=True)  # SIGCHLD wakes the select below
     signal.signal(signal.SIGCHLD, lambda *_: None)
     os.set_blocking(cmd_fd, False)

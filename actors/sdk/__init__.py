@@ -20,7 +20,9 @@ Theory of operation
 * `NodeClient.events` is the ZeroMQ guide's Clone pattern: subscribe, take a
   snapshot, then yield only events newer than its `seq`. A node restart
   (a new supervisor pid, or a `seq` that goes backwards) starts the seq
-  count afresh, so the stream takes and yields a new snapshot.
+  count afresh, so the stream takes and yields a new snapshot. An outage is
+  waited out, or with `give_up_s` ends the stream with `NodeUnavailable`
+  (`lbcluster events --grace`).
 * `attach` (hosted.py) hosts a `StateProvider` inside the user's program. A
   daemon *host thread* (host_loop.py) binds a ROUTER on an abstract ipc
   endpoint and registers it with the node's anti-entropy actor (control op

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import zmq
 
 from actors.node.config import Config, load_config
 from transport.codec import DecodeError, unpack_untrusted
+from transport.errors import ProtocolError
 from transport.rpc import RpcError, RpcTimeout, call
 from transport.security import secure_subscriber
 from transport.sockets import make_socket, unix_socket_listening
@@ -68,11 +69,15 @@ class NodeClient:
             NodeUnavailable: nothing listened within `retry_s`, or the node went
                 away while the request was out.
             RpcTimeout: the node is up but did not answer within `timeout_s`.
-            RpcError: the node refused the request (`.code`, `.message`).
+            RpcError: the node refused the request (`.code`, `.message`), or code
+                "unencodable": `args` holds what msgpack cannot carry (an integer
+                beyond 64 bits, a foreign type); nothing was sent.
         """
         self.wait_listening()
         try:
             return call(self.ctx, self.control, op, args, timeout_s or self.timeout_s)
+        except ProtocolError:
+            raise RpcError("unencodable", f"{op}: arguments cannot be encoded") from None
         except RpcTimeout:
             if not self.listening():
                 raise NodeUnavailable(self.control, "node stopped answering") from None
@@ -106,8 +111,17 @@ class NodeClient:
         return bool(self.call("kv.del", {"key": key}).get("existed"))
 
     def members(self) -> list[dict[str, Any]]:
-        """Every known member: node_id, address, status, incarnation, metadata."""
-        return list(self.call("members"))
+        """Every known member: node_id, address, status, incarnation, metadata.
+
+        From the membership actor; from the supervisor's view (its snapshot) when
+        the node runs none (code "unavailable", e.g. it gave up).
+        """
+        try:
+            return list(self.call("members"))
+        except RpcError as exc:
+            if exc.code != "unavailable":
+                raise
+        return list(self.snapshot()["members"])
 
     def state(self, type: str | None = None) -> list[dict[str, Any]]:
         """The replicated state this node holds (every type, or one), without tombstones."""
@@ -134,19 +148,22 @@ class NodeClient:
 
     # -- events ------------------------------------------------------------------
     def events(self, prefixes: tuple[str, ...] = ("",), snapshot: bool = False,
-               timeout_s: float | None = None) -> Iterator[dict[str, Any]]:
+               timeout_s: float | None = None,
+               give_up_s: float | None = None) -> Generator[dict[str, Any], None, None]:
         """Cluster events as maps {type, node_id, data, timestamp, source, seq}.
 
         With `snapshot`, the first item (and the first after a node restart) is
         ``{"type": "snapshot", "seq": ..., "data": {"members", "actors"}, ...}``
         and only events with a higher seq follow. Stops after `timeout_s`
         (None: never). Raises NodeUnavailable if the node is not running when
-        the stream starts; later outages are waited out.
+        the stream starts; later outages are waited out, or, with `give_up_s`,
+        raise NodeUnavailable once nothing has listened on the control socket
+        for that long (checked every RESTART_CHECK_S).
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         sub = self.subscriber(prefixes)
         try:
-            yield from _EventStream(self, sub, snapshot).run(deadline)
+            yield from _EventStream(self, sub, snapshot, give_up_s).run(deadline)
         finally:
             sub.close(linger=0)
 
@@ -176,8 +193,11 @@ class NodeClient:
 class _EventStream:
     """The Clone-pattern filter of `NodeClient.events` over one SUB socket."""
 
-    def __init__(self, node: NodeClient, sub: zmq.Socket, snapshot: bool) -> None:
+    def __init__(self, node: NodeClient, sub: zmq.Socket, snapshot: bool,
+                 give_up_s: float | None) -> None:
         self.node, self.sub, self.snapshot = node, sub, snapshot
+        self.give_up_s = give_up_s
+        self.down_since: float | None = None  # when the control socket was first seen closed
         self.after = -1  # events up to this seq are covered by the snapshot
         self.last = -1  # seq of the last event yielded
         self.pid: int | None = None  # the supervisor the snapshot came from
@@ -195,9 +215,10 @@ class _EventStream:
             # falls, unless a new supervisor counts from 1 again.
             restarted = (event is not None and self.after < self.last
                          and 0 <= event["seq"] <= self.last)
-            if self.snapshot and (restarted or time.monotonic() >= next_check):
+            if restarted or time.monotonic() >= next_check:
                 next_check = time.monotonic() + RESTART_CHECK_S
-                if restarted or self._restarted():
+                self._check_outage()
+                if self.snapshot and (restarted or self._restarted()):
                     snap = self._retake_snapshot()
                     if snap is not None:
                         yield snap
@@ -205,6 +226,18 @@ class _EventStream:
             if event is not None and (not self.snapshot or event["seq"] > self.after):
                 self.last = event["seq"]
                 yield event
+
+    def _check_outage(self) -> None:
+        """Raise NodeUnavailable once the node has been down for `give_up_s`."""
+        if self.give_up_s is None:
+            return
+        now = time.monotonic()
+        if self.node.listening():
+            self.down_since = None
+        elif self.down_since is None:
+            self.down_since = now
+        if self.down_since is not None and now - self.down_since >= self.give_up_s:
+            raise NodeUnavailable(self.node.control, "node stopped")
 
     def _receive(self, wait_s: float) -> dict[str, Any] | None:
         if not self.sub.poll(int(wait_s * 1000), zmq.POLLIN):
