@@ -234,6 +234,35 @@ def _call_args(p: argparse.ArgumentParser) -> None:
                    help="wait S seconds for the reply (default 5)")
 
 
+def cmd_check_provider(args: argparse.Namespace) -> int:
+    from actors.providers.contract import (
+        ContractError,
+        check_provider_class,
+        load_provider_class,
+    )
+
+    options = parse_json_args(args.options) if args.options is not None else {}
+    try:
+        cls = load_provider_class(args.target)
+        validate = getattr(cls, "validate_options", None)
+        if validate is not None:
+            validate(dict(options))
+        state_type = check_provider_class(cls, options)
+    except ContractError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"{args.target}: {exc}", EXIT_USAGE) from None
+    print(f"{args.target} keeps the provider contract (state type {state_type!r})")
+    return EXIT_OK
+
+
+def _check_provider_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="MODULE:CLASS",
+                   help="the provider class, importable as for [[providers]] module")
+    p.add_argument("--options", metavar="JSON",
+                   help="its options as a JSON object, as in [[providers]] options")
+
+
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", type=int, default=3, metavar="N",
                    help="how many nodes (default 3)")
@@ -261,6 +290,12 @@ COMMANDS: list[Command] = [
     Command("call", cmd_call, "any control operation, with JSON arguments", _call_args,
             epilog="example: lbcluster call provider.kv.set '{\"key\": \"a\", \"value\": 1}'\n"
                    f"An error reply prints CODE: MESSAGE and exits {EXIT_FAIL}."),
+    Command("check-provider", cmd_check_provider,
+            "check that a provider class keeps the StateProvider contract",
+            _check_provider_args, node=False,
+            epilog="example: lbcluster check-provider examples.sticky:StickyProvider "
+                   "--options '{\"max_entries\": 10}'\n"
+                   f"A violation prints CLASS.METHOD: PROBLEM and exits {EXIT_USAGE}."),
     Command("leave", cmd_leave, "leave the cluster gracefully; the node then stops"),
     Command("demo", cmd_demo, "a local cluster on 127.0.0.1, printing live events",
             _demo_args, node=False),
