@@ -294,7 +294,8 @@ class RateProvider(LockedTableProvider):
         for key in sorted(self._dirty):
             own = self._own[key]
             own.trim(second, self._window_s)
-            self._table.write(shard_key(key, self.node_id), sorted(own.merged().items()), now)
+            self._table.write(shard_key(key, self.node_id),
+                              [[s, n] for s, n in sorted(own.merged().items())], now)
         self._dirty.clear()
         self._flushed_at = now
 
