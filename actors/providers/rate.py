@@ -24,10 +24,10 @@ Theory of operation:
   two nodes differ by at most the counts of ``d`` seconds at the window's
   edges.
 * Flushing. `add` only counts in memory (thread-safe, a few microseconds);
-  changed shards are written at most every ``flush_ms`` by `tick`, so many
-  adds to one key between flushes are ONE new state, and the request rate
-  never becomes the replication rate. A read on this node includes its
-  unflushed counts.
+  changed shards are written at most every ``flush_ms`` (by `tick`, or by
+  `drain_changes` when a flush is due), so many adds to one key between
+  flushes are ONE new state, and the request rate never becomes the
+  replication rate. A read on this node includes its unflushed counts.
 * Restarts. A remote state of this node's own shard that is newer than the
   held one comes from an earlier life of this node (its journal, or the
   cluster when the journal is gone): it becomes `base`, and this life's
@@ -261,6 +261,12 @@ class RateProvider(LockedTableProvider):
                 self._flush(now)
             if now >= self._sweep_at:
                 self._sweep(now)
+
+    def _before_drain(self) -> None:
+        """A drain also writes the dirty shards whose flush is due (under the lock)."""
+        now = self._now_fn()
+        if self._dirty and now >= self._flushed_at + self._flush_s:
+            self._flush(now)
 
     def next_deadline(self) -> float | None:
         with self._lock:
