@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import random
 import threading
+from pathlib import Path
 
 import pytest
 from lbstate_fakes import WALL0, FakeNodes
+from test_config import write
 
+from actors.node.config import ConfigError, load_config
+from actors.node.plan import provider_class
 from actors.providers.base import ProviderOptionError
 from actors.providers.rate import (
     MAX_RATE_KEY,
@@ -267,3 +271,18 @@ def test_adds_from_many_threads_while_the_host_flushes_lose_no_count() -> None:
     p.tick(now[0] + 1.0)
     observer.apply_remote_state(p.drain_changes())
     assert p.total("api") == observer.total("api") == sum(per_thread)
+
+
+@pytest.mark.parametrize(("kind", "options", "ok"), [
+    ("rate", "{ window_s = 5, flush_ms = 50 }", True), ("rate", "{ window_s = 0 }", False),
+    ("stick_table", "{ ttl_s = 60, max_entries = 10 }", True),
+    ("stick_table", "{ max_entries = -1 }", False)])
+def test_both_built_ins_are_configured_by_type_and_bad_options_fail_at_startup(
+        tmp_path: Path, kind: str, options: str, ok: bool) -> None:
+    cfg = load_config(write(tmp_path, f'[[providers]]\ntype = "{kind}"\noptions = {options}\n'))
+    if ok:
+        cls = provider_class(cfg, cfg.providers[0], 0)
+        assert cls("n", LamportClock(), cfg.providers[0].options).provider_type() == kind
+    else:
+        with pytest.raises(ConfigError, match=r"providers\[0\]\.options"):
+            provider_class(cfg, cfg.providers[0], 0)
