@@ -193,6 +193,7 @@ class RateProvider(LockedTableProvider):
         super().__init__()
         self.options = parse_options({} if options is None else options)
         self.node_id = node_id
+        self.clock = clock  # the SDK witnesses versions on it
         self._window_s = self.options.window_s
         self._flush_s = self.options.flush_ms / 1000.0
         self._table = ReplicatedTable(STATE_TYPE, node_id, clock, valid_value)

@@ -134,6 +134,7 @@ class StickTableProvider(LockedTableProvider):
         super().__init__()
         self.options = parse_options({} if options is None else options)
         self.node_id = node_id
+        self.clock = clock  # the SDK witnesses versions on it
         self._table = ReplicatedTable(STATE_TYPE, node_id, clock, valid_value)
         self._now_fn, self._wall_fn = now_fn, wall_fn
         # Writes not yet states: key -> {"v", "exp"} or _DELETED (latest intent wins).

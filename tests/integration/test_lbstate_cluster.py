@@ -95,3 +95,26 @@ def test_stick_table_entries_replicate_and_expire_on_every_node_without_traffic(
     assert n2.request("provider.stick_table.del", {"key": "client-2"}) == {}
     wait_until(lambda: not any(_entry(n, "client-2")["found"] for n in cluster.nodes),
                timeout_s=20, what="the delete on every node")
+
+
+def test_a_rate_provider_hosted_in_a_program_counts_with_the_nodes(clusters: Any) -> None:
+    from actors.providers.rate import RateProvider
+    from actors.sdk import attach
+
+    cluster = clusters(2, providers=[{"type": "rate", "options": {"window_s": 60}}])
+    cluster.nodes[0].providers = [{"type": "kv"}]  # n0 lends its replication to the program
+    cluster.start()
+    _all_alive(cluster)
+    n0, n1 = cluster.nodes
+    with attach(RateProvider, control=n0.control, options={"window_s": 60}) as hosted:
+        rate = hosted.provider
+        for _ in range(500):
+            rate.add("api")  # the fast path: no lock of the SDK's, no round trip
+        with hosted.writing():
+            pass  # a drain: the due flush goes out as one state
+        wait_until(lambda: _rate(n1)["per_node"] == {"n0": 500}, timeout_s=20,
+                   what="the program's counts on the other node")
+        n1.request("provider.rate.add", {"key": "api", "n": 7})
+        wait_until(lambda: rate.per_node("api") == {"n0": 500, "n1": 7}, timeout_s=20,
+                   what="the node's counts in the program")
+        assert rate.total("api") == 507
