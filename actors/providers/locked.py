@@ -20,13 +20,14 @@ import threading
 from collections.abc import Callable
 
 from actors.providers.base import TableProvider
-from transport.protocol import SyncableState
+from transport.protocol import ApplyResult, SyncableState
 
 
 class LockedTableProvider(TableProvider):
     """StateProvider queries and `drain_changes` under `_lock` (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, now_fn: Callable[[], float]) -> None:
+        self._now_fn = now_fn  # monotonic: `apply_remote_state` has no `now` argument
         self._lock = threading.Lock()
         # Called when a fast-path write makes a clean provider dirty (None: no host asked).
         self._wakeup: Callable[[], None] | None = None
@@ -39,6 +40,24 @@ class LockedTableProvider(TableProvider):
         fn = self._wakeup
         if fn is not None:
             fn()
+
+    def apply_remote_state(self, states: list[SyncableState]) -> ApplyResult:
+        """Apply what `_admit` lets through by version; `_index` each state that changed."""
+        now = self._now_fn()
+        with self._lock:
+            admitted = self._admit(states)
+            result, changed = self._table.apply(admitted, now)
+            result["rejected"] += len(states) - len(admitted)
+            for state in changed:
+                self._index(state)
+            return result
+
+    def _admit(self, states: list[SyncableState]) -> list[SyncableState]:
+        """Hook, under the lock: the states to offer the table (the rest count as rejected)."""
+        return states
+
+    def _index(self, state: SyncableState) -> None:
+        """Hook, under the lock: note a state the table accepted from a remote node."""
 
     def get_sync_state(self) -> list[SyncableState]:
         with self._lock:

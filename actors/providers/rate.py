@@ -57,7 +57,6 @@ from actors.providers.base import (
 from actors.providers.locked import LockedTableProvider
 from transport.protocol import (
     MAX_KEY_LEN,
-    ApplyResult,
     LamportClock,
     SyncableState,
     is_tombstone,
@@ -190,14 +189,14 @@ class RateProvider(LockedTableProvider):
                  options: Mapping[str, Any] | None = None, *,
                  now_fn: Callable[[], float] = time.monotonic,
                  wall_fn: Callable[[], float] = time.time) -> None:
-        super().__init__()
+        super().__init__(now_fn)
         self.options = parse_options({} if options is None else options)
         self.node_id = node_id
         self.clock = clock  # the SDK witnesses versions on it
         self._window_s = self.options.window_s
         self._flush_s = self.options.flush_ms / 1000.0
         self._table = ReplicatedTable(STATE_TYPE, node_id, clock, valid_value)
-        self._now_fn, self._wall_fn = now_fn, wall_fn
+        self._wall_fn = wall_fn
         self._own: dict[str, Own] = {}
         self._dirty: set[str] = set()  # own keys counted since their last flush
         # Other nodes' shards, by key then node (an index of the table for reads).
@@ -243,23 +242,11 @@ class RateProvider(LockedTableProvider):
         with self._lock:
             return self._per_node(key, second)
 
-    # -- StateProvider (queries and drain_changes come from LockedTableProvider) ------------
-    def apply_remote_state(self, states: list[SyncableState]) -> ApplyResult:
-        now = self._now_fn()
-        with self._lock:
-            ours, forged = [], 0
-            for state in states:
-                parts = split_shard_key(state.key) if isinstance(state, SyncableState) else None
-                if (isinstance(state, SyncableState) and state.state_type == STATE_TYPE
-                        and (parts is None or parts[1] != state.source_node)):
-                    forged += 1  # only a shard's owner writes it
-                    continue
-                ours.append(state)
-            result, changed = self._table.apply(ours, now)
-            result["rejected"] += forged
-            for state in changed:
-                self._index(state)
-            return result
+    # -- StateProvider (the rest comes from LockedTableProvider) ----------------------------
+    def _admit(self, states: list[SyncableState]) -> list[SyncableState]:
+        """Only a shard's owner writes it: a shard naming another node is rejected."""
+        return [s for s in states if not isinstance(s, SyncableState) or s.state_type != STATE_TYPE
+                or (split_shard_key(s.key) or ("", ""))[1] == s.source_node]
 
     def on_node_failure(self, node_id: str) -> None:
         """Nothing to do: the node's counts leave the total as the window passes them."""
@@ -332,7 +319,7 @@ class RateProvider(LockedTableProvider):
         self._table.gc(now)
 
     def _index(self, state: SyncableState) -> None:
-        """Note a remote state the table accepted."""
+        """An accepted remote shard: another node's is indexed, our own is an earlier life."""
         key, node = split_shard_key(state.key) or ("", "")
         pairs = () if is_tombstone(state) else tuple((s, n) for s, n in state.value)
         if node == self.node_id:  # an earlier life of this node: see the module docstring

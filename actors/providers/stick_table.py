@@ -48,7 +48,6 @@ from actors.providers.base import (
 from actors.providers.locked import LockedTableProvider
 from transport.protocol import (
     MAX_KEY_LEN,
-    ApplyResult,
     LamportClock,
     ProtocolError,
     SyncableState,
@@ -131,12 +130,12 @@ class StickTableProvider(LockedTableProvider):
                  options: Mapping[str, Any] | None = None, *,
                  now_fn: Callable[[], float] = time.monotonic,
                  wall_fn: Callable[[], float] = time.time) -> None:
-        super().__init__()
+        super().__init__(now_fn)
         self.options = parse_options({} if options is None else options)
         self.node_id = node_id
         self.clock = clock  # the SDK witnesses versions on it
         self._table = ReplicatedTable(STATE_TYPE, node_id, clock, valid_value)
-        self._now_fn, self._wall_fn = now_fn, wall_fn
+        self._wall_fn = wall_fn
         # Writes not yet states: key -> {"v", "exp"} or _DELETED (latest intent wins).
         self._pending: dict[str, dict[str, Any] | None] = {}
         # Expiry of every held entry, and a heap of (exp, key) over it for eviction.
@@ -184,15 +183,7 @@ class StickTableProvider(LockedTableProvider):
         with self._lock:
             return len(self._exp)
 
-    # -- StateProvider (queries and drain_changes come from LockedTableProvider) ------------
-    def apply_remote_state(self, states: list[SyncableState]) -> ApplyResult:
-        now = self._now_fn()
-        with self._lock:
-            result, changed = self._table.apply(states, now)
-            for state in changed:
-                self._index(state)
-            return result
-
+    # -- StateProvider (the rest comes from LockedTableProvider) ----------------------------
     def on_node_failure(self, node_id: str) -> None:
         """Nothing to do: entries belong to no node and expire by themselves."""
 
