@@ -64,6 +64,21 @@ def test_rate_refuses_bad_arguments_with_one_error(clusters: Any) -> None:
     assert _rate(node)["total"] == 0
 
 
+def test_a_restarted_node_keeps_counting_on_top_of_its_journaled_shard(clusters: Any) -> None:
+    cluster = clusters(1, providers=[{"type": "rate", "options": {"window_s": 120}}]).start()
+    node = cluster.nodes[0]
+    node.request("provider.rate.add", {"key": "api", "n": 5})  # the first flush is at once
+    wait_until(lambda: any(r["key"] == "api@n0" for r in node.request("state")),
+               what="the shard written")
+    assert node.stop() == 0
+    node.start()
+    node.wait_ready()
+    assert _rate(node)["per_node"] == {"n0": 5}
+    node.request("provider.rate.add", {"key": "api", "n": 2})
+    wait_until(lambda: [sum(n for _, n in r["value"]) for r in node.request("state")
+                        if r["key"] == "api@n0"] == [7], what="the shard rewritten as 5 + 2")
+
+
 def _entry(node: Any, key: str) -> dict[str, Any]:
     result: dict[str, Any] = node.request("provider.stick_table.get", {"key": key})
     return result
