@@ -201,7 +201,7 @@ class RateProvider(LockedTableProvider):
         self._dirty: set[str] = set()  # own keys counted since their last flush
         # Other nodes' shards, by key then node (an index of the table for reads).
         self._others: dict[str, dict[str, tuple[tuple[int, int], ...]]] = {}
-        self._flushed_at = float("-inf")  # monotonic; the first add is sent at once
+        self._flush_at = 0.0  # monotonic: no flush before it (so the first is at once)
         self._sweep_at = 0.0
 
     @classmethod
@@ -255,7 +255,7 @@ class RateProvider(LockedTableProvider):
     def tick(self, now: float) -> None:
         """Write the dirty shards if `flush_ms` has passed; delete idle ones now and then."""
         with self._lock:
-            if self._dirty and now >= self._flushed_at + self._flush_s:
+            if self._dirty and now >= self._flush_at:
                 self._flush(now)
             if now >= self._sweep_at:
                 self._sweep(now)
@@ -263,13 +263,13 @@ class RateProvider(LockedTableProvider):
     def _before_drain(self) -> None:
         """A drain also writes the dirty shards whose flush is due (under the lock)."""
         now = self._now_fn()
-        if self._dirty and now >= self._flushed_at + self._flush_s:
+        if self._dirty and now >= self._flush_at:
             self._flush(now)
 
     def next_deadline(self) -> float | None:
         with self._lock:
             if self._dirty:
-                return self._flushed_at + self._flush_s
+                return self._flush_at
             return self._sweep_at if self._own else None
 
     # -- commands --------------------------------------------------------------------------
@@ -301,7 +301,7 @@ class RateProvider(LockedTableProvider):
             self._table.write(shard_key(key, self.node_id),
                               [[s, n] for s, n in sorted(own.merged().items())], now)
         self._dirty.clear()
-        self._flushed_at = now
+        self._flush_at = now + self._flush_s
 
     def _sweep(self, now: float) -> None:
         """Delete own shards with nothing left in the window; collect old tombstones."""

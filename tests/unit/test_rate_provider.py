@@ -101,6 +101,14 @@ def test_many_adds_between_flushes_become_one_state() -> None:
     assert [s.value for s in states if s.key == "api@node-a"] == [[[int(WALL0), 1000]]]
 
 
+def test_the_first_add_is_due_at_a_finite_time_already_past() -> None:
+    c = cluster()
+    assert c["node-a"].next_deadline() is None  # idle: no wake-ups
+    c["node-a"].add("api")
+    deadline = c["node-a"].next_deadline()
+    assert deadline is not None and 0.0 <= deadline <= c.now
+
+
 def test_a_shard_is_written_at_most_once_per_flush_interval() -> None:
     c = cluster(flush_ms=100)
     c["node-a"].add("api")
