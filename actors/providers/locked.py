@@ -24,7 +24,7 @@ from transport.protocol import ApplyResult, SyncableState
 
 
 class LockedTableProvider(TableProvider):
-    """StateProvider queries and `drain_changes` under `_lock` (see the module docstring)."""
+    """StateProvider methods and `drain_changes` under `_lock` (see the module docstring)."""
 
     def __init__(self, now_fn: Callable[[], float]) -> None:
         self._now_fn = now_fn  # monotonic: `apply_remote_state` has no `now` argument
