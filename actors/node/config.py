@@ -27,7 +27,7 @@ IPC_PATH_MAX = 107
 _TCP_RE = re.compile(r"^tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-*]+):(?P<port>\d{1,5})$")
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
-BUILTIN_PROVIDERS = ("kv", "health", "circuit_breaker")
+BUILTIN_PROVIDERS = ("kv", "health", "circuit_breaker", "rate", "stick_table")
 # Reserved metadata key: each member advertises its anti-entropy endpoint here.
 SYNC_META_KEY = "lbc.sync"
 

@@ -26,6 +26,8 @@ BUILTIN_CLASSES = {
     "kv": "actors.providers.kv:KvProvider",
     "health": "actors.providers.health:HealthProvider",
     "circuit_breaker": "actors.providers.circuit_breaker:CircuitBreakerProvider",
+    "rate": "actors.providers.rate:RateProvider",
+    "stick_table": "actors.providers.stick_table:StickTableProvider",
 }
 # Optional actors: present once their modules exist in this installation.
 CORE_ACTORS = {

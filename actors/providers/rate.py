@@ -1,0 +1,337 @@
+"""The built-in `rate` provider: cluster-wide counters over a sliding window.
+
+Theory of operation:
+
+* Shards. Each node counts into its own shard of every key. A shard is one
+  replicated state, key ``f"{key}@{node}"`` (split at the LAST ``@``: node
+  ids cannot hold one, user keys may), value ``[[second, count], ...]``:
+  per wall-clock-second counts (``int(time.time())``), ascending, zeros
+  left out. Only the owning node writes its shard (a remote shard whose key
+  names another node than its source_node is rejected), so versions of a
+  shard only grow and there are no conflicts: the newest version wins.
+* Window. A read at wall second ``s`` counts the buckets with
+  ``s - window_s < second <= s + window_s``: the current second and the
+  ``window_s - 1`` before it, plus buckets stamped ahead by a writer whose
+  clock runs fast (far-future ones are ignored, so a bad clock cannot pin a
+  count forever). The total is a function of the shards and ``s`` alone:
+  every node holding the same shards computes the same total in the same
+  second. Membership is not consulted, so nodes that disagree about who is
+  alive still agree; a failed or departed node's shard simply stops
+  growing, and its counts leave the total once the window has passed them.
+* Clock skew assumption: wall clocks agree to well under a second (NTP).
+  A node ``d`` seconds ahead drops a bucket ``d`` seconds before the others
+  do, and stamps its own counts ``d`` seconds late in their eyes; totals on
+  two nodes differ by at most the counts of ``d`` seconds at the window's
+  edges.
+* Flushing. `add` only counts in memory (thread-safe, a few microseconds);
+  changed shards are written at most every ``flush_ms`` (by `tick`, or by
+  `drain_changes` when a flush is due), so many adds to one key between
+  flushes are ONE new state, and the request rate never becomes the
+  replication rate. A read on this node includes its unflushed counts.
+* Restarts. A remote state of this node's own shard that is newer than the
+  held one comes from an earlier life of this node (its journal, or the
+  cluster when the journal is gone): it becomes `base`, and this life's
+  counts are added on top at the next flush (above its version).
+* Cleanup. Once every bucket of a shard has left the window the owner
+  deletes it (one tombstone, collected after the store's grace period), so
+  idle keys cost nothing. Known limit: the last shard of a node that never
+  comes back stays held (counting nothing) until the state is overwritten.
+* All nodes should use the same ``window_s``: a shard holds only its
+  writer's window, so a reader with a longer one sees less than it asks for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.providers.base import (
+    ProviderOptionError,
+    ReplicatedTable,
+    arg_name,
+    check_known,
+    option_int,
+)
+from actors.providers.locked import LockedTableProvider
+from transport.protocol import (
+    MAX_KEY_LEN,
+    LamportClock,
+    SyncableState,
+    is_tombstone,
+)
+from transport.validate import MAX_ID_LEN, MAX_U63
+
+STATE_TYPE = "rate"
+SEPARATOR = "@"  # shard key = f"{key}@{node}"; node ids never contain "@"
+MAX_RATE_KEY = MAX_KEY_LEN - MAX_ID_LEN - 1  # so every shard key is a valid state key
+MAX_WINDOW_S = 600  # one bucket per second is replicated: bound a shard's size
+MAX_ADD = 2**32  # per call; keeps a bucket far below 2**63
+SWEEP_S = 1.0  # how often idle shards are looked for
+_OPTIONS = frozenset({"window_s", "flush_ms"})
+
+Buckets = dict[int, int]  # wall-clock second -> count
+
+
+# --- options and the pure window rules --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateOptions:
+    window_s: int = 10
+    flush_ms: int = 20
+
+
+def parse_options(options: object) -> RateOptions:
+    """Validate the `[[providers]] options` table. Raises: ProviderOptionError."""
+    opts = check_known(STATE_TYPE, options, _OPTIONS)
+    window_s = option_int(STATE_TYPE, opts, "window_s", 10, 1)
+    if window_s > MAX_WINDOW_S:
+        raise ProviderOptionError(STATE_TYPE, "window_s",
+                                  f"must be at most {MAX_WINDOW_S} (got {window_s})")
+    return RateOptions(window_s=window_s,
+                       flush_ms=option_int(STATE_TYPE, opts, "flush_ms", 20, 1))
+
+
+def shard_key(key: str, node: str) -> str:
+    return f"{key}{SEPARATOR}{node}"
+
+
+def split_shard_key(skey: str) -> tuple[str, str] | None:
+    """(key, node) of a shard key; None if it is not one."""
+    key, sep, node = skey.rpartition(SEPARATOR)
+    return (key, node) if sep and key and node else None
+
+
+def in_window(second: int, now_sec: int, window_s: int) -> bool:
+    """Whether a bucket counts at wall second `now_sec` (see the module docstring)."""
+    return now_sec - window_s < second <= now_sec + window_s
+
+
+def windowed_sum(buckets: Iterable[tuple[int, int]], now_sec: int, window_s: int) -> int:
+    lo, hi = now_sec - window_s, now_sec + window_s
+    total = 0
+    for second, n in buckets:  # a plain loop: twice as fast as sum() over a generator
+        if lo < second <= hi:
+            total += n
+    return total
+
+
+def valid_value(value: object) -> bool:
+    """Shape of a replicated shard (remote values are untrusted)."""
+    if not isinstance(value, (list, tuple)) or len(value) > 2 * MAX_WINDOW_S + 1:
+        return False
+    for pair in value:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            return False
+        second, n = pair
+        if (type(second) is not int or type(n) is not int
+                or not 0 <= second <= MAX_U63 or not 0 < n <= MAX_U63):
+            return False
+    return True
+
+
+def check_count(n: object) -> int:
+    """A count to add. Raises: ValueError."""
+    if type(n) is not int or not 0 <= n <= MAX_ADD:
+        raise ValueError(f"n must be an integer from 0 to {MAX_ADD} (got {n!r})")
+    return n
+
+
+def check_rate_key(key: object) -> str:
+    """A counter key. Raises: ValueError."""
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_RATE_KEY:
+        raise ValueError(f"key must be a non-empty string of at most {MAX_RATE_KEY} characters")
+    return key
+
+
+@dataclass(slots=True)
+class Own:
+    """This node's shard of one key."""
+
+    # Counted by this process (second -> n), flushed or not.
+    mine: Buckets = field(default_factory=dict)
+    # The shard an earlier life of this node published (restart), counted too.
+    base: Buckets = field(default_factory=dict)
+
+    def merged(self) -> Buckets:
+        out = dict(self.base)
+        for second, n in self.mine.items():
+            out[second] = out.get(second, 0) + n
+        return out
+
+    def trim(self, now_sec: int, window_s: int) -> None:
+        for buckets in (self.mine, self.base):
+            for second in [s for s in buckets if not in_window(s, now_sec, window_s)]:
+                del buckets[second]
+
+    def total(self, now_sec: int, window_s: int) -> int:
+        return (windowed_sum(self.mine.items(), now_sec, window_s)
+                + windowed_sum(self.base.items(), now_sec, window_s))
+
+
+# --- the provider -----------------------------------------------------------------------
+
+
+class RateProvider(LockedTableProvider):
+    """StateProvider for state_type "rate" (see the module docstring).
+
+    Thread-safety: every public method may be called from any thread; each
+    holds the provider's lock for a few dictionary operations. `add` and
+    `total` are the fast path for a program that hosts the provider
+    in-process; `tick`, `next_deadline`, `apply_remote_state` and
+    `drain_changes` belong to the one host thread. `now_fn` (monotonic) and
+    `wall_fn` (epoch seconds, for buckets) are seams for tests.
+    """
+
+    def __init__(self, node_id: str, clock: LamportClock,
+                 options: Mapping[str, Any] | None = None, *,
+                 now_fn: Callable[[], float] = time.monotonic,
+                 wall_fn: Callable[[], float] = time.time) -> None:
+        super().__init__(now_fn)
+        self.options = parse_options({} if options is None else options)
+        self.node_id = node_id
+        self.clock = clock  # the SDK witnesses versions on it
+        self._window_s = self.options.window_s
+        self._flush_s = self.options.flush_ms / 1000.0
+        self._table = ReplicatedTable(STATE_TYPE, node_id, clock, valid_value)
+        self._wall_fn = wall_fn
+        self._own: dict[str, Own] = {}
+        self._dirty: set[str] = set()  # own keys counted since their last flush
+        # Other nodes' shards, by key then node (an index of the table for reads).
+        self._others: dict[str, dict[str, tuple[tuple[int, int], ...]]] = {}
+        self._flush_at = 0.0  # monotonic: no flush before it (so the first is at once)
+        self._sweep_at = 0.0
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, Any]) -> None:
+        """Raise ProviderOptionError (a ValueError) if `options` are invalid."""
+        parse_options(options)
+
+    # -- the fast path ---------------------------------------------------------------------
+    def add(self, key: str, n: int = 1) -> None:
+        """Count `n` for `key` in this second. Raises: ValueError for a bad key or n."""
+        if type(n) is not int or not 0 <= n <= MAX_ADD:
+            check_count(n)
+        second = int(self._wall_fn())
+        with self._lock:
+            own = self._own.get(key)
+            if own is None:  # a key is checked once, when it is first counted
+                own = self._own[check_rate_key(key)] = Own()
+            own.mine[second] = own.mine.get(second, 0) + n
+            was_clean = not self._dirty
+            self._dirty.add(key)
+        if was_clean:
+            self._wake()
+
+    def total(self, key: str) -> int:
+        """The cluster-wide count of `key` over the window, as this node sees it now."""
+        second = int(self._wall_fn())
+        window_s = self._window_s
+        with self._lock:  # the hot read: no per-node dict, just the sums
+            own = self._own.get(key)
+            total = 0 if own is None else own.total(second, window_s)
+            for pairs in self._others.get(key, {}).values():
+                total += windowed_sum(pairs, second, window_s)
+            return total
+
+    def per_node(self, key: str) -> dict[str, int]:
+        """The non-zero windowed count of each node's shard of `key`."""
+        second = int(self._wall_fn())
+        with self._lock:
+            return self._per_node(key, second)
+
+    # -- StateProvider (the rest comes from LockedTableProvider) ----------------------------
+    def _admit(self, states: list[SyncableState]) -> list[SyncableState]:
+        """Only a shard's owner writes it: a shard naming another node is rejected."""
+        return [s for s in states if not isinstance(s, SyncableState) or s.state_type != STATE_TYPE
+                or (split_shard_key(s.key) or ("", ""))[1] == s.source_node]
+
+    def on_node_failure(self, node_id: str) -> None:
+        """Nothing to do: the node's counts leave the total as the window passes them."""
+
+    # -- host hooks ------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Write the dirty shards if `flush_ms` has passed; delete idle ones now and then."""
+        with self._lock:
+            if self._dirty and now >= self._flush_at:
+                self._flush(now)
+            if now >= self._sweep_at:
+                self._sweep(now)
+
+    def _before_drain(self) -> None:
+        """A drain also writes the dirty shards whose flush is due (under the lock)."""
+        now = self._now_fn()
+        if self._dirty and now >= self._flush_at:
+            self._flush(now)
+
+    def next_deadline(self) -> float | None:
+        with self._lock:
+            if self._dirty:
+                return self._flush_at
+            return self._sweep_at if self._own else None
+
+    # -- commands --------------------------------------------------------------------------
+    def cmd_add(self, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        """{key, n=1} -> {} (counted now, replicated at the next flush)."""
+        self.add(check_rate_key(arg_name(args, "key")), check_count(args.get("n", 1)))
+        return {}
+
+    def cmd_get(self, args: Mapping[str, Any], now: float) -> dict[str, Any]:
+        """{key} -> {total, per_node, window_s}."""
+        per_node = self.per_node(check_rate_key(arg_name(args, "key")))
+        return {"total": sum(per_node.values()), "per_node": per_node,
+                "window_s": self._window_s}
+
+    # -- internals (under the lock) --------------------------------------------------------
+    def _per_node(self, key: str, second: int) -> dict[str, int]:
+        counts = {node: windowed_sum(pairs, second, self._window_s)
+                  for node, pairs in self._others.get(key, {}).items()}
+        own = self._own.get(key)
+        if own is not None:
+            counts[self.node_id] = own.total(second, self._window_s)
+        return {node: n for node, n in sorted(counts.items()) if n}
+
+    def _flush(self, now: float) -> None:
+        second = int(self._wall_fn())
+        for key in sorted(self._dirty):
+            own = self._own[key]
+            own.trim(second, self._window_s)
+            self._table.write(shard_key(key, self.node_id),
+                              [[s, n] for s, n in sorted(own.merged().items())], now)
+        self._dirty.clear()
+        self._flush_at = now + self._flush_s
+
+    def _sweep(self, now: float) -> None:
+        """Delete own shards with nothing left in the window; collect old tombstones."""
+        self._sweep_at = now + SWEEP_S
+        second = int(self._wall_fn())
+        for key, own in list(self._own.items()):
+            if key in self._dirty:
+                continue
+            own.trim(second, self._window_s)
+            if not own.mine and not own.base:
+                del self._own[key]
+                held = self._table.get(shard_key(key, self.node_id))
+                if held is not None and not is_tombstone(held):
+                    self._table.write(held.key, None, now)
+        self._table.gc(now)
+
+    def _index(self, state: SyncableState) -> None:
+        """An accepted remote shard: another node's is indexed, our own is an earlier life."""
+        key, node = split_shard_key(state.key) or ("", "")
+        pairs = () if is_tombstone(state) else tuple((s, n) for s, n in state.value)
+        if node == self.node_id:  # an earlier life of this node: see the module docstring
+            own = self._own.setdefault(key, Own())
+            own.base = dict(pairs)
+            if own.mine:
+                self._dirty.add(key)
+            return
+        shards = self._others.setdefault(key, {})
+        if pairs:
+            shards[node] = pairs
+        else:
+            shards.pop(node, None)
+            if not shards:
+                del self._others[key]

@@ -1,0 +1,296 @@
+"""The rate provider: shards, the sliding window, flushing and restarts (fake clocks)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+import pytest
+from lbstate_fakes import WALL0, FakeNodes
+from test_config import write
+
+from actors.node.config import ConfigError, load_config
+from actors.node.plan import provider_class
+from actors.providers.base import ProviderOptionError
+from actors.providers.rate import (
+    MAX_RATE_KEY,
+    RateProvider,
+    in_window,
+    shard_key,
+    split_shard_key,
+    valid_value,
+    windowed_sum,
+)
+from transport.protocol import LamportClock, StateProvider, SyncableState, make_syncable_state
+
+IDS = ["node-a", "node-b", "node-c"]
+
+
+def cluster(**options: object) -> FakeNodes[RateProvider]:
+    return FakeNodes(RateProvider, IDS, {"window_s": 10, "flush_ms": 20, **options})
+
+
+def flush_and_spread(c: FakeNodes[RateProvider]) -> None:
+    c.advance(0.05)
+    c.spread()
+
+
+# --- pure rules -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("second", "counted"), [
+    (100, True), (91, True), (90, False), (110, True), (111, False)])
+def test_a_bucket_counts_from_the_window_start_to_window_s_ahead(second: int,
+                                                                 counted: bool) -> None:
+    assert in_window(second, 100, 10) is counted
+
+
+def test_windowed_sum_adds_only_the_buckets_in_the_window() -> None:
+    assert windowed_sum([(89, 1000), (90, 100), (91, 10), (100, 1), (111, 7)], 100, 10) == 11
+
+
+@pytest.mark.parametrize(("skey", "parts"), [
+    ("k@node-a", ("k", "node-a")), ("user@example.com@n1", ("user@example.com", "n1")),
+    ("nosep", None), ("@n", None), ("k@", None)])
+def test_a_shard_key_splits_at_its_last_at_sign(skey: str,
+                                                parts: tuple[str, str] | None) -> None:
+    assert split_shard_key(skey) == parts
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ([[1, 2]], True), ([], True), ([(1, 2), (3, 4)], True), ([[1, 0]], False),
+    ([[1, -1]], False), ([[-1, 1]], False), ([[1, True]], False), ([[1.5, 1]], False),
+    ([[1, 2, 3]], False), ({"1": 2}, False), ("x", False), ([[0, 1]] * 1202, False)])
+def test_remote_shard_values_are_checked(value: object, ok: bool) -> None:
+    assert valid_value(value) is ok
+
+
+@pytest.mark.parametrize("options", [
+    {"window_s": 0}, {"window_s": 601}, {"window_s": 2.5}, {"window_s": True},
+    {"flush_ms": 0}, {"flush_ms": "20"}, {"interval": 1}, [1]])
+def test_bad_options_are_refused_by_name(options: object) -> None:
+    with pytest.raises(ProviderOptionError):
+        RateProvider.validate_options(options)  # type: ignore[arg-type]
+
+
+def test_it_implements_the_state_provider_protocol() -> None:
+    assert isinstance(RateProvider("n", LamportClock()), StateProvider)
+
+
+# --- counting, flushing, replication ----------------------------------------------------
+
+
+def test_a_node_reads_its_own_adds_before_they_are_flushed() -> None:
+    c = cluster()
+    c["node-a"].add("api", 3)
+    assert len(c["node-a"].drain_changes()) == 1  # the first flush is due at once
+    c["node-a"].add("api", 2)
+    assert c["node-a"].drain_changes() == []  # the next one after flush_ms
+    assert c["node-a"].total("api") == 5
+
+
+def test_many_adds_between_flushes_become_one_state() -> None:
+    c = cluster()
+    for _ in range(1000):
+        c["node-a"].add("api")
+    c["node-a"].add("web", 2)
+    c.advance(0.0)  # the first flush is due at once
+    states = c["node-a"].drain_changes()
+    assert sorted(s.key for s in states) == ["api@node-a", "web@node-a"]
+    assert [s.value for s in states if s.key == "api@node-a"] == [[[int(WALL0), 1000]]]
+
+
+def test_the_first_add_is_due_at_a_finite_time_already_past() -> None:
+    c = cluster()
+    assert c["node-a"].next_deadline() is None  # idle: no wake-ups
+    c["node-a"].add("api")
+    deadline = c["node-a"].next_deadline()
+    assert deadline is not None and 0.0 <= deadline <= c.now
+
+
+def test_a_shard_is_written_at_most_once_per_flush_interval() -> None:
+    c = cluster(flush_ms=100)
+    c["node-a"].add("api")
+    c.advance(0.0)
+    assert len(c["node-a"].drain_changes()) == 1
+    c["node-a"].add("api")
+    c.advance(0.05)
+    assert c["node-a"].drain_changes() == []
+    assert c["node-a"].next_deadline() == pytest.approx(c.now + 0.05)
+    c.advance(0.06)
+    assert [s.value for s in c["node-a"].drain_changes()] == [[[int(WALL0), 2]]]
+
+
+def test_totals_are_the_sum_of_every_nodes_shard_on_every_node() -> None:
+    c = cluster()
+    for i, n in enumerate(IDS):
+        c[n].add("api", i + 1)
+    flush_and_spread(c)
+    for n in IDS:
+        assert c[n].cmd_get({"key": "api"}, c.now) == {
+            "total": 6, "per_node": {"node-a": 1, "node-b": 2, "node-c": 3}, "window_s": 10}
+
+
+def test_counts_leave_the_total_once_the_window_has_passed_them() -> None:
+    c = cluster(window_s=3)
+    c["node-a"].add("api", 5)  # wall second s
+    flush_and_spread(c)
+    c.wall = WALL0 + 1.5
+    c["node-b"].add("api", 1)  # s + 1
+    flush_and_spread(c)
+    c.wall = WALL0 + 2.99  # still second s + 2: both count
+    assert [c[n].total("api") for n in IDS] == [6, 6, 6]
+    c.wall = WALL0 + 3.0  # second s + 3: node-a's bucket of second s is out
+    assert [c[n].total("api") for n in IDS] == [1, 1, 1]
+    c.wall = WALL0 + 4.0
+    assert [c[n].total("api") for n in IDS] == [0, 0, 0]
+
+
+def test_a_failed_nodes_shard_leaves_the_total_after_the_window() -> None:
+    c = cluster(window_s=2)
+    c["node-c"].add("api", 4)
+    c["node-a"].add("api", 1)
+    flush_and_spread(c)
+    for n in ("node-a", "node-b"):
+        c[n].on_node_failure("node-c")
+        assert c[n].total("api") == 5  # membership is not consulted: totals stay equal
+    for _ in range(3):  # node-c is gone; node-a keeps counting, one per second
+        c.advance(1.0)
+        c["node-a"].add("api", 1)
+        c.spread(among=["node-a", "node-b"])
+    c.advance(0.05)
+    c.spread(among=["node-a", "node-b"])
+    assert c["node-a"].per_node("api") == c["node-b"].per_node("api") == {"node-a": 2}
+
+
+def test_a_shard_naming_another_node_than_its_writer_is_rejected() -> None:
+    p = RateProvider("node-a", LamportClock())
+    forged = make_syncable_state("rate", shard_key("api", "node-b"), [[int(WALL0), 9]], 5,
+                                 "node-c")
+    assert p.apply_remote_state([forged])["rejected"] == 1
+    assert p.total("api") == 0
+
+
+def test_malformed_remote_shards_are_rejected_and_counted() -> None:
+    p = RateProvider("node-a", LamportClock())
+    bad = [make_syncable_state("rate", "api@node-b", [["x", 1]], 3, "node-b"),
+           make_syncable_state("rate", "nosep", [[1, 1]], 3, "nosep"),
+           SyncableState("kv", "k", 1, 1, "node-b")]
+    assert p.apply_remote_state(bad) == {"applied": 0, "conflicts": 0, "rejected": 3}
+
+
+def test_an_older_shard_version_never_replaces_a_newer_one() -> None:
+    c = cluster()
+    c["node-a"].add("api", 1)
+    c.advance(0.05)
+    old = c["node-a"].drain_changes()
+    c["node-a"].add("api", 1)
+    c.advance(0.05)
+    new = c["node-a"].drain_changes()
+    c["node-b"].apply_remote_state(new)
+    assert c["node-b"].apply_remote_state(old)["rejected"] == 1
+    assert c["node-b"].total("api") == 2
+
+
+def test_an_idle_shard_is_deleted_by_its_owner_and_dropped_everywhere() -> None:
+    c = cluster(window_s=2)
+    c["node-a"].add("api", 1)
+    flush_and_spread(c)
+    c.advance(3.0)
+    assert c.spread() == 1  # the tombstone
+    assert c.sent[-1].value is None and c.sent[-1].key == "api@node-a"
+    assert c["node-a"].next_deadline() is None  # nothing left to sweep: an idle node sleeps
+    assert all(c[n].per_node("api") == {} for n in IDS)
+
+
+def test_a_restarted_node_adds_to_the_shard_its_earlier_life_published() -> None:
+    c = cluster()
+    c["node-a"].add("api", 7)
+    flush_and_spread(c)
+    reborn = RateProvider("node-a", LamportClock(), {"window_s": 10},
+                          now_fn=lambda: c.now, wall_fn=lambda: c.wall)
+    reborn.add("api", 1)  # counted before it heard of its old shard
+    reborn.apply_remote_state(c["node-b"].get_sync_state())  # from the cluster
+    assert reborn.total("api") == 8
+    reborn.tick(c.now + 1.0)
+    (state,) = [s for s in reborn.drain_changes() if s.source_node == "node-a"]
+    assert state.value == [[int(WALL0), 8]]
+    c["node-b"].apply_remote_state([state])
+    assert c["node-b"].total("api") == 8
+
+
+def test_future_buckets_past_the_window_never_count() -> None:
+    p = RateProvider("node-a", LamportClock(), wall_fn=lambda: WALL0)
+    far = make_syncable_state("rate", "api@node-b", [[int(WALL0) + 3600, 5]], 3, "node-b")
+    p.apply_remote_state([far])
+    assert p.total("api") == 0
+
+
+# --- commands and the fast path ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    {}, {"key": ""}, {"key": 5}, {"key": "k" * (MAX_RATE_KEY + 1)}, {"key": "k", "n": -1},
+    {"key": "k", "n": True}, {"key": "k", "n": 1.5}, {"key": "k", "n": 2**40}])
+def test_bad_add_arguments_raise_value_error_and_count_nothing(args: dict[str, object]) -> None:
+    p = RateProvider("node-a", LamportClock())
+    with pytest.raises(ValueError):
+        p.cmd_add(args, 0.0)
+    assert p.next_deadline() is None and p.drain_changes() == []
+
+
+def test_the_wakeup_is_called_when_a_clean_provider_gets_its_first_add() -> None:
+    c = cluster()
+    woken: list[int] = []
+    c["node-a"].set_wakeup(lambda: woken.append(1))
+    c["node-a"].add("a")
+    c["node-a"].add("b")
+    assert woken == [1]
+    c.advance(0.05)
+    c["node-a"].add("a")
+    assert woken == [1, 1]
+
+
+def test_adds_from_many_threads_while_the_host_flushes_lose_no_count() -> None:
+    now = [0.0]
+    p = RateProvider("node-a", LamportClock(), {"window_s": 600}, now_fn=lambda: now[0])
+    observer = RateProvider("node-b", LamportClock(), {"window_s": 600})
+    rng = random.Random(0)
+    per_thread = [rng.randrange(1000, 3000) for _ in range(4)]
+    stop = threading.Event()
+
+    def host() -> None:
+        while not stop.is_set():
+            now[0] += 0.03
+            p.tick(now[0])
+            observer.apply_remote_state(p.drain_changes())
+
+    workers = [threading.Thread(target=lambda k=k: [p.add("api") for _ in range(k)])
+               for k in per_thread]
+    flusher = threading.Thread(target=host)
+    flusher.start()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    stop.set()
+    flusher.join()
+    p.tick(now[0] + 1.0)
+    observer.apply_remote_state(p.drain_changes())
+    assert p.total("api") == observer.total("api") == sum(per_thread)
+
+
+@pytest.mark.parametrize(("kind", "options", "ok"), [
+    ("rate", "{ window_s = 5, flush_ms = 50 }", True), ("rate", "{ window_s = 0 }", False),
+    ("stick_table", "{ ttl_s = 60, max_entries = 10 }", True),
+    ("stick_table", "{ max_entries = -1 }", False)])
+def test_both_built_ins_are_configured_by_type_and_bad_options_fail_at_startup(
+        tmp_path: Path, kind: str, options: str, ok: bool) -> None:
+    cfg = load_config(write(tmp_path, f'[[providers]]\ntype = "{kind}"\noptions = {options}\n'))
+    if ok:
+        cls = provider_class(cfg, cfg.providers[0], 0)
+        assert cls("n", LamportClock(), cfg.providers[0].options).provider_type() == kind
+    else:
+        with pytest.raises(ConfigError, match=r"providers\[0\]\.options"):
+            provider_class(cfg, cfg.providers[0], 0)
