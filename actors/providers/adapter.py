@@ -101,6 +101,8 @@ class ProviderAdapter:
         self._on_members: Callable[[list[str], float], Any] | None = _hook(provider,
                                                                           "on_members")
         self._close: Callable[[], Any] | None = _hook(provider, "close")
+        self._set_wakeup: Callable[[Callable[[], None]], Any] | None = _hook(provider,
+                                                                             "set_wakeup")
         # Versions last reported, for a provider without drain_changes (diffed instead).
         self._seen: dict[Key, tuple[int, str]] = {}
         self._quarantine: dict[Key, _Quarantined] = {}
@@ -285,6 +287,12 @@ class ProviderAdapter:
             soonest = min(q.retry_at for q in self._quarantine.values())
             deadline = soonest if deadline is None else min(deadline, soonest)
         return deadline
+
+    def set_wakeup(self, wake: Callable[[], None]) -> None:
+        """Give a provider with thread-safe fast-path writes a way to wake its host thread,
+        so a flush due at `next_deadline()` is not missed while the host sleeps."""
+        if self._set_wakeup is not None:
+            self._call("set_wakeup", self._now, self._set_wakeup, wake, default=None)
 
     def close(self, now: float) -> None:
         if self._close is not None:

@@ -31,7 +31,8 @@ REQUIRED = {  # method -> positional arguments it is called with (self excluded)
     "provider_type": 0, "get_sync_state": 0, "get_state_digest": 0,
     "apply_remote_state": 1, "on_node_failure": 1,
 }
-OPTIONAL = {"drain_changes": 0, "tick": 1, "next_deadline": 0, "on_members": 2, "close": 0}
+OPTIONAL = {"drain_changes": 0, "tick": 1, "next_deadline": 0, "on_members": 2, "close": 0,
+            "set_wakeup": 1}
 _MISSING = object()
 CHECK_NODE, OTHER_NODE = "lbcluster-check-a", "lbcluster-check-b"
 

@@ -121,6 +121,7 @@ class HostLoop:
         self.handlers: dict[Any, Callable[[], None]] = {
             self.router: self._on_router, self.control.sock: self.control.on_readable,
             self.sub: self._on_event, self.queue.wake_fd: self._on_wake}
+        self.adapter.set_wakeup(self.queue.wake)  # fast-path writes from the user's threads
         self.poller = zmq.Poller()
         for sock in self.handlers:
             self.poller.register(sock, zmq.POLLIN)
