@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from actors.anti_entropy.core.engine import (
+    DIRECT_PUSH_MAX,
     RESEND_HOLD_ROUNDS,
     AntiEntropy,
     AntiEntropyConfig,
@@ -229,6 +230,28 @@ def test_a_fast_push_reaches_ten_nodes_within_the_hop_bound() -> None:
     assert complete == 50  # `seen` steers forwards to nodes the push has not reached
 
 
+def test_a_fresh_change_goes_straight_to_every_peer_of_a_small_cluster() -> None:
+    reached, hops = spread_fast_push(seed=1, count=20)
+    assert len(reached) == 20 and hops == [1] * 19  # one message each, none forwarded
+
+
+def test_a_fresh_change_in_a_large_cluster_goes_to_push_fanout_peers_that_forward() -> None:
+    ids = [f"n{i}" for i in range(DIRECT_PUSH_MAX + 2)]
+    a = make_node("n0")
+    outs = a.ae.local_changes([st(1, "n0")], 0.0, ids)
+    assert len(outs) == CFG.push_fanout
+    assert {o.message.payload["hops"] for o in outs} == {CFG.push_hops}  # type: ignore[index]
+
+
+def test_changes_are_counted_by_how_they_arrived() -> None:
+    b = make_node("b")
+    b.ae.set_peers(["a", "b"])
+    b.ae.handle(make_message("push", "a", "b", [st(5)], payload={"ae": "fast", "hops": 1}),
+                0.0)
+    b.ae.handle(make_message("push", "a", "b", [st(6, key="j")], payload={"ae": "delta"}), 0.0)
+    assert (b.ae.counters["arrived_by_push"], b.ae.counters["arrived_by_repair"]) == (1, 1)
+
+
 def test_a_fast_push_is_never_sent_back_to_its_sender_or_forwarded_twice() -> None:
     a, b, c = make_node("a"), make_node("b"), make_node("c")
     for n in (a, b, c):
@@ -248,7 +271,7 @@ def test_local_changes_enter_the_mirror_even_below_the_horizon() -> None:
     a.store.gc(GRACE)
     outs = a.ae.local_changes([st(3, key="late")], GRACE, ["b", "c", "d", "e"])
     assert a.store.get("kv", "late") == st(3, key="late")
-    assert len(outs) == 3 and all(o.message.payload["hops"] == 3 for o in outs)  # type: ignore[index]
+    assert len(outs) == 4 and all(o.message.payload["hops"] == 1 for o in outs)  # type: ignore[index]
 
 
 # -- forgetting what a peer deleted and collected -------------------------------------

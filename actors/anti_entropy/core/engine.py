@@ -35,7 +35,11 @@ Theory of operation (pure: no sockets, no clock reads; randomness from the
   and lists A's in `forget`; a pushed state rejected as below the horizon is
   answered with `forget` too. Forgetting a live value puts a tombstone
   (version + 1, source = this node) in `to_apply`, so the provider drops it.
-* Fast push: `local_changes` pushes fresh states to `push_fanout` random
+* Fast push: while a node has at most `DIRECT_PUSH_MAX` live peers,
+  `local_changes` pushes fresh states straight to every one of them (hops 1:
+  nobody forwards), so a write reaches every node on the first pass instead of
+  waiting for the repair round when a random push missed it. In a larger
+  cluster it pushes to `push_fanout` random
   peers with {ae: "fast", hops: push_hops, seen: [ids]}; a receiver that finds
   them new forwards them to `push_fanout` peers not in `seen` with hops - 1
   (never back to the sender; nothing is sent with hops 0), so a change travels
@@ -104,6 +108,8 @@ MIN_CHUNK_BYTES = 4096
 _ENVELOPE_BYTES = 1024
 # A state sent to a peer is not sent to it again for this many rounds (see recent.py).
 RESEND_HOLD_ROUNDS = 4
+# Up to this many live peers a fresh change goes to all of them at once (see the docstring).
+DIRECT_PUSH_MAX = 64
 _WINS = (Order.NEWER, Order.CONFLICT_WIN)
 _LOSES = (Order.OLDER, Order.CONFLICT_LOSE)
 
@@ -399,6 +405,9 @@ class AntiEntropy:
                 refused.append([state.state_type, state.key, state.version])
         for outcome in ("applied", "conflicts", "rejected"):
             self.counters[f"states_{outcome}"] += counts[outcome]
+        # How changes arrive: the push should bring nearly all of them, repair the rest.
+        self.counters["arrived_by_push" if phase == "fast" else "arrived_by_repair"] += \
+            len(changed)
         self.counters["deltas_received"] += len(msg.states)
         result.to_apply.extend(changed)
         for state_type, key, version in forget:
@@ -451,7 +460,10 @@ class AntiEntropy:
                    seen: Sequence[str]) -> list[Outbound]:
         if not states or self.config.push_fanout == 0:
             return []
-        targets = self._sample(self.config.push_fanout, seen)
+        if not seen and len(self._peers) <= DIRECT_PUSH_MAX:
+            targets, hops = list(self._peers), 1
+        else:
+            targets = self._sample(self.config.push_fanout, seen)
         covered = sorted({self.node_id, *seen, *targets})[:MAX_SEEN]
         payload = {"ae": "fast", "hops": hops, "seen": covered}
         costs = [encoded_size(syncable_state_to_map(s)) for s in states]
