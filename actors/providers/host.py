@@ -34,7 +34,6 @@ from transport.protocol import LIVE, LamportClock, syncable_state_to_map
 from transport.rpc import AsyncClient, Request, RpcError
 from transport.views import state_row
 
-COMPACT_EVERY = 1000  # journal records between snapshots
 # Requests that reach the provider's own code as a local write (a command).
 _QUERIES = frozenset({"sync_state", "digest", "apply", "clock", "node_failed", "state",
                       "quarantine"})
@@ -131,7 +130,7 @@ class ProviderActor(Actor):
         if not changed:
             return
         self.journal.append(changed)
-        if self.journal.records >= COMPACT_EVERY:
+        if self.journal.compaction_due:
             self._compact(now)
         self.keys.update(s.key for s in changed)
         for s in changed:

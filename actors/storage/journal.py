@@ -7,6 +7,11 @@ process (the bytes are in the kernel's page cache); ``fsync = true`` would
 also survive a power cut, at a cost per write. A torn final record (a crash
 in the middle of a write) is ignored on load: it was never acknowledged.
 
+Compaction is due when the journal has grown past the snapshot (and past
+`MIN_COMPACT_BYTES`): each rewrite of the snapshot is then paid for by at
+least as many bytes of appends, so the cost per write stays the same whether
+the provider holds ten keys or a million.
+
 Compaction writes a new snapshot atomically (actors.storage.snapshot) and
 only then truncates the journal, so a crash at any point leaves either the
 old snapshot plus the full journal, or the new snapshot plus a journal whose
@@ -32,16 +37,24 @@ from transport.protocol import (
 )
 
 _LEN = struct.Struct(">I")
+MIN_COMPACT_BYTES = 1 << 20  # below this a journal is cheap to replay: never compact
 
 
 class StateJournal:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, min_compact_bytes: int = MIN_COMPACT_BYTES) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.snapshot_path = folder / "snapshot.bin"
         self.journal_path = folder / "journal.bin"
+        self.min_compact_bytes = min_compact_bytes
         self.records = 0
+        self.journal_bytes = 0  # what appends added since the last compaction
+        self.snapshot_bytes = 0
         self.fd: int | None = None
         self.corrupt = False
+
+    @property
+    def compaction_due(self) -> bool:
+        return self.journal_bytes > max(self.min_compact_bytes, self.snapshot_bytes)
 
     def load(self) -> list[SyncableState]:
         """Snapshot states, then journal states in order (later ones win on apply).
@@ -71,6 +84,9 @@ class StateJournal:
                 break
             offset = end
             self.records += 1
+        self.journal_bytes = offset
+        with contextlib.suppress(FileNotFoundError):
+            self.snapshot_bytes = self.snapshot_path.stat().st_size
         return states
 
     def append(self, states: list[SyncableState]) -> None:
@@ -79,6 +95,7 @@ class StateJournal:
         body = msgpack.packb([syncable_state_to_map(s) for s in states], use_bin_type=True)
         os.write(self.fd, _LEN.pack(len(body)) + body)
         self.records += 1
+        self.journal_bytes += _LEN.size + len(body)
 
     def compact(self, states: list[SyncableState]) -> None:
         save_snapshot(self.snapshot_path, [syncable_state_to_map(s) for s in states])
@@ -87,7 +104,8 @@ class StateJournal:
             self.fd = None
         with contextlib.suppress(FileNotFoundError):
             os.truncate(self.journal_path, 0)
-        self.records = 0
+        self.records = self.journal_bytes = 0
+        self.snapshot_bytes = self.snapshot_path.stat().st_size
 
 
 def _decode(raw: object) -> list[SyncableState]:
