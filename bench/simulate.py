@@ -4,7 +4,7 @@
     python bench/simulate.py --report docs/results/simulation.json      # tables as markdown
     python bench/simulate.py --plot docs/results/simulation.json --out docs/results  # matplotlib
 
-Per cluster size N one seeded cluster (LAN profile, `bench/simlib.py`
+Per cluster size N one seeded cluster (LAN profile, the `actors/testing/sim`
 network) goes through these phases in order: join (all nodes start within
 1 s and join via 3 seeds), settle, load (per-member traffic at rest),
 dissemination (one metadata update, Serf's convergence measure), detection
@@ -36,10 +36,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from simlib import Alarms, NetModel, OverBudget, Run, Sim, quantiles, rss_gb
-
 from actors.membership.core.suspicion import suspicion_bounds
 from actors.membership.core.timing import PROFILES, push_pull_scale
+from actors.testing.sim import NetModel, Sim
+from bench.simrun import Alarms, OverBudget, Run, quantiles, rss_gb
 
 Result = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,7 +223,7 @@ def broadcast_once(run: Run, k: int) -> dict[str, float | None]:
 
     sim.listeners.append(listener)
     sim.set_metadata(b, {"round": k})
-    others = len(run.up()) - 1
+    others = len(run.sim.up()) - 1
     run.advance(t0 + 15.0, lambda: len(seen) >= others, 0.01)
     sim.listeners.remove(listener)
     times = sorted(seen.values())
@@ -264,7 +264,7 @@ def crash_trial(run: Run, victim: int, refusals: bool) -> Result:
     sim.tap = tap
     sim.listeners.append(listener)
     sim.crash(victim, refusals)
-    survivors = len(run.up())
+    survivors = len(run.sim.up())
     _, max_s = suspicion_window(run)
     done = run.advance(t0 + max_s + 30.0, lambda: len(failed) >= survivors, 0.01)
     sim.tap = None
@@ -346,7 +346,7 @@ def phase_partition(run: Run, seconds: float = PARTITION_S, cut: int = 0) -> Res
     t0 = sim.now
     run.advance(t0 + seconds)
     views = run.views.not_alive
-    sides = [i for i in run.up() if i < half], [i for i in run.up() if i >= half]
+    sides = [i for i in run.sim.up() if i < half], [i for i in run.sim.up() if i >= half]
     cross = [views[i].get(j) for a, b in (sides, sides[::-1]) for i in a for j in b]
     sim.partition(None)
     t1, timeouts = sim.now, run.counter("suspicion_timeouts")
@@ -364,7 +364,7 @@ def phase_partition(run: Run, seconds: float = PARTITION_S, cut: int = 0) -> Res
 def heal_sample(run: Run, t: float, timeouts0: int) -> dict[str, Any]:
     """After a heal: (observer, member) pairs held suspect or dead, observers that do not
     yet see everyone alive, and suspicions that ran out since the heal."""
-    held, up = Counter(v for others in run.views.not_alive for v in others.values()), run.up()
+    held, up = Counter(v for others in run.views.not_alive for v in others.values()), run.sim.up()
     return {"t": round(t, 2), "suspect": held["suspect"], "dead": held["dead"],
             "incomplete": sum(1 for i in up if not run.views.sees_all_alive(i, len(up) - 1)),
             "suspicion_timeouts": run.counter("suspicion_timeouts") - timeouts0}
@@ -414,7 +414,7 @@ def lifeguard_off_phases(run: Run, quick: bool) -> list[tuple[str, Callable[[], 
 
 
 def run_phases(run: Run, steps: list[tuple[str, Callable[[], Result]]],
-               saved: Callable[[Result], None] | None = None) -> Result:
+               saved: Callable[[Result], object] | None = None) -> Result:
     """Run `steps` in order; `saved` gets the results so far after each one."""
     out: Result = {"nodes": run.n, "codec": run.sim.net.codec}
     try:
@@ -456,7 +456,7 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def run_size(n: int, opts: Options, saved: Callable[[Result], None] | None = None) -> Result:
+def run_size(n: int, opts: Options, saved: Callable[[Result], object] | None = None) -> Result:
     timing = PROFILES["lan"]
     print(f"n={n}: codec={'on' if n < opts.no_codec_from else 'off'}", flush=True)
     run = make_run(n, opts, timing, f"n={n}")
@@ -573,7 +573,7 @@ def meta(argv: list[str], wall: float) -> Result:
 
 
 def plot(doc: Result, out_dir: Path) -> list[Path]:
-    from charts import pyplot, save_png  # bench/ is on the path, as for simlib
+    from bench.charts import pyplot, save_png
 
     plt = pyplot()
 
@@ -648,7 +648,7 @@ def profile(n: int, opts: Options, where: str, seconds: float, top: int = 15) ->
     cpu = time.process_time() - cpu
     raw: dict[Any, Any] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     total = sum(v[2] for v in raw.values())
-    core = [kv for kv in raw.items() if "actors/core" in kv[0][0] or "transport/" in kv[0][0]]
+    core = [kv for kv in raw.items() if "/core/" in kv[0][0] or "/transport/" in kv[0][0]]
     head = f"n={n} {where}: {seconds} s virtual from t={t0:.1f} s, {cpu:.1f} s CPU under " \
            f"cProfile, {run.sim.handled} core calls"
     return "\n".join([
