@@ -116,9 +116,14 @@ PAUSES = [
 
 
 @pytest.mark.parametrize("sc", PAUSES, ids=lambda s: s.name)
-def test_a_node_paused_for_three_seconds_under_lan_is_never_failed(sc: Scenario) -> None:
+def test_a_node_paused_for_three_seconds_under_lan_is_suspected_but_never_failed(
+    sc: Scenario
+) -> None:
     sim, log = build(sc)
     sim.run_until(sim.now + 35.0)
+    paused = sc.steps[0][2][0]
+    suspected = [s for s in log.of_kind("node.suspect") if s[2] == paused]
+    expect(sc, bool(suspected), f"{paused} was never suspected: the pause went unnoticed")
     failures = log.of_kind("node.failed")
     expect(sc, not failures, f"failures: {failures[:5]}")
     expect(sc, all_alive(sim), "the cluster did not settle back to all alive")
