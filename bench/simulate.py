@@ -4,7 +4,7 @@
     python bench/simulate.py --report docs/results/simulation.json      # tables as markdown
     python bench/simulate.py --plot docs/results/simulation.json --out docs/results  # matplotlib
 
-Per cluster size N one seeded cluster (LAN profile, `bench/simlib.py`
+Per cluster size N one seeded cluster (LAN profile, the `actors/testing/sim`
 network) goes through these phases in order: join (all nodes start within
 1 s and join via 3 seeds), settle, load (per-member traffic at rest),
 dissemination (one metadata update, Serf's convergence measure), detection
@@ -36,10 +36,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from simlib import Alarms, NetModel, OverBudget, Run, Sim, quantiles, rss_gb
-
 from actors.membership.core.suspicion import suspicion_bounds
 from actors.membership.core.timing import PROFILES, push_pull_scale
+from actors.testing.sim import NetModel, Sim
+from bench.simreport import dig, plot, render
+from bench.simrun import Alarms, OverBudget, Run, quantiles, rss_gb
 
 Result = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,7 +224,7 @@ def broadcast_once(run: Run, k: int) -> dict[str, float | None]:
 
     sim.listeners.append(listener)
     sim.set_metadata(b, {"round": k})
-    others = len(run.up()) - 1
+    others = len(run.sim.up()) - 1
     run.advance(t0 + 15.0, lambda: len(seen) >= others, 0.01)
     sim.listeners.remove(listener)
     times = sorted(seen.values())
@@ -264,7 +265,7 @@ def crash_trial(run: Run, victim: int, refusals: bool) -> Result:
     sim.tap = tap
     sim.listeners.append(listener)
     sim.crash(victim, refusals)
-    survivors = len(run.up())
+    survivors = len(run.sim.up())
     _, max_s = suspicion_window(run)
     done = run.advance(t0 + max_s + 30.0, lambda: len(failed) >= survivors, 0.01)
     sim.tap = None
@@ -346,7 +347,7 @@ def phase_partition(run: Run, seconds: float = PARTITION_S, cut: int = 0) -> Res
     t0 = sim.now
     run.advance(t0 + seconds)
     views = run.views.not_alive
-    sides = [i for i in run.up() if i < half], [i for i in run.up() if i >= half]
+    sides = [i for i in run.sim.up() if i < half], [i for i in run.sim.up() if i >= half]
     cross = [views[i].get(j) for a, b in (sides, sides[::-1]) for i in a for j in b]
     sim.partition(None)
     t1, timeouts = sim.now, run.counter("suspicion_timeouts")
@@ -364,7 +365,7 @@ def phase_partition(run: Run, seconds: float = PARTITION_S, cut: int = 0) -> Res
 def heal_sample(run: Run, t: float, timeouts0: int) -> dict[str, Any]:
     """After a heal: (observer, member) pairs held suspect or dead, observers that do not
     yet see everyone alive, and suspicions that ran out since the heal."""
-    held, up = Counter(v for others in run.views.not_alive for v in others.values()), run.up()
+    held, up = Counter(v for others in run.views.not_alive for v in others.values()), run.sim.up()
     return {"t": round(t, 2), "suspect": held["suspect"], "dead": held["dead"],
             "incomplete": sum(1 for i in up if not run.views.sees_all_alive(i, len(up) - 1)),
             "suspicion_timeouts": run.counter("suspicion_timeouts") - timeouts0}
@@ -414,7 +415,7 @@ def lifeguard_off_phases(run: Run, quick: bool) -> list[tuple[str, Callable[[], 
 
 
 def run_phases(run: Run, steps: list[tuple[str, Callable[[], Result]]],
-               saved: Callable[[Result], None] | None = None) -> Result:
+               saved: Callable[[Result], object] | None = None) -> Result:
     """Run `steps` in order; `saved` gets the results so far after each one."""
     out: Result = {"nodes": run.n, "codec": run.sim.net.codec}
     try:
@@ -456,7 +457,7 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def run_size(n: int, opts: Options, saved: Callable[[Result], None] | None = None) -> Result:
+def run_size(n: int, opts: Options, saved: Callable[[Result], object] | None = None) -> Result:
     timing = PROFILES["lan"]
     print(f"n={n}: codec={'on' if n < opts.no_codec_from else 'off'}", flush=True)
     run = make_run(n, opts, timing, f"n={n}")
@@ -470,155 +471,12 @@ def run_size(n: int, opts: Options, saved: Callable[[Result], None] | None = Non
     return out
 
 
-# --- report ---------------------------------------------------------------------------------
-
-
-def _g(r: Result, *path: str) -> Any:
-    for key in path:
-        if not isinstance(r, dict) or key not in r:
-            return None
-        r = r[key]
-    return r
-
-
-def _heal_timeouts(size: Result) -> str:
-    """Suspicions run out since the heal (older results did not record the heal)."""
-    heal = _g(size, "partition", "heal")
-    return str(heal[-1]["suspicion_timeouts"]) if heal else "-"
-
-
-def _c(v: Any, digits: int = 2) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}" if abs(v) < 1000 else f"{v:,.0f}"
-    return f"{v:,}" if isinstance(v, int) else str(v)
-
-
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
-            *["| " + " | ".join(r) + " |" for r in rows]]
-
-
-def render(doc: Result) -> str:
-    sizes = [s for s in doc["sizes"] if "aborted" not in s or "join" in s]
-    lines = ["#### Convergence, detection, load", ""]
-    lines += _table(
-        ["N", "codec", "join: all views complete, s (after last start)",
-         "update to 99.99 %, s (Serf)",
-         "silent crash: 1st suspicion, s", "SWIM periods (expected)",
-         "silent crash: failed on all, s mean / max", "refused: failed on all, s mean / max",
-         "msgs/s per member", "bytes/s per member", "CPU s", "peak RSS, GB"],
-        [[str(s["nodes"]) + ("*" if _g(s, "join", "start") == "converged" else ""),
-          _c(s["codec"]),
-          f"{_c(_g(s, 'join', 'converged_s'))} ({_c(_g(s, 'join', 'after_last_start_s'))})",
-          f"{_c(_g(s, 'dissemination', '99.99%'))} ({_c(_g(s, 'dissemination', 'serf_99.99%'))})",
-          _c(_g(s, "detection_silent", "first_suspect_s", "mean")),
-          f"{_c(_g(s, 'detection_silent', 'swim_periods_measured'))} "
-          f"({_c(_g(s, 'detection_silent', 'swim_periods_expected'))})",
-          f"{_c(_g(s, 'detection_silent', 'all_failed_s', 'mean'))} / "
-          f"{_c(_g(s, 'detection_silent', 'all_failed_s', 'max'))}",
-          f"{_c(_g(s, 'detection_refused', 'all_failed_s', 'mean'))} / "
-          f"{_c(_g(s, 'detection_refused', 'all_failed_s', 'max'))}",
-          _c(_g(s, "load", "msgs_per_node_s")), _c(_g(s, "load", "bytes_per_node_s"), 0),
-          _c(s.get("cpu_s"), 0), _c(s.get("peak_rss_gb"))] for s in sizes])
-    lines += ["", "Join at N marked * : " + ", ".join(
-        f"N={s['nodes']}: {s['join']['joiners']} nodes joining a converged cluster of "
-        f"{s['nodes'] - s['join']['joiners']:,}"
-        for s in sizes if _g(s, "join", "start") == "converged") + "."] if any(
-        _g(s, "join", "start") == "converged" for s in sizes) else []
-    lines += ["", "#### Partitions", ""]
-    lines += _table(["N", "sides", "cut, s", "cross pairs dead", "cross pairs suspect",
-                     "all see all alive again after, s", "suspicions timed out after the heal"],
-                    [[str(s["nodes"]), " / ".join(map(str, _g(s, "partition", "sides") or [])),
-                      _c(_g(s, "partition", "partition_s"), 0),
-                      _c(_g(s, "partition", "cross_pairs_dead")),
-                      _c(_g(s, "partition", "cross_pairs_suspect")),
-                      _c(_g(s, "partition", "merge_s")), _heal_timeouts(s)]
-                     for s in sizes if "partition" in s])
-    lines += ["", "#### False alarms (every member is up: any failure is false)", ""]
-    rows = []
-    for s in sizes:
-        for key, what in (("alarms_loss_1", "loss 1 %"), ("alarms_loss_5", "loss 5 %"),
-                          ("alarms_slow", "slow members"), ("lifeguard_off.alarms_slow",
-                                                            "slow, Lifeguard off")):
-            a = _g(s, *key.split("."))
-            if a is None:
-                continue
-            rows.append([str(s["nodes"]), what, _c(a["healthy_member_hours"], 1),
-                         _c(a["probes"]), _c(a["probe_failures"]), _c(a["suspect_episodes"]),
-                         _c(a["failed_episodes"]), _c(a["failed_per_member_hour"], 3),
-                         f"{a['slow_suspect_episodes']} / {a['slow_failed_episodes']}",
-                         _c(a["refutations"])])
-    lines += _table(["N", "condition", "healthy member-hours", "probes", "failed probes",
-                     "false suspicions", "false failures", "per member-hour",
-                     "slow members suspected / failed", "refutations"], rows)
-    lines += ["", "#### Aborted sizes", ""]
-    lines += [f"- N={s['nodes']}: {s['aborted']}" for s in doc["sizes"] if "aborted" in s] \
-        or ["- none"]
-    return "\n".join(lines) + "\n"
-
-
 def meta(argv: list[str], wall: float) -> Result:
     return {"command": "python bench/simulate.py " + " ".join(argv), "run_wall_s": wall,
             "python": platform.python_version(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
             "profile": "lan", "timing": asdict(PROFILES["lan"]),
             "swim_first_detection_periods": math.e / (math.e - 1)}
-
-
-# --- charts (matplotlib, imported only here) -----------------------------------------------
-
-
-def plot(doc: Result, out_dir: Path) -> list[Path]:
-    from charts import pyplot, save_png  # bench/ is on the path, as for simlib
-
-    plt = pyplot()
-
-    sizes = [s for s in doc["sizes"] if _g(s, "join", "converged")]
-    ns = [s["nodes"] for s in sizes]
-    made = []
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for s in sizes:
-        curve, j = s["join"]["curve"], s["join"]
-        label = f"N={s['nodes']}"
-        if j.get("start") == "converged":
-            label += f" ({j['joiners']} join a converged {s['nodes'] - j['joiners']:,})"
-        ax.plot([c[0] for c in curve], [c[1] for c in curve], label=label)
-    ax.set(xlabel="virtual time since the first node started (s)",
-           ylabel="fraction of nodes that see all alive", title="Join via 3 seeds")
-    ax.legend(fontsize=8)
-    made.append(save_png(fig, out_dir / "sim_join.png", 110))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    series = [("join: all views complete", ("join", "converged_s")),
-              ("update reaches 99.99 %", ("dissemination", "99.99%")),
-              ("Serf model, 99.99 %", ("dissemination", "serf_99.99%")),
-              ("silent crash: failed on all (mean)", ("detection_silent", "all_failed_s", "mean")),
-              ("refused: failed on all (mean)", ("detection_refused", "all_failed_s", "mean"))]
-    scratch = [s for s in sizes if s["join"].get("start") != "converged"]
-    for label, path in series:
-        group = scratch if path[0] == "join" else sizes
-        ax.plot([s["nodes"] for s in group], [_g(s, *path) for s in group], marker="o",
-                label=label)
-    joins = [s for s in sizes if s["join"].get("start") == "converged"]
-    if joins:
-        ax.plot([s["nodes"] for s in joins], [s["join"]["converged_s"] for s in joins],
-                marker="*", ls="none", ms=10, label="join: 10 into a converged cluster")
-    ax.set(xscale="log", yscale="log", xlabel="N", ylabel="seconds (virtual)",
-           title="Time vs cluster size")
-    ax.legend(fontsize=8)
-    made.append(save_png(fig, out_dir / "sim_scaling.png", 110))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(ns, [_g(s, "load", "msgs_per_node_s") for s in sizes], marker="o", label="msgs/s")
-    ax.plot(ns, [_g(s, "load", "bytes_per_node_s") for s in sizes], marker="o", label="bytes/s")
-    ax.plot(ns, [_g(s, "join", "bytes_per_node_s") for s in sizes], marker="x", ls="--",
-            label="bytes/s while joining")
-    ax.set(xscale="log", yscale="log", xlabel="N", title="Per-member load (steady state)")
-    ax.legend()
-    made.append(save_png(fig, out_dir / "sim_load.png", 110))
-    return made
 
 
 # --- profiling -----------------------------------------------------------------------------
@@ -648,7 +506,7 @@ def profile(n: int, opts: Options, where: str, seconds: float, top: int = 15) ->
     cpu = time.process_time() - cpu
     raw: dict[Any, Any] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     total = sum(v[2] for v in raw.values())
-    core = [kv for kv in raw.items() if "actors/core" in kv[0][0] or "transport/" in kv[0][0]]
+    core = [kv for kv in raw.items() if "/core/" in kv[0][0] or "/transport/" in kv[0][0]]
     head = f"n={n} {where}: {seconds} s virtual from t={t0:.1f} s, {cpu:.1f} s CPU under " \
            f"cProfile, {run.sim.handled} core calls"
     return "\n".join([
@@ -681,7 +539,7 @@ def merge_size(old: Result | None, new: Result) -> Result:
     for name in only:
         if name in new:
             merged[name] = {**new[name], "separate_run": cost}
-            if _g(merged, "aborted", "phase") == name:
+            if dig(merged, "aborted", "phase") == name:
                 del merged["aborted"]  # the earlier run's cut-short attempt at it
     if "aborted" in new:
         merged["aborted"] = new["aborted"]

@@ -8,16 +8,12 @@ cluster can still refute and replicate afterwards (W2', W3', W5').
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from actors.testing.localcluster import LocalCluster
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import fuzz_node  # bench/ is not a package: imported from its folder
+from bench import fuzz_node
 
 pytestmark = pytest.mark.slow
 

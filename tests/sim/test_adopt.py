@@ -10,21 +10,16 @@ stale-row shortcut must not change what the table decides.
 from __future__ import annotations
 
 import random
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from simnet import SimNet
 
 from actors.membership.core.members import ALIVE, Member, MemberTable, MemberView, News, shared_info
 from actors.membership.core.swim import Membership
 from actors.membership.core.timing import PROFILES
+from actors.testing.sim import NetModel, Scenario, Sim, Views, start
 from transport.codec import decode_untrusted, encode
 from transport.protocol import GossipMessage, NodeInfo
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from simlib import NetModel, Run, Sim  # bench/ is not a package: on the path above
 
 LAN = PROFILES["lan"]
 
@@ -33,11 +28,10 @@ def info(i: int, meta: dict[str, object] | None = None) -> NodeInfo:
     return NodeInfo(f"n{i}", f"tcp://n{i}.sim:7946", meta or {})
 
 
-def converged(n: int, seed: int = 5) -> SimNet:
-    sim = SimNet(seed, "lan")
-    sim.add_cluster(n, stagger_s=0.01)
+def converged(n: int, seed: int = 5) -> Sim:
+    sim, _ = start(Scenario("lan-joined", "lan", n, seed))
     assert sim.run_until(60.0, lambda: all(
-        sum(s == ALIVE for s in sim.view(i).values()) == n for i in sim.nodes))
+        sum(s == ALIVE for s in sim.view(i).values()) == n for i in range(n)))
     return sim
 
 
@@ -47,7 +41,8 @@ def rows(core: Membership) -> list[tuple[str, str, str, int]]:
 
 def test_adopting_a_view_gives_the_table_a_join_gives() -> None:
     sim = converged(12)
-    joined = sim.nodes["n7"].core
+    joined = sim.nodes[7].core
+    assert joined is not None
     view = MemberView(joined.members())
     fresh = Membership(joined.me, LAN, random.Random(1), sim.now)
     fresh.adopt(view, sim.now)
@@ -162,14 +157,14 @@ def test_push_pull_rows_we_already_hold_count_as_stale_without_parsing() -> None
 
 def test_a_converged_simulated_cluster_takes_joiners_and_detects_a_crash() -> None:
     sim = Sim(60, LAN, NetModel(), seed=4)
-    run = Run(sim, "t", 4, budget_s=600.0, max_rss_gb=8.0)
+    views = Views(sim)
     members = list(range(55))
     sim.start_converged(members)
-    run.views.converged(members)
+    views.converged(members)
     for i in range(55, 60):
-        sim.start(i, 0.5, run.seeds)
-    assert run.advance(30.0, run.all_see_all)
+        sim.start(i, 0.5, [0, 1, 2])
+    assert sim.run_until(30.0, lambda: all(views.sees_all_alive(i, 59) for i in range(60)))
     victim = 20
     sim.crash(victim, refusals=False)
-    assert run.advance(sim.now + 60.0, lambda: all(
-        run.views.not_alive[i].get(victim) == "dead" for i in run.up()))
+    assert sim.run_until(sim.now + 60.0, lambda: all(
+        views.not_alive[i].get(victim) == "dead" for i in sim.up()))

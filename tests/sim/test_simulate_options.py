@@ -3,13 +3,8 @@ that phase of an earlier full run."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from simulate import Options, make_run, merge_size, phases_for  # bench/ is not a package
-
 from actors.membership.core.timing import PROFILES
+from bench.simulate import Options, make_run, merge_size, phases_for
 
 
 def _names(n: int, phases: tuple[str, ...]) -> list[str]:

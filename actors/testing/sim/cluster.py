@@ -1,4 +1,4 @@
-"""A discrete-event network for thousands of `Membership` cores, in virtual time.
+"""A discrete-event simulation of N `Membership` cores in virtual time.
 
 Theory of operation: one event heap ordered by (time, insertion counter),
 one seeded `random.Random` for the network and one per core (drawn from it),
@@ -7,13 +7,7 @@ most one live wake-up, at its core's `next_deadline()`; a wake-up is
 superseded (generation bump) only when an earlier one is needed, because an
 early `tick` is harmless and a late one is not. The shell's order is kept:
 `handle`/`tick`, send what it returned, drain its events, reschedule.
-
-Network model (`NetModel`), per message: latency drawn uniform or lognormal
-in [min, max] (lognormal: median at the geometric middle, tail past max);
-lost with probability `loss`; dropped across partition groups. Every message
-is encoded by the real codec (`transport.codec.encode`) at the sender, whose
-byte count is the traffic meter, and decoded with `decode_untrusted` at the
-receiver, unless `codec` is off (then bytes are not measured).
+Messages travel through the in-memory transport (`network.Network`).
 
 A cluster can also start converged (`Sim.start_converged`): every core
 adopts one shared `MemberView` of all the others alive (`Membership.adopt`)
@@ -26,20 +20,23 @@ Node fates, as the real shell (`actors/membership/actor.py`) would see them:
 * crashed: it neither ticks nor handles; messages to it vanish. Each live
   node that had a connection to it (had sent to it: the shell keeps one
   DEALER per peer) gets `connection_refused` after `refusal_delay_s`, the
-  reconnect-then-refused path; a node that never connected gets nothing.
+  reconnect-then-refused path; a node that never connected gets nothing
+  (libzmq reports a refusal only after a connection was up).
   With `refusals` off a crash is a silent stop (the plain SWIM path).
 * restarted: a fresh core for the same id (at an incarnation the caller
   gives) joins its seeds; nodes that had reported a refusal get
   `connection_ok` once they reconnect.
+* paused (SIGSTOP): it neither ticks nor handles; the kernel still accepts
+  its messages, so they are held and handled in order on resume, then it
+  ticks. No refusal; connection news while paused is not modelled.
 * slow (Lifeguard's scenario): inbound messages are handled in arrival
   order, each no earlier than its arrival plus a delay drawn from
   `slow_delay_s`; its timers still fire on time, so its own probes see late
   acks -- the case in which Lifeguard must keep it from failing healthy
   members.
 
-Not modelled: bandwidth and queueing in the network, message reordering by
-TCP (each message draws its own latency), CPU cost of healthy nodes, the
-shell's bounded send queues (HWM) and its event publishing.
+Not modelled: the CPU cost of healthy nodes, the shell's bounded send
+queues (HWM) and its event publishing.
 """
 
 from __future__ import annotations
@@ -54,36 +51,13 @@ from typing import Any
 
 from actors.membership.core.swim import Member, MemberEvent, Membership, MemberView, Outbound
 from actors.membership.core.timing import MembershipTiming
-from transport.codec import decode_untrusted, encode
+from actors.testing.sim.network import Meter, NetModel, Network
 from transport.protocol import GossipMessage, NodeInfo
 
-CLUSTER = "sim"
 _WAKE, _ARRIVE, _PROCESS, _REFUSED, _OK, _ACTION = range(6)
 
 EventListener = Callable[[float, int, MemberEvent], None]  # (now, observer index, event)
 SendTap = Callable[[int, int, GossipMessage], None]  # (sender index, receiver index, message)
-
-
-@dataclass
-class NetModel:
-    """Network behaviour; mutable so a scenario can change loss between phases."""
-
-    latency: str = "uniform"  # uniform | lognormal
-    latency_min_s: float = 0.0005
-    latency_max_s: float = 0.005
-    loss: float = 0.0
-    slow_delay_s: tuple[float, float] = (0.5, 2.0)
-    # The shell reconnects after RECONNECT_IVL (50 ms); the refusal comes a round trip later.
-    refusal_delay_s: tuple[float, float] = (0.05, 0.1)
-    codec: bool = True
-
-    def draw_latency(self, rng: random.Random) -> float:
-        lo, hi = self.latency_min_s, self.latency_max_s
-        if self.latency == "lognormal":
-            # ~95 % of draws inside [lo, hi]; the rest is a tail, floored at lo.
-            mu, sigma = math.log(math.sqrt(lo * hi)), math.log(hi / lo) / 4
-            return max(lo, rng.lognormvariate(mu, sigma))
-        return rng.uniform(lo, hi)
 
 
 @dataclass(eq=False)
@@ -95,6 +69,8 @@ class SimNode:
     core: Membership | None = None  # None until started
     up: bool = False
     slow: bool = False
+    paused: bool = False
+    held: list[tuple[int, Any]] = field(default_factory=list)  # inbound while paused
     life: int = 0  # bumped by crash/restart: messages sent to an older life are lost
     generation: int = 0  # supersedes pending wake-ups
     wake_at: float = math.inf
@@ -107,28 +83,13 @@ class SimNode:
     sent_bytes: int = 0
 
 
-@dataclass
-class Meter:
-    """Traffic since the last `Sim.reset_meter`: per type, all nodes together."""
-
-    since: float = 0.0
-    messages: dict[str, int] = field(default_factory=dict)
-    bytes: dict[str, int] = field(default_factory=dict)
-    largest: dict[str, int] = field(default_factory=dict)  # biggest message per type
-
-    def add(self, msg_type: str, size: int) -> None:
-        self.messages[msg_type] = self.messages.get(msg_type, 0) + 1
-        self.bytes[msg_type] = self.bytes.get(msg_type, 0) + size
-        if size > self.largest.get(msg_type, 0):
-            self.largest[msg_type] = size
-
-
 class Sim:
-    """N membership cores on a virtual clock and a seeded, lossy network."""
+    """N membership cores, n0..n{N-1}, on a virtual clock and a seeded, lossy network."""
 
     def __init__(self, n: int, timing: MembershipTiming, net: NetModel, seed: int) -> None:
         self.timing, self.net, self.seed = timing, net, seed
         self.rng = random.Random(seed)
+        self.network = Network(net, self.rng)
         self.now = 0.0
         self.nodes = [SimNode(i, NodeInfo(f"n{i}", f"tcp://n{i}.sim:7946", {}))
                       for i in range(n)]
@@ -136,12 +97,14 @@ class Sim:
         self._by_address = {node.info.address: node.index for node in self.nodes}
         self._heap: list[tuple[float, int, int, int, Any]] = []
         self._counter = 0
-        self._groups: list[int] | None = None
         self.listeners: list[EventListener] = []
         self.tap: SendTap | None = None
-        self.meter = Meter()
         self.handled = 0  # handle + tick calls, for progress and profiling
         self.retired_counters: dict[str, int] = {}  # counters of cores replaced by a restart
+
+    @property
+    def meter(self) -> Meter:
+        return self.network.meter
 
     # --- node life -----------------------------------------------------------
 
@@ -185,6 +148,7 @@ class Sim:
         """Node `i` stops dead now; see the module docstring for `refusals`."""
         node = self.nodes[i]
         node.up, node.life, node.wake_at = False, node.life + 1, math.inf
+        node.paused, node.held = False, []
         for other in self.nodes:
             if other.connected and other.connected[i]:
                 other.connected[i] = 0
@@ -200,6 +164,21 @@ class Sim:
                 self._push(self.now + delay, _OK, other.index, i)
         self.start(i, self.now, seeds, incarnation)
 
+    def pause(self, i: int) -> None:
+        """Node `i` stops (SIGSTOP) now; see the module docstring."""
+        node = self.nodes[i]
+        node.paused, node.wake_at = True, math.inf
+
+    def resume(self, i: int) -> None:
+        """Node `i` continues (SIGCONT): it handles what it was sent meanwhile, then ticks."""
+        node = self.nodes[i]
+        node.paused = False
+        held, node.held = node.held, []
+        for data in held:
+            self._process(node, data)
+        if node.up:
+            self._call(node, lambda core: core.tick(self.now))
+
     def set_metadata(self, i: int, metadata: dict[str, Any]) -> None:
         node = self.nodes[i]
         assert node.core is not None and node.up  # scenario bug otherwise
@@ -207,15 +186,27 @@ class Sim:
 
     def partition(self, groups: list[int] | None) -> None:
         """groups[i] is node i's side; None heals."""
-        self._groups = groups
+        self.network.partition(groups)
 
     def schedule(self, at: float, action: Callable[[], None]) -> None:
+        """Run `action` at virtual time `at` (scenario steps)."""
         self._push(at, _ACTION, -1, action)
 
     def reset_meter(self) -> None:
-        self.meter = Meter(since=self.now, largest=self.meter.largest)
+        self.network.reset_meter()
         for node in self.nodes:
             node.sent = node.sent_bytes = 0
+
+    # --- looking -------------------------------------------------------------
+
+    def up(self) -> list[int]:
+        """Nodes started and not crashed (paused ones included)."""
+        return [node.index for node in self.nodes if node.up]
+
+    def view(self, i: int) -> dict[str, str]:
+        """node id -> status, as node `i`'s core holds the cluster now."""
+        core = self.nodes[i].core
+        return {} if core is None else {m.node.node_id: m.status for m in core.members()}
 
     # --- running -------------------------------------------------------------
 
@@ -226,7 +217,10 @@ class Sim:
         check_every_s: float = 0.05,
         progress: Callable[[Sim], None] | None = None,
     ) -> bool:
-        """Advance to `end`, or until `until()` holds (checked every `check_every_s`)."""
+        """Advance to `end`, or until `until()` holds (checked every `check_every_s`).
+
+        `progress` is called about every 10 s of wall time (long runs).
+        """
         next_check, next_report = self.now, time.monotonic() + 10.0
         heap = self._heap
         while heap and heap[0][0] <= end:
@@ -245,26 +239,23 @@ class Sim:
         return until() if until is not None else True
 
     def _dispatch(self, kind: int, i: int, data: Any) -> None:
-        node = self.nodes[i] if i >= 0 else None
+        if kind == _ACTION:
+            data()
+            return
+        node = self.nodes[i]
         if kind == _ARRIVE:
-            assert node is not None
             self._arrive(node, data)
         elif kind == _WAKE:
-            assert node is not None
-            if node.up and data == node.generation:
+            if node.up and not node.paused and data == node.generation:
                 node.wake_at = math.inf
                 self._call(node, lambda core: core.tick(self.now))
         elif kind == _PROCESS:
-            assert node is not None
             self._process(node, data)
-        elif kind in (_REFUSED, _OK):
-            assert node is not None
-            self._connection_news(node, data, refused=kind == _REFUSED)
         else:
-            data()
+            self._connection_news(node, data, refused=kind == _REFUSED)
 
     def _connection_news(self, node: SimNode, peer: int, refused: bool) -> None:
-        if not node.up:
+        if not node.up or node.paused:
             return
         peer_id = self.nodes[peer].info.node_id
         if refused:
@@ -292,38 +283,28 @@ class Sim:
                 for listener in self.listeners:
                     listener(self.now, node.index, event)
         deadline = core.next_deadline()
-        if deadline is not None and deadline < node.wake_at:
+        if deadline is not None and deadline < node.wake_at and not node.paused:
             node.generation += 1
             node.wake_at = max(deadline, self.now)
             self._push(node.wake_at, _WAKE, node.index, node.generation)
 
     def _send(self, src: SimNode, outbound: list[Outbound]) -> None:
-        net = self.net
+        network = self.network
         for out in outbound:
-            msg = out.message
-            wire: Any = msg
-            size = 0
-            if net.codec:
-                wire = encode(msg, CLUSTER)
-                size = len(wire)
+            wire, size = network.encode(out.message)
             src.sent += 1
             src.sent_bytes += size
-            self.meter.add(msg.msg_type, size)
             j = self._by_address.get(out.address)
             if j is None:
                 continue
             dst = self.nodes[j]
             if self.tap is not None:
-                self.tap(src.index, j, msg)
+                self.tap(src.index, j, out.message)
             if not dst.up:
                 continue  # a dial to a dead address: no connection, no refusal
             src.connected[j] = 1
-            if self._groups is not None and self._groups[src.index] != self._groups[j]:
-                continue
-            if net.loss and self.rng.random() < net.loss:
-                continue
-            at = self.now + net.draw_latency(self.rng)
-            self._push(at, _ARRIVE, j, (dst.life, wire))
+            for delay in network.delays(src.index, j):
+                self._push(self.now + delay, _ARRIVE, j, (dst.life, wire))
 
     def _arrive(self, dst: SimNode, data: tuple[int, Any]) -> None:
         if not dst.up or data[0] != dst.life:
@@ -339,164 +320,12 @@ class Sim:
         life, wire = data
         if not dst.up or life != dst.life:
             return
-        # The codec can be switched on for a metering window mid-run: decode what was encoded.
-        msg = wire if isinstance(wire, GossipMessage) else decode_untrusted(wire, CLUSTER)
+        if dst.paused:
+            dst.held.append(data)
+            return
+        msg = self.network.decode(wire)
         self._call(dst, lambda core: core.handle(msg, self.now))
 
     def _push(self, at: float, kind: int, i: int, data: Any) -> None:
         self._counter += 1
         heapq.heappush(self._heap, (at, self._counter, kind, i, data))
-
-
-class Views:
-    """What every node believes, kept incrementally from the cores' events.
-
-    `alive[i]` is how many other nodes observer i holds alive; `not_alive[i]`
-    maps the others it knows in another status to that status. O(1) per
-    event, so convergence can be checked often at any N.
-    """
-
-    def __init__(self, sim: Sim) -> None:
-        n = len(sim.nodes)
-        self._index = sim.index
-        self.alive = [0] * n
-        self.not_alive: list[dict[int, str]] = [{} for _ in range(n)]
-        sim.listeners.append(self.on_event)
-
-    def on_event(self, now: float, observer: int, event: MemberEvent) -> None:
-        subject = self._index.get(event.node.node_id)
-        if subject is None or subject == observer:
-            return
-        others = self.not_alive[observer]
-        was_counted = event.kind != "node.joined" and subject not in others
-        if event.status == "alive":
-            if not was_counted:
-                self.alive[observer] += 1
-                others.pop(subject, None)
-        else:
-            if was_counted:
-                self.alive[observer] -= 1
-            others[subject] = event.status
-
-    def reset(self, i: int) -> None:
-        """Node i restarted with an empty table."""
-        self.alive[i] = 0
-        self.not_alive[i] = {}
-
-    def converged(self, members: list[int]) -> None:
-        """`members` started converged (no events): each sees the others alive."""
-        for i in members:
-            self.alive[i] = len(members) - 1
-            self.not_alive[i] = {}
-
-    def sees_all_alive(self, observer: int, others: int) -> bool:
-        return self.alive[observer] == others and not self.not_alive[observer]
-
-
-# --- scenario helpers ----------------------------------------------------------------
-
-
-class OverBudget(Exception):
-    """A run went past its CPU-time or memory budget."""
-
-
-def rss_gb() -> float:
-    """Resident memory of this process now (Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 1e9
-
-
-class Run:
-    """One simulated cluster plus the helpers scenario phases share."""
-
-    def __init__(self, sim: Sim, label: str, seed: int, budget_s: float,
-                 max_rss_gb: float) -> None:
-        self.sim, self.label, self.phase = sim, label, "boot"
-        self.n = len(sim.nodes)
-        self.views = Views(sim)
-        self.rng = random.Random(seed)  # scenario choices, apart from the network's
-        self.seeds = list(range(min(3, self.n)))
-        self.budget_s, self.max_rss_gb = budget_s, max_rss_gb
-        self.wall0, self.cpu0 = time.monotonic(), time.process_time()
-
-    def advance(self, end: float, until: Callable[[], bool] | None = None,
-                every: float = 0.05) -> bool:
-        """`Sim.run_until` with progress lines and the budget check.
-
-        Raises:
-            OverBudget: the CPU budget or the memory cap was exceeded.
-        """
-        return self.sim.run_until(end, until, every, self._progress)
-
-    def _progress(self, sim: Sim) -> None:
-        wall, cpu, rss = time.monotonic() - self.wall0, time.process_time() - self.cpu0, rss_gb()
-        print(f"  [{self.label} {self.phase}] t={sim.now:.1f}s calls={sim.handled} "
-              f"cpu={cpu:.0f}s wall={wall:.0f}s rss={rss:.2f}GB", flush=True)
-        # CPU, not wall-clock: the machine is shared, and a slice of it should not abort a size.
-        if cpu > self.budget_s:
-            raise OverBudget(f"CPU budget {self.budget_s:.0f} s exceeded")
-        if rss > self.max_rss_gb:
-            raise OverBudget(f"memory cap {self.max_rss_gb} GB exceeded")
-
-    def up(self) -> list[int]:
-        return [node.index for node in self.sim.nodes if node.up]
-
-    def all_see_all(self) -> bool:
-        up = self.up()
-        return all(self.views.sees_all_alive(i, len(up) - 1) for i in up)
-
-    def counter(self, name: str) -> int:
-        """A core counter summed over every node, restarted ones' earlier lives included."""
-        live = sum(node.core.counters.get(name, 0) for node in self.sim.nodes if node.core)
-        return live + self.sim.retired_counters.get(name, 0)
-
-    def pick(self, k: int = 1) -> list[int]:
-        """k random live non-seed nodes (victims, broadcasters, slow members)."""
-        return self.rng.sample([i for i in self.up() if i not in self.seeds], k)
-
-
-def quantiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"count": 0}
-    v = sorted(values)
-    return {"count": len(v), "mean": sum(v) / len(v), "median": v[len(v) // 2],
-            "p90": v[min(len(v) - 1, int(0.9 * len(v)))], "max": v[-1], "min": v[0]}
-
-
-class Alarms:
-    """Suspicions and failures of members that are in fact up: every one is false.
-
-    An episode is one (member, incarnation) accusation, however many
-    observers report it; events count every observer's report.
-    """
-
-    def __init__(self, run: Run) -> None:
-        self.nodes, self.index, self.listeners = run.sim.nodes, run.sim.index, run.sim.listeners
-        self.events = {"suspect": {"healthy": 0, "slow": 0}, "failed": {"healthy": 0, "slow": 0}}
-        self.episodes: dict[str, set[tuple[int, int, str]]] = {"suspect": set(), "failed": set()}
-        self.listeners.append(self.on_event)
-
-    def on_event(self, now: float, observer: int, ev: MemberEvent) -> None:
-        kind = {"node.suspect": "suspect", "node.failed": "failed"}.get(ev.kind)
-        subject = self.index.get(ev.node.node_id)
-        if kind is None or subject is None or not self.nodes[subject].up:
-            return
-        group = "slow" if self.nodes[subject].slow else "healthy"
-        self.events[kind][group] += 1
-        self.episodes[kind].add((subject, ev.incarnation, group))
-
-    def summary(self, seconds: float) -> dict[str, Any]:
-        """Counts so far, over `seconds` of virtual time; stops listening."""
-        if self.on_event in self.listeners:
-            self.listeners.remove(self.on_event)
-
-        def count(kind: str, group: str) -> int:
-            return sum(1 for e in self.episodes[kind] if e[2] == group)
-
-        healthy = sum(1 for node in self.nodes if node.up and not node.slow)
-        return {"suspect_events": self.events["suspect"], "failed_events": self.events["failed"],
-                "suspect_episodes": count("suspect", "healthy"),
-                "failed_episodes": count("failed", "healthy"),
-                "slow_suspect_episodes": count("suspect", "slow"),
-                "slow_failed_episodes": count("failed", "slow"),
-                "healthy_member_hours": healthy * seconds / 3600.0}
