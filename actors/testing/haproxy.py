@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -22,9 +20,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from actors.haproxy.core.names import RuntimeAddress, ServerRef
+from actors.haproxy.core.names import RuntimeAddress
 from actors.haproxy.core.servers_state import parse_servers_state_untrusted
 from actors.haproxy.runtime_api import RuntimeApiError, exchange
+from actors.testing.localcluster import kill_session
 
 BACKEND = "be_app"
 LBC_PATH = "/lbc"  # lbcluster's health checks ask this path
@@ -91,22 +90,21 @@ class CountingBackend:
             self._thread.join(5)
         self._server = self._thread = None
 
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
 
 def haproxy_config(socket_path: Path, servers: Mapping[str, int],
-                   check_inter_ms: int | None = None, fall: int = 2, rise: int = 2) -> str:
+                   check_inter_ms: int | None = None, fast_inter_ms: int | None = None,
+                   fall: int = 2, rise: int = 2) -> str:
     """One backend `be_app` with a server per name; HAProxy checks it only if
-    `check_inter_ms` is given (GET /hap every that many ms)."""
+    `check_inter_ms` is given (GET /hap every that many ms; `fastinter` while a
+    server's state is changing, as the health provider's `fast_interval_ms`)."""
     lines = ["global", f"    stats socket {socket_path} level admin", "",
              "defaults", "    mode http", "    timeout connect 1s", "    timeout client 5s",
              "    timeout server 5s", "", f"backend {BACKEND}"]
     check = ""
     if check_inter_ms is not None:
         lines.append(f"    option httpchk GET {HAPROXY_PATH}")
-        check = f" check inter {check_inter_ms} fall {fall} rise {rise}"
+        fast = f" fastinter {fast_inter_ms}" if fast_inter_ms else ""
+        check = f" check inter {check_inter_ms}{fast} fall {fall} rise {rise}"
     lines += [f"    server {name} 127.0.0.1:{port}{check}" for name, port in servers.items()]
     return "\n".join(lines) + "\n"
 
@@ -115,11 +113,13 @@ class HAProxyProcess:
     """`haproxy -db` on a generated config; always stop() it (it is its own session)."""
 
     def __init__(self, folder: Path, servers: Mapping[str, int],
-                 check_inter_ms: int | None = None, fall: int = 2, rise: int = 2) -> None:
+                 check_inter_ms: int | None = None, fast_inter_ms: int | None = None,
+                 fall: int = 2, rise: int = 2) -> None:
         self.folder = folder
         self.socket_path = folder / "admin.sock"
         self.config_path = folder / "haproxy.cfg"
-        self.text = haproxy_config(self.socket_path, servers, check_inter_ms, fall, rise)
+        self.text = haproxy_config(self.socket_path, servers, check_inter_ms, fast_inter_ms,
+                                   fall, rise)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -147,12 +147,8 @@ class HAProxyProcess:
         raise TimeoutError(f"haproxy not answering on {self.socket_path}")
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
+        if self.proc is not None:
+            kill_session(self.proc)
         self.proc = None
 
     def restart(self) -> None:
@@ -181,7 +177,3 @@ class HAProxyProcess:
                     "BACKEND", "FRONTEND"):
                 out[fields[at_sv]] = fields[at_st]
         return out
-
-
-def server_ref(name: str) -> ServerRef:
-    return ServerRef(BACKEND, name)
