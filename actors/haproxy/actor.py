@@ -145,6 +145,7 @@ class HAProxyActor(Actor):
         if error is not None:  # the provider is restarting: keep the last view
             self.counters["view_errors"] += 1
         else:
+            self.counters["views"] += 1
             source.view = VIEW_TYPES[state_type](rows)
             health, breakers = self.sources.get("health"), self.sources.get("circuit_breaker")
             self.bridge.set_views(health.view if health else {},

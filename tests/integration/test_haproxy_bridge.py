@@ -7,6 +7,7 @@ comes from lbcluster's health provider.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,13 +20,9 @@ from conftest import wait_until
 from actors.testing.haproxy import LBC_PATH, CountingBackend, HAProxyProcess, haproxy_binary
 from actors.testing.localcluster import LocalCluster
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(180),
-    pytest.mark.skipif(haproxy_binary() is None,
-                       reason="needs the haproxy binary (Debian: apt-get install haproxy; "
-                              ".ci/run installs it when run as root)"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+NO_HAPROXY = ("needs the haproxy binary (Debian: apt-get install haproxy; .ci/run installs "
+              "it when run as root)")
 
 INTERVAL_MS = 500  # the health provider's check interval
 NAMES = ("web1", "web2")
@@ -60,6 +57,8 @@ class Bed:
 
 @pytest.fixture
 def bed(clusters, tmp_path: Path) -> Iterator[Bed]:
+    if haproxy_binary() is None:
+        pytest.skip(NO_HAPROXY)
     backends = {name: CountingBackend() for name in NAMES}
     haproxies: list[HAProxyProcess] = []
     try:
@@ -140,6 +139,14 @@ def test_a_restarted_haproxy_gets_the_whole_view_again(bed):
                what="the bridge counted its correction", explain=bed.explain)
     assert bed.states()[0]["web1"] == "ready"
 
+    bed.haproxies[1].stop()  # down for a while: the bridge fails, counts, backs off
+    wait_until(lambda: bed.bridge(1)["counters"].get("failures_connect", 0) >= 2,
+               timeout_s=30, what="failed exchanges counted", explain=bed.explain)
+    bed.haproxies[1].start()
+    wait_until(lambda: bed.everywhere("web2", "maint", "MAINT"), timeout_s=30,
+               what="web2 MAINT on the HAProxy that was down", explain=bed.explain)
+    assert bed.bridge(1)["restarts"] == 0
+
 
 def test_an_open_breaker_drains_and_a_down_backend_beats_it(bed):
     wait_until(lambda: all_up(bed), timeout_s=30, what="both backends up", explain=bed.explain)
@@ -158,3 +165,35 @@ def test_an_open_breaker_drains_and_a_down_backend_beats_it(bed):
     bed.cluster.nodes[1].request("provider.circuit_breaker.reset", {"upstream": "web2"})
     wait_until(lambda: bed.everywhere("web2", "ready", "no check"), timeout_s=30,
                what="web2 ready after the reset", explain=bed.explain)
+
+
+def test_a_runtime_api_that_never_answers_does_not_stall_the_actor(clusters):
+    """A listener that accepts and stays silent: every exchange runs into its 2-s
+    deadline, and meanwhile the actor's loop keeps serving: it refreshes its view of
+    the verdicts every 200 ms. A loop that waited on HAProxy would refresh at most once
+    per exchange."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        port = silent.getsockname()[1]
+        cluster = clusters(1, providers=[{"type": "health", "options": {"backends": [
+            {"name": "web1", "check": "tcp", "address": f"127.0.0.1:{port}"}]}}])
+        cluster.nodes[0].extra = {"haproxy": {"runtime_api": f"tcp://127.0.0.1:{port}",
+                                              "servers": {"web1": "be_app/web1"},
+                                              "interval_ms": 200}}
+        node = cluster.start().nodes[0]
+
+        def bridge() -> dict[str, Any]:
+            return next(a for a in node.request("status")["actors"] if a["name"] == "haproxy")
+
+        def timeouts(row: dict[str, Any]) -> int:
+            return int(row["counters"].get("failures_timeout", 0))
+
+        first = wait_until(lambda: (row := bridge()) and timeouts(row) >= 1 and row,
+                           timeout_s=60, what="a timed-out exchange", explain=bridge)
+        last = wait_until(lambda: (row := bridge()) and timeouts(row) >= timeouts(first) + 2
+                          and row, timeout_s=60, what="two more timeouts", explain=bridge)
+        exchanges = timeouts(last) - timeouts(first)
+        views = last["counters"]["views"] - first["counters"]["views"]
+        assert views >= 3 * exchanges, (first, last)
+        assert last["ready"] and last["restarts"] == 0 and last["status"]["failures"] >= 3
