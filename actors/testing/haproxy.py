@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -110,7 +111,8 @@ def haproxy_config(socket_path: Path, servers: Mapping[str, int],
 
 
 class HAProxyProcess:
-    """`haproxy -db` on a generated config; always stop() it (it is its own session)."""
+    """`haproxy -W -db` (master-worker, foreground) on a generated config; always
+    stop() it (it is its own session: the master and its workers go together)."""
 
     def __init__(self, folder: Path, servers: Mapping[str, int],
                  check_inter_ms: int | None = None, fast_inter_ms: int | None = None,
@@ -133,7 +135,7 @@ class HAProxyProcess:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.text, encoding="utf-8")
         with open(self.folder / "haproxy.log", "ab") as log:
-            self.proc = subprocess.Popen([binary, "-db", "-f", str(self.config_path)],
+            self.proc = subprocess.Popen([binary, "-W", "-db", "-f", str(self.config_path)],
                                          stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s
@@ -155,6 +157,27 @@ class HAProxyProcess:
         """A new process from the same config file: every server starts as configured."""
         self.stop()
         self.start()
+
+    def reload(self, timeout_s: float = 10.0) -> None:
+        """SIGUSR2 to the master: a new worker from the config file replaces the old one."""
+        assert self.proc is not None, "not started"
+        before = self.worker_pid()
+        self.proc.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(RuntimeApiError):
+                if self.worker_pid() not in (before, None):
+                    return
+            time.sleep(0.02)
+        raise TimeoutError("no new haproxy worker after the reload")
+
+    def worker_pid(self) -> int | None:
+        """The Pid `show info` reports: the worker serving the stats socket."""
+        for line in self.command("show info").splitlines():
+            key, _, value = line.partition(":")
+            if key == "Pid" and value.strip().isdigit():
+                return int(value)
+        return None
 
     def command(self, line: str) -> str:
         return exchange(RuntimeAddress(path=str(self.socket_path)), line, 2.0)

@@ -125,7 +125,7 @@ def test_with_one_replica_each_backend_is_checked_by_one_node_only(bed):
         assert 0 < after[name] - before[name] <= bound, (name, before, after)
 
 
-def test_a_restarted_haproxy_gets_the_whole_view_again(bed):
+def test_a_restarted_or_reloaded_haproxy_gets_the_whole_view_again(bed):
     wait_until(lambda: all_up(bed), timeout_s=30, what="both backends up", explain=bed.explain)
     bed.backends["web2"].stop()
     wait_until(lambda: bed.everywhere("web2", "maint", "MAINT"), timeout_s=30,
@@ -138,6 +138,13 @@ def test_a_restarted_haproxy_gets_the_whole_view_again(bed):
     wait_until(lambda: bed.bridge(0)["counters"].get("commands", 0) > commands, timeout_s=10,
                what="the bridge counted its correction", explain=bed.explain)
     assert bed.states()[0]["web1"] == "ready"
+
+    commands = bed.bridge(0)["counters"].get("commands", 0)
+    bed.haproxies[0].reload()  # a new worker, from the config file again
+    wait_until(lambda: bed.everywhere("web2", "maint", "MAINT"), timeout_s=30,
+               what="web2 MAINT again after the reload", explain=bed.explain)
+    wait_until(lambda: bed.bridge(0)["counters"].get("commands", 0) > commands, timeout_s=10,
+               what="the bridge counted its correction", explain=bed.explain)
 
     bed.haproxies[1].stop()  # down for a while: the bridge fails, counts, backs off
     wait_until(lambda: bed.bridge(1)["counters"].get("failures_connect", 0) >= 2,
