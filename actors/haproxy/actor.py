@@ -92,11 +92,10 @@ class HAProxyActor(Actor):
                       servers=len(self.bridge.servers)).info("haproxy bridge started")
 
     def shutdown(self, now: float) -> None:
+        # The wake pipe stays open until the process exits: an exchange still running
+        # would otherwise write its wake-up byte into whatever reused the fd number.
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
-        for fd in (self.wake_r, self.wake_w):
-            if fd >= 0:
-                os.close(fd)
 
     def on_event(self, event: dict[str, Any], now: float) -> None:
         data = event.get("data")
@@ -202,7 +201,7 @@ def _reader(client: AsyncClient) -> Callable[[float], None]:
 
 
 def _wake(fd: int) -> None:
-    # OSError: the pipe is closed at shutdown (a full pipe cannot happen: one byte each).
+    # Cannot fill the pipe (one byte per exchange); never raise in the pool's thread.
     with contextlib.suppress(OSError):
         os.write(fd, b"x")
 
