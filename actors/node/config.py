@@ -106,6 +106,15 @@ class ProviderSpec:
 
 
 @dataclass(frozen=True)
+class HAProxySection:
+    """The HAProxy bridge (`actors.haproxy`): off unless the section is present."""
+
+    runtime_api: str  # "unix:///abs/path" or "tcp://host:port"
+    servers: Mapping[str, str]  # health backend name -> "backend/server"
+    interval_s: float = 2.0  # how often `show servers state` is read and corrected
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     node: NodeSection
@@ -118,11 +127,12 @@ class Config:
     security: SecuritySection
     log: LogSection
     providers: tuple[ProviderSpec, ...]
+    haproxy: HAProxySection | None = None
 
 
 _SECTIONS = (
     "node", "network", "local", "membership", "anti_entropy", "supervisor", "security", "log",
-    "providers",
+    "providers", "haproxy",
 )
 
 
@@ -217,6 +227,8 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path) -> Config:
         security=security,
         log=_log(_Reader(cfg_path, raw.get("log", {}), "log")),
         providers=_providers(cfg_path, raw.get("providers", [])),
+        haproxy=_haproxy(_Reader(cfg_path, raw["haproxy"], "haproxy"))
+        if "haproxy" in raw else None,
     )
 
 
@@ -331,6 +343,34 @@ def _log(r: _Reader) -> LogSection:
     section = LogSection(level=level.upper(), json=r.get("json", bool, False))
     r.reject_unknown()
     return section
+
+
+def _haproxy(r: _Reader) -> HAProxySection:
+    from actors.haproxy.core.names import parse_runtime_api, parse_server_ref
+
+    def problem(parse: Callable[[str], object]) -> Callable[[str], str | None]:
+        def check(value: str) -> str | None:
+            try:
+                parse(value)
+            except ValueError as exc:
+                return str(exc)
+            return None
+        return check
+
+    runtime_api = r.get("runtime_api", str, check=problem(parse_runtime_api))
+    servers = r.get("servers", dict, check=lambda v: None if v else "must name at least one "
+                    "server: { web1 = \"be_app/web1\" }")
+    seen: dict[str, str] = {}
+    for name in servers:
+        ref = _Reader(r.path, servers, "haproxy.servers").get(name, str,
+                                                             check=problem(parse_server_ref))
+        if ref in seen:
+            raise r.err(f"servers.{name}", f"names the same server as servers.{seen[ref]}")
+        seen[ref] = name
+    interval_ms = r.get("interval_ms", (int, float), 2000, check=_positive)
+    r.reject_unknown()
+    return HAProxySection(runtime_api=runtime_api, servers=dict(servers),
+                          interval_s=interval_ms / 1000)
 
 
 def _providers(cfg_path: Path, raw: list[Any]) -> tuple[ProviderSpec, ...]:

@@ -103,7 +103,18 @@ def plan_actors(cfg: Config) -> dict[str, Any]:
 
     for i, spec in enumerate(cfg.providers):
         plan[spec.actor_name] = (ProviderActor, (spec, provider_class(cfg, spec, i)))
+    if cfg.haproxy is not None:
+        plan["haproxy"] = (haproxy_actor_class(cfg), None)
     return plan
+
+
+def haproxy_actor_class(cfg: Config) -> type:
+    """The `[haproxy]` bridge acts on the health provider's verdicts: it needs one."""
+    if not any(spec.type == "health" for spec in cfg.providers):
+        raise ConfigError(cfg.path, "haproxy", "needs the health provider: add [[providers]] "
+                          "type = \"health\" with the backends it checks")
+    cls: type = load_symbol("actors.haproxy.actor:HAProxyActor")
+    return cls
 
 
 def make_actor(plan: dict[str, Any], name: str, env: NodeEnv, ctx: zmq.Context) -> Actor:

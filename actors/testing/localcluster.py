@@ -69,6 +69,14 @@ def toml_document(tables: Mapping[str, Mapping[str, Any]],
     return "\n".join(lines)
 
 
+def kill_session(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group of a child started with start_new_session, and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+
+
 @dataclass
 class LocalNode:
     name: str
@@ -155,12 +163,8 @@ class LocalNode:
 
     def kill_group(self) -> None:
         """SIGKILL the node's whole process group: supervisor, zygote, actors."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
+        if self.proc is not None:
+            kill_session(self.proc)
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
         """Graceful stop (SIGTERM); the whole group is killed if it overstays."""

@@ -1,0 +1,1 @@
+"""The HAProxy bridge: cluster verdicts applied to a local HAProxy's servers."""

@@ -1,0 +1,1 @@
+"""Pure decisions of the HAProxy bridge (no sockets, no clock, no logging)."""
