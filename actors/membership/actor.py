@@ -2,16 +2,16 @@
 
 Inbound gossip arrives from the supervisor's gossip proxy on a PULL socket
 (the supervisor keeps the public port open while this actor restarts).
-Outbound messaging is one-way: one DEALER per peer address with a small
-send queue, sent without blocking, so a slow or absent peer never delays
-the probes of others; replies are new messages to the sender's address.
+Outbound messaging is one-way, through the shared `PeerPool`: one DEALER
+per peer address with a small send queue, sent without blocking, so a slow
+or absent peer never delays the probes of others; replies are new messages
+to the sender's address.
 
-Each DEALER has a socket monitor. A connection that drops and whose
-reconnect is then *refused* (libzmq reports CLOSED after CONNECT_DELAYED,
-with no CONNECTED between) means nothing listens on that node's gossip
-port: its supervisor, which holds the port for its whole life, is gone.
-That evidence goes to the core's crash fast path (`connection_refused`).
-A paused or partitioned node never refuses, and an actor restart never
+The pool monitors each DEALER. A connection that drops and whose reconnect
+is then *refused* means nothing listens on that node's gossip port: its
+supervisor, which holds the port for its whole life, is gone. That
+evidence goes to the core's crash fast path (`connection_refused`). A
+paused or partitioned node never refuses, and an actor restart never
 closes the port, so neither can trigger it.
 
 The incarnation and the last known members are written to ``data_dir`` so
@@ -22,14 +22,10 @@ members it knew even when its seeds are down.
 from __future__ import annotations
 
 import contextlib
-import functools
 import random
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
-import zmq.utils.monitor
 
 from actors.membership.core.swim import Membership, Outbound
 from actors.membership.core.timing import timing_for
@@ -39,46 +35,17 @@ from actors.runtime import Actor, NodeEnv
 from actors.storage.snapshot import SnapshotError, load_snapshot, save_snapshot
 from transport.codec import encode
 from transport.peering import PeerSecurity, read_inbox
+from transport.peerpool import PeerPool
 from transport.protocol import NodeInfo, ProtocolError, map_to_node_info, node_info_to_map
 from transport.rpc import Request, RpcError
-from transport.sockets import bind, close_monitored, make_socket
+from transport.sockets import bind, make_socket
 from transport.views import member_row
 
 PEER_HWM = 64
-# Outbound connections kept; the least recently used goes first. Each costs three
-# ZeroMQ sockets (DEALER, monitor pair), and a context holds MAX_SOCKETS.
-MAX_PEERS = 256
-# Bytes queued, in all, to peers whose connection is not (yet, or any longer) up.
-# libzmq keeps such messages until the peer answers, and a whole member table is
-# up to 1 MiB: replies to addresses nobody listens on (a forger's) would otherwise
-# hold MAX_PEERS x PEER_HWM of them. A joiner's first table fits many times over.
-UNCONNECTED_BUDGET = 16 << 20
-SMALL_MESSAGE = 4 << 10  # probes and acks: never held back by the budget
-# A peer with messages queued and no connection for this long is hung up, and its
-# queue with it: an honest node answers a dial within milliseconds (a crashed one
-# was already reported by its refusal), so this only frees what forgers pinned.
-UNCONNECTED_GIVE_UP_S = 10.0
-MAX_SOCKETS = 4096
 REJOIN_KNOWN = 32  # remembered members contacted at start, besides the seeds
 SAVE_EVERY_S = 5.0
 SAVE_INCARNATION_S = 0.1
 SAVED_MEMBERS = 4 * REJOIN_KNOWN  # enough to rejoin by; the table comes back by push-pull
-# Reconnect quickly (a refusal is seen ~50 ms after a crash), back off for dead peers.
-RECONNECT_IVL_MS, RECONNECT_IVL_MAX_MS = 50, 2000
-_MONITOR_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
-                   | zmq.EVENT_CONNECT_DELAYED)
-
-
-@dataclass
-class Peer:
-    address: str
-    sock: zmq.Socket
-    monitor: zmq.Socket
-    connected: bool = False
-    was_connected: bool = False
-    dialing: bool = False
-    unsent: int = 0  # bytes queued while not connected (counted in the shared budget)
-    down_since: float = field(default_factory=time.monotonic)
 
 
 class MembershipActor(Actor):
@@ -89,10 +56,10 @@ class MembershipActor(Actor):
         self.timing = timing_for(cfg.membership_profile, cfg.membership)
         self.address = advertised(cfg.network.gossip, cfg.network.advertise_host)
         self.state_path = cfg.node.data_dir / "membership.bin"
-        self.peers: dict[str, Peer] = {}
-        self.unsent = 0  # sum of Peer.unsent
         self.next_sweep = 0.0
         self.security = PeerSecurity(cfg)
+        self.pool = PeerPool(self, self.security, self.counters, hwm=PEER_HWM,
+                             on_connected=self._on_connected, on_refused=self._on_refused)
         self.next_save = 0.0
         self.saved_at = float("-inf")
         self.dirty = True
@@ -100,7 +67,6 @@ class MembershipActor(Actor):
 
     # -- lifecycle ---------------------------------------------------------------
     def setup(self, now: float) -> None:
-        self.ctx.set(zmq.MAX_SOCKETS, MAX_SOCKETS)
         saved = self._load()
         incarnation = int(saved.get("incarnation", 0)) + 1  # outbid any old suspicion
         known: list[NodeInfo] = []
@@ -123,8 +89,7 @@ class MembershipActor(Actor):
         self._send(self.core.leave(now))
         self._flush_events()
         self._save(now)
-        for peer in self.peers.values():
-            close_monitored(peer.sock, peer.monitor, linger=500)  # the goodbye needs a moment
+        self.pool.close(linger=500)  # the goodbye needs a moment
 
     # -- inbound -----------------------------------------------------------------
     def _on_inbox(self, now: float) -> None:
@@ -137,7 +102,7 @@ class MembershipActor(Actor):
         self._flush_events()
         if now >= self.next_sweep:
             self.next_sweep = now + 1.0
-            self._sweep_unconnected(now)
+            self.pool.sweep(now)
         # A new incarnation goes to disk at once (a restart must not reuse it), but at
         # most every SAVE_INCARNATION_S: a flood of forged suspicions must not become
         # a flood of fsyncs.
@@ -155,115 +120,29 @@ class MembershipActor(Actor):
 
     # -- outbound ----------------------------------------------------------------
     def _send(self, outbound: list[Outbound]) -> None:
+        seed_ids = self.env.config.network.seed_ids
         for out in outbound:
-            peer = self.peers.pop(out.address, None)
-            if peer is not None:
-                self.peers[out.address] = peer  # most recently used last (LRU eviction)
-            else:
-                peer = self._dial(out.address)
-            if peer is None:
-                self.counters["send_no_key"] += 1
-                continue
-            data = encode(out.message, self.cluster)
-            if not peer.connected and len(data) > SMALL_MESSAGE and \
-                    self.unsent + len(data) > UNCONNECTED_BUDGET:
-                self.counters["send_unconnected_full"] += 1
-                continue
-            try:
-                peer.sock.send(data, zmq.NOBLOCK)
-            except zmq.Again:
-                self.counters["send_queue_full"] += 1
-                continue
-            self.counters["sent"] += 1
-            self.counters["bytes_sent"] += len(data)
-            if not peer.connected:
-                peer.unsent += len(data)
-                self.unsent += len(data)
+            node_id = self.core.node_at(out.address) or seed_ids.get(out.address)
+            self.pool.send(out.address, encode(out.message, self.cluster), node_id)
 
-    def _dial(self, address: str) -> Peer | None:
-        while len(self.peers) >= MAX_PEERS:  # bounded sockets, whatever peers claim
-            self._hang_up(next(iter(self.peers)))
-            self.counters["peers_evicted"] += 1
-        try:
-            sock = make_socket(self.ctx, zmq.DEALER, hwm=PEER_HWM)
-        except zmq.ZMQError:  # out of sockets or descriptors: drop this message, live on
-            self.counters["dial_failed"] += 1
-            return None
-        node_id = self._node_at(address) or self.env.config.network.seed_ids.get(address)
-        if not self.security.prepare(sock, node_id):
-            sock.close(linger=0)
-            return None
-        sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
-        try:
-            monitor = sock.get_monitor_socket(_MONITOR_EVENTS)  # before connect: see it all
-        except zmq.ZMQError:
-            sock.close(linger=0)
-            self.counters["dial_failed"] += 1
-            return None
-        try:
-            sock.connect(address)
-        except zmq.ZMQError:  # the core only passes tcp endpoints; this is the last guard
-            close_monitored(sock, monitor)
-            self.counters["dial_refused_address"] += 1
-            return None
-        peer = Peer(address, sock, monitor)
-        self.peers[address] = peer
-        self.watch(monitor, functools.partial(self._on_monitor, peer))
-        return peer
+    def _on_connected(self, address: str, now: float) -> None:
+        node_id = self.core.node_at(address)
+        if node_id:
+            self.core.connection_ok(node_id, now)
+            self._flush_events()
 
-    def _on_monitor(self, peer: Peer, now: float) -> None:
-        while peer.monitor.poll(0, zmq.POLLIN):
-            try:
-                event = zmq.utils.monitor.recv_monitor_message(peer.monitor)["event"]
-            except (zmq.ZMQError, ValueError):
-                return
-            node_id = self._node_at(peer.address)
-            if event == zmq.EVENT_CONNECT_DELAYED:
-                peer.dialing = True
-            elif event == zmq.EVENT_CONNECTED:
-                peer.connected = peer.was_connected = True
-                peer.dialing = False
-                self._settle(peer)  # what waited for this connection is on its way
-                if node_id:
-                    self.core.connection_ok(node_id, now)
-            elif event == zmq.EVENT_DISCONNECTED:
-                peer.connected, peer.down_since = False, now
-            elif event == zmq.EVENT_CLOSED and peer.dialing and peer.was_connected:
-                peer.dialing = False
-                self.counters["connections_refused"] += 1
-                if node_id:
-                    self._send(self.core.connection_refused(node_id, now))
+    def _on_refused(self, address: str, now: float) -> None:
+        """Nothing listens at a member's gossip port any more: its node is gone."""
+        node_id = self.core.node_at(address)
+        if node_id:
+            self._send(self.core.connection_refused(node_id, now))
         self._flush_events()
 
     def reload(self) -> None:
         """New keys: hang up on every peer, so each is dialled again with its current key
         (or not at all when revoked)."""
         self.security.reload()
-        for address in list(self.peers):
-            self._hang_up(address)
-
-    def _sweep_unconnected(self, now: float) -> None:
-        stale = [p.address for p in self.peers.values()
-                 if p.unsent and not p.connected and now - p.down_since > UNCONNECTED_GIVE_UP_S]
-        for address in stale:
-            self._hang_up(address)
-            self.counters["peers_unreachable_dropped"] += 1
-
-    def _settle(self, peer: Peer) -> None:
-        self.unsent -= peer.unsent
-        peer.unsent = 0
-
-    def _node_at(self, address: str) -> str | None:
-        return self.core.node_at(address)
-
-    def _hang_up(self, address: str) -> None:
-        """Stop queueing for a member that is gone for good."""
-        peer = self.peers.pop(address, None)
-        if peer is not None:
-            self._settle(peer)
-            self.unwatch(peer.monitor)
-            close_monitored(peer.sock, peer.monitor)
+        self.pool.hang_up_all()
 
     # -- events ------------------------------------------------------------------
     def _flush_events(self) -> None:
@@ -272,7 +151,7 @@ class MembershipActor(Actor):
             self.publish(event.kind, event.node.node_id,
                          member_row(event.node, event.status, event.incarnation))
             if event.kind == "node.left":
-                self._hang_up(event.node.address)
+                self.pool.hang_up(event.node.address)  # stop queueing for it
             level = "warning" if event.kind in ("node.suspect", "node.failed") else "info"
             self.log.bind(member=event.node.node_id, incarnation=event.incarnation).log(
                 level.upper(), event.kind)

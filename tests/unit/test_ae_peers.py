@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zmq
 
 from actors.anti_entropy.actor import MEMBERS_REFRESH_S, AntiEntropyActor
@@ -53,6 +55,16 @@ def _row(node_id: str, status: str = "alive") -> dict[str, Any]:
             "metadata": {SYNC_META_KEY: f"tcp://127.0.0.1:1{len(node_id)}000"}}
 
 
+_made: list[AntiEntropyActor] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_pools() -> Iterator[None]:
+    yield
+    while _made:
+        _made.pop().pool.close()
+
+
 def _actor(tmp_path: Path) -> tuple[AntiEntropyActor, FakeMembership]:
     path = tmp_path / "node.toml"
     path.write_text(CONFIG)
@@ -61,7 +73,11 @@ def _actor(tmp_path: Path) -> tuple[AntiEntropyActor, FakeMembership]:
     actor.core = AntiEntropy("a", actor.store, actor.config, random.Random(1), actor.clock)
     fake = FakeMembership()
     actor.membership = fake  # type: ignore[assignment]
+    # No runtime polls here: the peer pool's monitors go unwatched.
+    actor.watch = lambda sock, handler: None  # type: ignore[method-assign]
+    actor.unwatch = lambda sock: None  # type: ignore[method-assign]
     env.config.node.data_dir.mkdir(parents=True, exist_ok=True)
+    _made.append(actor)
     return actor, fake
 
 
