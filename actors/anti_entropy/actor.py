@@ -29,7 +29,7 @@ from typing import Any
 
 import zmq
 
-from actors.anti_entropy.core.engine import AntiEntropy, Outbound, ae_config_for
+from actors.anti_entropy.core.engine import AntiEntropy, Outbound
 from actors.core.store import Store, StoreSnapshotError
 from actors.node.config import SYNC_META_KEY
 from actors.node.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
@@ -66,7 +66,7 @@ class AntiEntropyActor(Actor):
     def __init__(self, name: str, env: NodeEnv, ctx: zmq.Context) -> None:
         super().__init__(name, env, ctx)
         self.cluster = env.config.node.cluster
-        self.config = ae_config_for(env.config.anti_entropy)
+        self.config = env.config.anti_entropy
         self.clock = LamportClock()
         self.store = Store(tombstone_grace_s=self.config.tombstone_grace_s)
         self.peers: dict[str, str] = {}  # node id -> sync endpoint of live members

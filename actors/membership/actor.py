@@ -28,7 +28,6 @@ from typing import Any
 import zmq
 
 from actors.membership.core.swim import Membership, Outbound
-from actors.membership.core.timing import timing_for
 from actors.node.config import SYNC_META_KEY, advertised
 from actors.node.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
 from actors.runtime import Actor, NodeEnv
@@ -53,7 +52,7 @@ class MembershipActor(Actor):
         super().__init__(name, env, ctx)
         cfg = env.config
         self.cluster = cfg.node.cluster
-        self.timing = timing_for(cfg.membership_profile, cfg.membership)
+        self.timing = cfg.membership
         self.address = advertised(cfg.network.gossip, cfg.network.advertise_host)
         self.state_path = cfg.node.data_dir / "membership.bin"
         self.next_sweep = 0.0
