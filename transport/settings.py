@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -118,12 +118,7 @@ def read(fields: Sequence[Field], table: object, *, defaults: bool = True) -> di
     Raises:
         SettingsError: an unknown key, a missing required key or a bad value.
     """
-    if not isinstance(table, Mapping):
-        raise SettingsError("", f"must be a table, not {type(table).__name__}")
-    by_key = {f.key: f for f in fields}
-    for key in table:
-        if key not in by_key:
-            raise SettingsError(str(key), f"unknown key (known: {', '.join(sorted(by_key))})")
+    table = known_keys(table, [f.key for f in fields])
     values: dict[str, Any] = {}
     for f in fields:
         if f.key in table:
@@ -132,9 +127,20 @@ def read(fields: Sequence[Field], table: object, *, defaults: bool = True) -> di
             continue
         elif f.default is REQUIRED:
             raise SettingsError(f.key, "is required")
-        else:
-            values[f.name] = f.default
+        else:  # in the file's units, converted like a given value (None: not set)
+            values[f.name] = None if f.default is None else value_of(f, f.default)
     return values
+
+
+def known_keys(table: object, known: Iterable[str], what: str = "key") -> Mapping[str, Any]:
+    """`table` itself, once it is a table of known keys. Raises: SettingsError."""
+    if not isinstance(table, Mapping):
+        raise SettingsError("", f"must be a table, not {type(table).__name__}")
+    names = sorted(known)
+    for key in table:
+        if key not in names:
+            raise SettingsError(str(key), f"unknown {what} (known: {', '.join(names)})")
+    return table
 
 
 def build(cls: type[T], fields: Sequence[Field], table: object, base: T | None = None) -> T:

@@ -51,7 +51,9 @@ def provider_class(cfg: Config, spec: ProviderSpec, index: int) -> type:
         try:
             validate(dict(spec.options))
         except (ValueError, TypeError) as exc:
-            raise ConfigError(cfg.path, f"providers[{index}].options", str(exc)) from None
+            option = getattr(exc, "option", None)  # a ProviderOptionError names its option
+            key = f"providers[{index}].options" + (f".{option}" if option else "")
+            raise ConfigError(cfg.path, key, getattr(exc, "reason", str(exc))) from None
     return cls
 
 
