@@ -45,6 +45,9 @@ REJOIN_KNOWN = 32  # remembered members contacted at start, besides the seeds
 SAVE_EVERY_S = 5.0
 SAVE_INCARNATION_S = 0.1
 SAVED_MEMBERS = 4 * REJOIN_KNOWN  # enough to rejoin by; the table comes back by push-pull
+# A join no seed answered is warned about after join_retry_max_ms (the retries have
+# reached their ceiling), then again after twice as long each time, up to this gap.
+JOIN_WARN_MAX_GAP_S = 600.0
 
 
 class MembershipActor(Actor):
@@ -63,6 +66,11 @@ class MembershipActor(Actor):
         self.saved_at = float("-inf")
         self.dirty = True
         self.saved_incarnation = -1
+        self.seeds: list[str] = []
+        self.join_started = 0.0
+        self.join_warn_at: float | None = None  # None: not waiting on a join
+        self.join_warn_gap_s = self.timing.join_retry_max_s
+        self.join_warnings = 0
 
     # -- lifecycle ---------------------------------------------------------------
     def setup(self, now: float) -> None:
@@ -82,6 +90,10 @@ class MembershipActor(Actor):
         seeds = [s for s in self.env.config.network.seeds if s != self.address]
         seeds += [k.address for k in known if k.address not in seeds and k.address != self.address]
         self._send(self.core.join(seeds, now))
+        self.seeds = seeds
+        if seeds:
+            self.join_started = now
+            self.join_warn_at = now + self.join_warn_gap_s
         self._save(now)
 
     def shutdown(self, now: float) -> None:
@@ -102,6 +114,9 @@ class MembershipActor(Actor):
         if now >= self.next_sweep:
             self.next_sweep = now + 1.0
             self.pool.sweep(now)
+        if self.join_warn_at is not None and (now >= self.join_warn_at or (
+                self.join_warnings and self.core.counters.get("join_replies", 0))):
+            self._check_join(now)  # due, or the join we warned about was just answered
         # A new incarnation goes to disk at once (a restart must not reuse it), but at
         # most every SAVE_INCARNATION_S: a flood of forged suspicions must not become
         # a flood of fsyncs.
@@ -111,11 +126,26 @@ class MembershipActor(Actor):
             self._save(now)
 
     def next_deadline(self) -> float | None:
-        core = self.core.next_deadline()
-        if self.core.incarnation() == self.saved_incarnation:
-            return core
-        due = self.saved_at + SAVE_INCARNATION_S
-        return due if core is None else min(core, due)
+        due = [self.core.next_deadline(), self.join_warn_at]
+        if self.core.incarnation() != self.saved_incarnation:
+            due.append(self.saved_at + SAVE_INCARNATION_S)
+        return min((d for d in due if d is not None), default=None)
+
+    def _check_join(self, now: float) -> None:
+        """Warn, with backoff, while no seed has answered the join and no member is known."""
+        log = self.log.bind(seeds=self.seeds, waited_s=round(now - self.join_started, 1))
+        if self.core.counters.get("join_replies", 0) or any(
+                m.status == "alive" and m.node.node_id != self.env.node_id
+                for m in self.core.members()):
+            self.join_warn_at = None
+            if self.join_warnings:
+                log.info("joined the cluster")
+            return
+        self.join_warnings += 1
+        self.join_warn_gap_s = min(self.join_warn_gap_s * 2, JOIN_WARN_MAX_GAP_S)
+        self.join_warn_at = now + self.join_warn_gap_s
+        log.bind(next_warning_s=self.join_warn_gap_s).warning(
+            "no seed answered the join; still retrying")
 
     # -- outbound ----------------------------------------------------------------
     def _send(self, outbound: list[Outbound]) -> None:
