@@ -43,7 +43,9 @@ import zmq.utils.monitor
 from transport.peering import PeerSecurity
 from transport.sockets import close_monitored, make_socket
 
-MAX_PEERS = 256  # memberlist keeps no connections; 256 covers every probe and gossip target
+# Peers talked to recently; one evicted is dialled again when next needed (a TCP
+# handshake on loopback or a LAN: well under a probe timeout).
+MAX_PEERS = 256
 # Bytes queued, in all, to peers whose connection is not (yet, or any longer) up. A
 # whole member table is up to 1 MiB: replies to addresses nobody listens on (a
 # forger's) would otherwise hold max_peers x hwm of them. A joiner's first table,
@@ -204,7 +206,7 @@ class PeerPool:
             try:
                 event = zmq.utils.monitor.recv_monitor_message(peer.monitor)["event"]
             except (zmq.ZMQError, ValueError):
-                return
+                break
             if event == zmq.EVENT_CONNECT_DELAYED:
                 peer.dialing = True
             elif event == zmq.EVENT_CONNECTED:
