@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from transport.settings import Field, SettingsError, above_zero, build, read, value_of
+from transport.settings import REQUIRED, Field, SettingsError, above_zero, build, read, value_of
 
 
 @dataclass(frozen=True)
@@ -84,3 +86,37 @@ def test_one_sided_ranges_say_which_side():
         value_of(Field("n", int, low=2), 1)
     with pytest.raises(SettingsError, match=r"must be at most 2\.5 \(got 3\)"):
         value_of(Field("x", float, high=2.5), 3)
+
+
+ANY_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                max_size=3),
+    max_leaves=6)
+
+
+@given(st.dictionaries(st.sampled_from(["interval_ms", "count", "name", "other"]), ANY_VALUE))
+def test_any_table_gives_settings_or_one_settings_error(table: dict[str, Any]):
+    try:
+        knobs = build(Knobs, FIELDS, table)
+    except SettingsError as exc:
+        assert exc.key in table or exc.key == "count"
+    else:
+        assert isinstance(knobs.interval_s, float) and isinstance(knobs.count, int)
+
+
+def _declared() -> list[Field]:
+    from actors.anti_entropy.core import engine
+    from actors.membership.core import timing
+    from actors.node import config
+    from actors.providers import circuit_breaker, health, kv
+
+    return [*timing.FIELDS, *engine.FIELDS, *kv.FIELDS, *health.FIELDS,
+            *circuit_breaker.FIELDS, *config._SUPERVISOR, *config._LOG]
+
+
+@pytest.mark.parametrize("field", _declared(), ids=lambda f: f.key)
+def test_every_declared_setting_says_why_and_its_default_passes_its_own_check(field: Field):
+    assert field.why and "\n" not in field.why
+    if field.default is not REQUIRED and field.default is not None:
+        value_of(field, field.default)
