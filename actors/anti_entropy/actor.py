@@ -14,8 +14,9 @@ providers stay the authority for their own types:
 
 Peers come from membership events; each member advertises its sync endpoint
 in its metadata under ``SYNC_META_KEY``. Inbound sync traffic arrives from
-the supervisor's sync proxy; outbound goes through one DEALER per peer,
-never blocking (a slow peer drops its own messages, not everyone's).
+the supervisor's sync proxy; outbound goes through the shared `PeerPool`
+(one DEALER per peer, bounded, never blocking: a slow peer drops its own
+messages, not everyone's).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import zmq
 
-from actors.anti_entropy.core.engine import AntiEntropy, Outbound, ae_config_for
+from actors.anti_entropy.core.engine import AntiEntropy, Outbound
 from actors.core.store import Store, StoreSnapshotError
 from actors.node.config import SYNC_META_KEY
 from actors.node.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
@@ -36,7 +37,9 @@ from actors.runtime import Actor, NodeEnv
 from actors.storage.snapshot import SnapshotError, load_snapshot, save_snapshot
 from transport.codec import encode
 from transport.peering import INBOX_BATCH, PeerSecurity, read_inbox
+from transport.peerpool import PeerPool
 from transport.protocol import (
+    LIVE,
     LamportClock,
     SyncableState,
     is_tombstone,
@@ -55,7 +58,6 @@ RPC_TIMEOUT_S = 5.0
 # The peer list follows membership events; an event can be missed (a subscription
 # still being set up, a full queue), so the whole list is asked for this often too.
 MEMBERS_REFRESH_S = 5.0
-LIVE = ("alive", "suspect")
 
 
 class AntiEntropyActor(Actor):
@@ -64,12 +66,13 @@ class AntiEntropyActor(Actor):
     def __init__(self, name: str, env: NodeEnv, ctx: zmq.Context) -> None:
         super().__init__(name, env, ctx)
         self.cluster = env.config.node.cluster
-        self.config = ae_config_for(env.config.anti_entropy)
+        self.config = env.config.anti_entropy
         self.clock = LamportClock()
         self.store = Store(tombstone_grace_s=self.config.tombstone_grace_s)
         self.peers: dict[str, str] = {}  # node id -> sync endpoint of live members
         self.security = PeerSecurity(env.config)
-        self.dealers: dict[str, zmq.Socket] = {}
+        self.pool = PeerPool(self, self.security, self.counters, hwm=PEER_HWM)
+        self.next_sweep = 0.0
         self.providers: dict[str, AsyncClient] = {}
         self.attached: dict[str, str] = {}  # state type -> endpoint of an SDK-hosted provider
         self.mirror_path = env.config.node.data_dir / "anti_entropy.bin"
@@ -117,6 +120,7 @@ class AntiEntropyActor(Actor):
 
     def shutdown(self, now: float) -> None:
         self._save(now)
+        self.pool.close()
 
     # -- peers -------------------------------------------------------------------
     def _on_members(self, rows: Any, error: RpcError | None) -> None:
@@ -177,13 +181,13 @@ class AntiEntropyActor(Actor):
         endpoint = metadata.get(SYNC_META_KEY) if metadata else None
         if not isinstance(node_id, str) or node_id == self.env.node_id:
             return
+        old = self.peers.get(node_id)
         if status in LIVE and isinstance(endpoint, str):
             self.peers[node_id] = endpoint
         else:
             self.peers.pop(node_id, None)
-            sock = self.dealers.pop(node_id, None)
-            if sock is not None:
-                sock.close(linger=0)
+        if old is not None and old != self.peers.get(node_id):
+            self.pool.hang_up(old)  # gone, or moved: stop queueing to the old address
 
     # -- inbound -----------------------------------------------------------------
     def _on_inbox(self, now: float) -> None:
@@ -287,8 +291,7 @@ class AntiEntropyActor(Actor):
 
     def reload(self) -> None:
         self.security.reload()
-        for node_id in list(self.dealers):  # redial with current keys, or not at all
-            self.dealers.pop(node_id).close(linger=0)
+        self.pool.hang_up_all()  # redial with current keys, or not at all
 
     def _detach(self, state_type: str) -> None:
         if self.attached.pop(state_type, None) is None:
@@ -319,6 +322,9 @@ class AntiEntropyActor(Actor):
                 self._reconcile(state_type, now)
         if now >= self.next_save:
             self._save(now)
+        if now >= self.next_sweep:
+            self.next_sweep = now + 1.0
+            self.pool.sweep(now)
         clock = self.clock.current()
         if clock > self.clock_told:  # keep providers' clocks above our horizons
             self.clock_told = clock
@@ -338,22 +344,7 @@ class AntiEntropyActor(Actor):
             if endpoint is None:
                 self.counters["send_unknown_peer"] += 1
                 continue
-            sock = self.dealers.get(out.peer)
-            if sock is None:
-                sock = make_socket(self.ctx, zmq.DEALER, hwm=PEER_HWM)
-                if not self.security.prepare(sock, out.peer):
-                    sock.close(linger=0)
-                    self.counters["send_no_key"] += 1
-                    continue
-                sock.connect(endpoint)
-                self.dealers[out.peer] = sock
-            try:
-                data = encode(out.message, self.cluster)
-                sock.send(data, zmq.NOBLOCK)
-                self.counters["sent"] += 1
-                self.counters["bytes_sent"] += len(data)
-            except zmq.Again:
-                self.counters["send_queue_full"] += 1
+            self.pool.send(endpoint, encode(out.message, self.cluster), out.peer)
 
     def status(self) -> dict[str, Any]:
         return {"peers": len(self.peers), "keys": len(self.store.digest()),

@@ -8,9 +8,11 @@ endpoints, key files) are resolved against the config file's folder, so
 ``lbcluster run -c F`` and ``lbcluster status -c F`` agree from any working
 directory.
 
-The membership and anti-entropy tables are validated by the cores that own
-their settings (`actors.membership.core.timing`, `actors.anti_entropy.core.engine`), so a key
-is defined in exactly one place.
+Every table is checked by the one settings validator (`transport.settings`).
+The membership and anti-entropy keys are declared by the cores that own
+them (`actors.membership.core.timing`, `actors.anti_entropy.core.engine`), so
+a key is defined in exactly one place, and `Config` carries their typed
+settings.
 """
 
 from __future__ import annotations
@@ -18,9 +20,15 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from actors.anti_entropy.core.engine import AntiEntropyConfig, ae_config_for
+from actors.membership.core.timing import MembershipTiming, timing_for
+from transport.settings import REQUIRED, Field, SettingsError, above_zero, read
+
+T = TypeVar("T")
 
 # Unix-domain socket paths are limited to 107 bytes on Linux (sun_path).
 IPC_PATH_MAX = 107
@@ -121,8 +129,8 @@ class Config:
     network: NetworkSection
     local: LocalSection
     membership_profile: str
-    membership: Mapping[str, Any]  # raw overrides, validated by actors.membership.core.timing
-    anti_entropy: Mapping[str, Any]  # raw overrides, validated by actors.anti_entropy.core.engine
+    membership: MembershipTiming  # the profile with the [membership] overrides
+    anti_entropy: AntiEntropyConfig
     supervisor: SupervisorSection
     security: SecuritySection
     log: LogSection
@@ -137,48 +145,41 @@ _SECTIONS = (
 
 
 class _Reader:
-    """Pulls typed values out of one TOML table, remembering which keys it used."""
+    """Pulls typed values out of one TOML table, remembering which keys it used.
+
+    The checks are `transport.settings`'; this adds the file and section to the key."""
 
     def __init__(self, path: Path, table: Mapping[str, Any], prefix: str) -> None:
         self.path, self.table, self.prefix = path, table, prefix
         self.used: set[str] = set()
 
     def err(self, key: str, message: str) -> ConfigError:
-        return ConfigError(self.path, f"{self.prefix}.{key}" if self.prefix else key, message)
+        return ConfigError(self.path, f"{self.prefix}.{key}" if self.prefix and key
+                           else key or self.prefix, message)
 
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *,
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = REQUIRED, *,
             check: Callable[[Any], str | None] | None = None) -> Any:
-        self.used.add(key)
-        if key not in self.table:
-            if default is ...:
-                raise self.err(key, "is required")
-            return default
-        value = self.table[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        # TOML booleans are ints in Python; never accept one for the other.
-        if isinstance(value, bool) and bool not in kinds:
-            raise self.err(key, f"must be {_kind_name(kinds)}, not a boolean")
-        if not isinstance(value, kinds):
-            raise self.err(key, f"must be {_kind_name(kinds)}, not {type(value).__name__}")
-        problem = check(value) if check else None
-        if problem:
-            raise self.err(key, problem)
-        return value
+        return self.values((Field(key, kind, default, check=check),))[key]
+
+    def values(self, fields: tuple[Field, ...]) -> dict[str, Any]:
+        """Every field's value (absent ones their default), by attribute name."""
+        self.used.update(f.key for f in fields)
+        given = {f.key: self.table[f.key] for f in fields if f.key in self.table}
+        try:
+            return read(fields, given)
+        except SettingsError as exc:
+            raise self.err(exc.key, exc.reason) from None
+
+    def build(self, cls: type[T], fields: tuple[Field, ...]) -> T:
+        """A section dataclass of `fields`, unknown keys refused."""
+        values = self.values(fields)
+        self.reject_unknown()
+        return cls(**values)
 
     def reject_unknown(self) -> None:
         for key in self.table:
             if key not in self.used:
                 raise self.err(key, "unknown key")
-
-
-def _kind_name(kinds: tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "an array", dict: "a table"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-def _positive(value: Any) -> str | None:
-    return None if value > 0 else "must be greater than 0"
 
 
 def load_config(path: str | Path) -> Config:
@@ -208,7 +209,9 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path) -> Config:
     profile = membership.pop("profile", "lan")
     if not isinstance(profile, str):
         raise ConfigError(cfg_path, "membership.profile", "must be a string")
-    _check_core_settings(cfg_path, profile, membership, dict(raw.get("anti_entropy", {})))
+    timing = _core_settings(cfg_path, "membership", lambda: timing_for(profile, membership))
+    ae = _core_settings(cfg_path, "anti_entropy",
+                        lambda: ae_config_for(raw.get("anti_entropy", {})))
     security = _security(_Reader(cfg_path, raw.get("security", {}), "security"), base)
     if security.enabled:
         for i, seed in enumerate(network.seeds):
@@ -221,8 +224,8 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path) -> Config:
         network=network,
         local=local,
         membership_profile=profile,
-        membership=membership,
-        anti_entropy=dict(raw.get("anti_entropy", {})),
+        membership=timing,
+        anti_entropy=ae,
         supervisor=_supervisor(_Reader(cfg_path, raw.get("supervisor", {}), "supervisor")),
         security=security,
         log=_log(_Reader(cfg_path, raw.get("log", {}), "log")),
@@ -292,18 +295,17 @@ def _local(r: _Reader, base: Path) -> LocalSection:
     return LocalSection(events=events, control=control)
 
 
+_SUPERVISOR = (
+    Field("max_restarts", int, 5, low=0, why="restarts within the window before giving up"),
+    Field("max_restarts_window_s", float, 60.0, check=above_zero, why="the restart window"),
+    Field("heartbeat_timeout_s", float, 5.0, check=above_zero,
+          why="an actor silent this long is hung: killed and restarted"),
+    Field("stop_grace_s", float, 3.0, check=above_zero, why="between TERM and KILL"),
+)
+
+
 def _supervisor(r: _Reader) -> SupervisorSection:
-    section = SupervisorSection(
-        max_restarts=r.get("max_restarts", int, 5, check=lambda v: None if v >= 0
-                           else "must be 0 or more"),
-        max_restarts_window_s=float(r.get("max_restarts_window_s", (int, float), 60.0,
-                                          check=_positive)),
-        heartbeat_timeout_s=float(r.get("heartbeat_timeout_s", (int, float), 5.0,
-                                        check=_positive)),
-        stop_grace_s=float(r.get("stop_grace_s", (int, float), 3.0, check=_positive)),
-    )
-    r.reject_unknown()
-    return section
+    return r.build(SupervisorSection, _SUPERVISOR)
 
 
 def _security(r: _Reader, base: Path) -> SecuritySection:
@@ -336,13 +338,17 @@ def _security(r: _Reader, base: Path) -> SecuritySection:
     return section
 
 
+_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+_LOG = (
+    Field("level", str, "INFO", why="loguru level, any case",
+          check=lambda v: None if v.upper() in _LEVELS else f"must be one of {', '.join(_LEVELS)}"),
+    Field("json", bool, False, why="one JSON object per line, for log collectors"),
+)
+
+
 def _log(r: _Reader) -> LogSection:
-    levels = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
-    level = r.get("level", str, "INFO", check=lambda v: None if v.upper() in levels
-                  else f"must be one of {', '.join(levels)}")
-    section = LogSection(level=level.upper(), json=r.get("json", bool, False))
-    r.reject_unknown()
-    return section
+    section = r.build(LogSection, _LOG)
+    return replace(section, level=section.level.upper())
 
 
 def _haproxy(r: _Reader) -> HAProxySection:
@@ -367,7 +373,7 @@ def _haproxy(r: _Reader) -> HAProxySection:
         if ref in seen:
             raise r.err(f"servers.{name}", f"names the same server as servers.{seen[ref]}")
         seen[ref] = name
-    interval_ms = r.get("interval_ms", (int, float), 2000, check=_positive)
+    interval_ms = r.get("interval_ms", (int, float), 2000, check=above_zero)
     r.reject_unknown()
     return HAProxySection(runtime_api=runtime_api, servers=dict(servers),
                           interval_s=interval_ms / 1000)
@@ -394,18 +400,13 @@ def _providers(cfg_path: Path, raw: list[Any]) -> tuple[ProviderSpec, ...]:
     return tuple(specs)
 
 
-def _check_core_settings(cfg_path: Path, profile: str, membership: Mapping[str, Any],
-                         anti_entropy: Mapping[str, Any]) -> None:
-    """Let the cores that own these settings validate them (one definition per key)."""
-    from actors.anti_entropy.core.engine import ae_config_for
-    from actors.membership.core.timing import timing_for
-
-    for section, check in (("membership", lambda: timing_for(profile, membership)),
-                           ("anti_entropy", lambda: ae_config_for(anti_entropy))):
-        try:
-            check()
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(cfg_path, section, str(exc).strip("'\"")) from None
+def _core_settings(cfg_path: Path, section: str, make: Callable[[], T]) -> T:
+    """Build a core's typed settings from the fields it declares (one definition per key)."""
+    try:
+        return make()
+    except SettingsError as exc:
+        raise ConfigError(cfg_path, f"{section}.{exc.key}" if exc.key else section,
+                          exc.reason) from None
 
 
 def tcp_endpoint_problem(value: str) -> str | None:

@@ -55,7 +55,9 @@ def provider_class(cfg: Config, spec: ProviderSpec, index: int) -> type:
         try:
             validate(dict(spec.options))
         except (ValueError, TypeError) as exc:
-            raise ConfigError(cfg.path, f"providers[{index}].options", str(exc)) from None
+            option = getattr(exc, "option", None)  # a ProviderOptionError names its option
+            where = f"providers[{index}].options" + (f".{option}" if option else "")
+            raise ConfigError(cfg.path, where, getattr(exc, "reason", str(exc))) from None
     problem = check_in_child(cls, spec.options)
     if problem:
         raise ConfigError(cfg.path, key, problem)

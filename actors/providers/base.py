@@ -16,8 +16,10 @@ Theory of operation:
   Lamport clock (receive rule), so later local writes are newer.
 * `TableProvider` answers the StateProvider queries and `drain_changes` from
   the table, the same way for every provider built on one.
-* Options (`[[providers]] options`) are checked once, at start, and a bad one
-  raises `ProviderOptionError` naming it; command arguments raise ValueError.
+* Options (`[[providers]] options`) are declared as `transport.settings`
+  Fields and checked once, when the config loads (`validate_options`), and
+  again at start; a bad one raises `ProviderOptionError` naming it. Command
+  arguments raise ValueError.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from transport.protocol import (
     is_tombstone,
     state_key,
 )
+from transport.settings import Field, SettingsError, above_zero, known_keys, read, value_of
 
 # --- options and arguments --------------------------------------------------------------
 
@@ -48,34 +51,45 @@ class ProviderOptionError(ValueError):
         self.provider, self.option, self.reason = provider, option, reason
 
 
+def read_options(provider: str, options: object, fields: Sequence[Field]) -> dict[str, Any]:
+    """The `options` table checked against `fields` (`transport.settings`), defaults
+    filled in, by attribute name. Raises: ProviderOptionError naming the option."""
+    try:
+        return read(fields, known_keys(options, [f.key for f in fields], "option"))
+    except SettingsError as exc:
+        raise _option_error(provider, exc) from None
+
+
 def check_known(provider: str, options: object, known: frozenset[str]) -> dict[str, Any]:
     """Copy `options` into a dict; raise ProviderOptionError on an unknown key."""
-    if not isinstance(options, Mapping):
-        raise ProviderOptionError(provider, "options", "must be a table")
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ProviderOptionError(provider, str(unknown[0]),
-                                  f"unknown option (known: {', '.join(sorted(known))})")
-    return dict(options)
+    try:
+        return dict(known_keys(options, known, "option"))
+    except SettingsError as exc:
+        raise _option_error(provider, exc) from None
 
 
 def option_int(provider: str, opts: Mapping[str, Any], name: str, default: int,
                minimum: int) -> int:
     """An integer option >= `minimum` (bool refused)."""
-    value = opts.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ProviderOptionError(provider, name,
-                                  f"must be an integer >= {minimum} (got {value!r})")
+    value: int = _option(provider, opts, Field(name, int, default, low=minimum))
     return value
 
 
 def option_num(provider: str, opts: Mapping[str, Any], name: str, default: float) -> float:
     """A finite number option > 0 (bool refused)."""
-    value = opts.get(name, default)
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not 0 < value < float("inf")):
-        raise ProviderOptionError(provider, name, f"must be a positive number (got {value!r})")
-    return float(value)
+    value: float = _option(provider, opts, Field(name, float, default, check=above_zero))
+    return value
+
+
+def _option(provider: str, opts: Mapping[str, Any], field: Field) -> Any:
+    try:
+        return value_of(field, opts.get(field.key, field.default))
+    except SettingsError as exc:
+        raise _option_error(provider, exc) from None
+
+
+def _option_error(provider: str, exc: SettingsError) -> ProviderOptionError:
+    return ProviderOptionError(provider, exc.key or "options", exc.reason)
 
 
 def arg_name(args: object, name: str) -> str:

@@ -45,15 +45,13 @@ from actors.providers.base import (
     ReplicatedTable,
     TableProvider,
     arg_name,
-    check_known,
     is_number,
-    option_int,
-    option_num,
+    read_options,
 )
 from transport.protocol import ApplyResult, LamportClock, SyncableState
+from transport.settings import Field
 
 STATE_TYPE = "circuit_breaker"
-_OPTIONS = frozenset({"failure_threshold", "window_s", "open_s", "half_open_successes"})
 
 
 # --- the breaker ------------------------------------------------------------------------
@@ -89,15 +87,21 @@ class BreakerOptions:
     half_open_successes: int = 1
 
 
+_DAY_S = 86_400
+FIELDS = (
+    # Each node keeps the times of up to this many failures per upstream.
+    Field("failure_threshold", int, 5, low=1, high=100_000,
+          why="failures within window_s that open the breaker"),
+    Field("window_s", float, 10.0, low=0.001, high=_DAY_S, why="the failures' sliding window"),
+    Field("open_s", float, 30.0, low=0.001, high=_DAY_S, why="open this long, then half-open"),
+    Field("half_open_successes", int, 1, low=1, high=100_000,
+          why="trial successes that close it again"),
+)
+
+
 def parse_options(options: object) -> BreakerOptions:
     """Validate the `[[providers]] options` table. Raises: ProviderOptionError."""
-    opts = check_known(STATE_TYPE, options, _OPTIONS)
-    return BreakerOptions(
-        failure_threshold=option_int(STATE_TYPE, opts, "failure_threshold", 5, 1),
-        window_s=option_num(STATE_TYPE, opts, "window_s", 10.0),
-        open_s=option_num(STATE_TYPE, opts, "open_s", 30.0),
-        half_open_successes=option_int(STATE_TYPE, opts, "half_open_successes", 1, 1),
-    )
+    return BreakerOptions(**read_options(STATE_TYPE, options, FIELDS))
 
 
 def valid_value(value: object) -> bool:

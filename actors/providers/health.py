@@ -48,20 +48,18 @@ from actors.providers.base import (
     ReplicatedTable,
     TableProvider,
     arg_name,
-    check_known,
     is_number,
-    option_int,
-    option_num,
+    read_options,
 )
 from transport.protocol import MAX_KEY_LEN, ApplyResult, LamportClock, SyncableState
+from transport.settings import Field, SettingsError, value_of
 
 STATE_TYPE = "health"
 UP, DOWN = "up", "down"
 MAX_WORKERS = 8
 POLL_S = 0.02  # how often tick looks for finished checks while some are running
 OVERDUE_GRACE_S = 1.0  # a check this far past its timeout is abandoned as failed
-_OPTIONS = frozenset({"backends", "interval_ms", "fast_interval_ms", "timeout_ms", "replicas",
-                      "rise", "fall"})
+_EXPECT_STATUS = Field("expect_status", int, 200, low=100, high=599, why="an HTTP status")
 _BACKEND_KEYS = {"tcp": frozenset({"name", "check", "address"}),
                  "http": frozenset({"name", "check", "url", "expect_status"})}
 
@@ -92,20 +90,28 @@ class HealthOptions:
     fall: int = 2
 
 
+_HOUR_MS = 3_600_000
+FIELDS = (
+    Field("backends", list, [], why="what this node checks: tables of name, check, address/url"),
+    Field("interval_ms", float, 2000, low=10, high=_HOUR_MS, attr="interval_s", scale=0.001,
+          why="between two checks of a backend (HAProxy inter)"),
+    Field("fast_interval_ms", float, None, low=10, high=_HOUR_MS, attr="fast_interval_s",
+          scale=0.001, why="between checks while a backend changes (HAProxy fastinter; "
+          "default interval / 4)"),
+    Field("timeout_ms", float, 1000, low=1, high=_HOUR_MS, attr="timeout_s", scale=0.001,
+          why="a check answering later fails (HAProxy timeout check)"),
+    Field("replicas", int, 1, low=1, high=64, why="nodes that check each backend"),
+    Field("rise", int, 2, low=1, high=1000, why="passes in a row that bring a backend up"),
+    Field("fall", int, 2, low=1, high=1000, why="failures in a row that take it down"),
+)
+
+
 def parse_options(options: object) -> HealthOptions:
     """Validate the `[[providers]] options` table. Raises: ProviderOptionError."""
-    opts = check_known(STATE_TYPE, options, _OPTIONS)
-    interval_ms = option_num(STATE_TYPE, opts, "interval_ms", 2000)
-    fast_ms = option_num(STATE_TYPE, opts, "fast_interval_ms", interval_ms / 4)
-    return HealthOptions(
-        backends=_parse_backends(opts.get("backends", [])),
-        interval_s=interval_ms / 1000,
-        fast_interval_s=min(fast_ms, interval_ms) / 1000,
-        timeout_s=option_num(STATE_TYPE, opts, "timeout_ms", 1000) / 1000,
-        replicas=option_int(STATE_TYPE, opts, "replicas", 1, 1),
-        rise=option_int(STATE_TYPE, opts, "rise", 2, 1),
-        fall=option_int(STATE_TYPE, opts, "fall", 2, 1),
-    )
+    opts = read_options(STATE_TYPE, options, FIELDS)
+    fast_s = opts["fast_interval_s"] or opts["interval_s"] / 4
+    return HealthOptions(**{**opts, "backends": _parse_backends(opts["backends"]),
+                            "fast_interval_s": min(fast_s, opts["interval_s"])})
 
 
 def _parse_backends(raw: object) -> tuple[Backend, ...]:
@@ -135,9 +141,10 @@ def _parse_backend(where: str, raw: object) -> Backend:
     if check == "tcp":
         host, port = _parse_address(f"{where}.address", raw.get("address"))
         return Backend(name=name, check=check, host=host, port=port)
-    status = option_int(STATE_TYPE, raw, "expect_status", 200, 100)
-    if status > 599:
-        raise ProviderOptionError(STATE_TYPE, f"{where}.expect_status", "must be 100..599")
+    try:
+        status = value_of(_EXPECT_STATUS, raw.get("expect_status", 200))
+    except SettingsError as exc:
+        raise ProviderOptionError(STATE_TYPE, f"{where}.expect_status", exc.reason) from None
     return Backend(name=name, check=check, url=_parse_url(f"{where}.url", raw.get("url")),
                    expect_status=status)
 

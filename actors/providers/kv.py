@@ -11,7 +11,8 @@ check, like every built-in provider (`actors.providers.base` says why).
 
 Values are any msgpack-native value except None (None means deleted); keys
 are non-empty strings of at most `MAX_KEY_CHARS` characters; a local write's
-encoded value is bounded by the `max_value_bytes` option. Remote values are
+encoded value is bounded by the `max_value_bytes` option, itself at most one
+wire frame less a headroom (checked when the config loads). Remote values are
 not held to this node's bound (the writer applied its own, and the wire codec
 bounds messages), so nodes with different options still converge.
 
@@ -29,7 +30,8 @@ from typing import Any
 import msgpack
 
 from actors.core.store import DEFAULT_TOMBSTONE_GRACE_S, StoreSnapshotError
-from actors.providers.base import ReplicatedTable, TableProvider
+from actors.providers.base import ReplicatedTable, TableProvider, read_options
+from transport.codec import DEFAULT_LIMITS
 from transport.protocol import (
     ApplyResult,
     LamportClock,
@@ -39,15 +41,25 @@ from transport.protocol import (
     is_tombstone,
     validate_value,
 )
+from transport.settings import Field
 
 STATE_TYPE = "kv"
 MAX_KEY_CHARS = 256
 DEFAULT_MAX_VALUE_BYTES = 64 * 1024
-_OPTIONS = {"max_value_bytes", "tombstone_grace_s"}
+# A value travels to peers in one frame with its key, source, version and the
+# envelope; a larger bound would let a write succeed here and never arrive anywhere.
+FRAME_HEADROOM_BYTES = 16 * 1024  # worst case ~12 KiB: a fast push naming 64 node ids
+MAX_VALUE_BYTES_LIMIT = DEFAULT_LIMITS.max_message_bytes - FRAME_HEADROOM_BYTES
+FIELDS = (
+    Field("max_value_bytes", int, DEFAULT_MAX_VALUE_BYTES, low=1, high=MAX_VALUE_BYTES_LIMIT,
+          why="a local write's encoded value; at most one frame less its headroom"),
+    Field("tombstone_grace_s", float, DEFAULT_TOMBSTONE_GRACE_S, low=0.001, high=365 * 86_400,
+          why="a deleted key's tombstone is kept this long (as [anti_entropy])"),
+)
 
 
 class KvError(ValueError):
-    """A bad key, value or option; `.reason` is a constant slug."""
+    """A bad key or value; `.reason` is a constant slug."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -60,17 +72,19 @@ class KvProvider(TableProvider):
     def __init__(self, node_id: str, clock: LamportClock,
                  options: Mapping[str, Any] | None = None,
                  now_fn: Callable[[], float] = time.monotonic) -> None:
-        opts = dict(options or {})
-        unknown = sorted(set(opts) - _OPTIONS)
-        if unknown:
-            raise KvError("unknown_option", f"{unknown[0]} (known: {', '.join(sorted(_OPTIONS))})")
+        """Raises: ProviderOptionError for a bad option (see FIELDS)."""
+        opts = read_options(STATE_TYPE, {} if options is None else options, FIELDS)
         self.node_id = node_id
         self.clock = clock
-        self.max_value_bytes = int(_positive(opts, "max_value_bytes", DEFAULT_MAX_VALUE_BYTES,
-                                             integer=True))
-        grace_s = _positive(opts, "tombstone_grace_s", DEFAULT_TOMBSTONE_GRACE_S, integer=False)
-        self._table = ReplicatedTable(STATE_TYPE, node_id, clock, tombstone_grace_s=grace_s)
+        self.max_value_bytes: int = opts["max_value_bytes"]
+        self._table = ReplicatedTable(STATE_TYPE, node_id, clock,
+                                      tombstone_grace_s=opts["tombstone_grace_s"])
         self._now_fn = now_fn
+
+    @staticmethod
+    def validate_options(options: Mapping[str, Any]) -> None:
+        """Raise ProviderOptionError (a ValueError) if `options` are invalid."""
+        read_options(STATE_TYPE, options, FIELDS)
 
     # -- the kv API ---------------------------------------------------------------------
     def set(self, key: str, value: Any, now: float) -> SyncableState:
@@ -172,12 +186,3 @@ def _check_key(key: object) -> str:
         raise KvError("bad_key", f"must be a non-empty string of at most {MAX_KEY_CHARS} "
                       "characters")
     return key
-
-
-def _positive(opts: Mapping[str, Any], name: str, default: float, *, integer: bool) -> float:
-    value = opts.get(name, default)
-    if (isinstance(value, bool) or not isinstance(value, int if integer else (int, float))
-            or not value > 0):
-        kind = "integer" if integer else "number"
-        raise KvError("bad_option", f"{name} must be a positive {kind}")
-    return value

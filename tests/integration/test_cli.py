@@ -66,6 +66,25 @@ def test_config_mistakes_name_the_file_and_key(tmp_path, toml_extra, needles):
                     "node.toml", *needles)
 
 
+@pytest.mark.parametrize(("provider", "needles"), [
+    ({"type": "kv", "options": {"max_value_bytes": "big"}},
+     ("providers[0].options.max_value_bytes", "must be an integer, not str")),
+    ({"type": "kv", "options": {"max_value_bytes": 2 << 20}},  # past one wire frame
+     ("providers[0].options.max_value_bytes", "must be between 1 and")),
+    ({"type": "kv", "options": {"tombstone_grace_s": 0}},
+     ("providers[0].options.tombstone_grace_s", "must be between")),
+    ({"type": "health", "options": {"rise": 0}}, ("providers[0].options.rise", "between 1")),
+    ({"type": "circuit_breaker", "options": {"open_s": "30"}},
+     ("providers[0].options.open_s", "must be a number")),
+])
+def test_a_bad_built_in_provider_option_is_one_line_naming_file_and_key(tmp_path, provider,
+                                                                        needles):
+    node = _node(tmp_path)
+    node.providers = [provider]
+    _one_line_error(lbcluster("run", "-c", str(node.write_config())), "node.toml", *needles)
+    assert not (node.folder / "control.sock").exists(), "the node must not have started"
+
+
 def test_a_bad_endpoint_names_its_key(tmp_path):
     node = _node(tmp_path)
     node.gossip = "tcp://127.0.0.1"

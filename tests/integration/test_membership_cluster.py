@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import time
 
 import pytest
@@ -123,3 +125,33 @@ def test_metadata_changes_reach_every_node(clusters, subscriber):
     assert info.value.code == "bad_request"
     assert {m["node_id"]: m["metadata"] for m in cluster.nodes[1].request("members")}[
         "n0"].get("weight") == 7
+
+
+JOIN_WARNING = "no seed answered the join; still retrying"
+
+
+def _join_warning_gaps(node) -> list[float]:
+    lines = [line for line in node.log_path.read_text(errors="replace").splitlines()
+             if JOIN_WARNING in line]
+    return [float(m[1]) for line in lines if (m := re.search(r"'next_warning_s': ([0-9.]+)", line))]
+
+
+def test_a_join_no_seed_answers_is_warned_about_with_backoff_until_it_joins(clusters):
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))  # bound, never listening: every dial is refused
+        cluster = clusters(2, profile="test")
+        lonely, late = cluster.nodes
+        lonely.seeds = [f"tcp://127.0.0.1:{dead.getsockname()[1]}"]
+        lonely.start()
+        lonely.wait_ready()
+        wait_until(lambda: len(_join_warning_gaps(lonely)) >= 2, timeout_s=30,
+                   what="the join warning, twice")
+        first, second = _join_warning_gaps(lonely)[:2]
+        assert second > first  # repeated with backoff
+        assert "WARNING" in next(line for line in lonely.log_path.read_text().splitlines()
+                                 if JOIN_WARNING in line)
+        late.seeds = [lonely.gossip]  # a member finally reaches it
+        late.start()
+        late.wait_ready()
+        wait_until(lambda: "joined the cluster" in lonely.log_path.read_text(), timeout_s=30,
+                   what="the all-clear after the warnings")

@@ -4,15 +4,21 @@
 from __future__ import annotations
 
 import random
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zmq
 
 from actors.anti_entropy.actor import MEMBERS_REFRESH_S, AntiEntropyActor
-from actors.anti_entropy.core.engine import AntiEntropy
+from actors.anti_entropy.core.engine import AntiEntropy, Outbound
 from actors.node.config import SYNC_META_KEY, load_config
 from actors.runtime import NodeEnv
+from transport.peerpool import MAX_PEERS
+from transport.protocol import make_message
 
 CONFIG = """
 [node]
@@ -53,6 +59,16 @@ def _row(node_id: str, status: str = "alive") -> dict[str, Any]:
             "metadata": {SYNC_META_KEY: f"tcp://127.0.0.1:1{len(node_id)}000"}}
 
 
+_made: list[AntiEntropyActor] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_pools() -> Iterator[None]:
+    yield
+    while _made:
+        _made.pop().pool.close()
+
+
 def _actor(tmp_path: Path) -> tuple[AntiEntropyActor, FakeMembership]:
     path = tmp_path / "node.toml"
     path.write_text(CONFIG)
@@ -61,7 +77,11 @@ def _actor(tmp_path: Path) -> tuple[AntiEntropyActor, FakeMembership]:
     actor.core = AntiEntropy("a", actor.store, actor.config, random.Random(1), actor.clock)
     fake = FakeMembership()
     actor.membership = fake  # type: ignore[assignment]
+    # No runtime polls here: the peer pool's monitors go unwatched.
+    actor.watch = lambda sock, handler: None  # type: ignore[method-assign]
+    actor.unwatch = lambda sock: None  # type: ignore[method-assign]
     env.config.node.data_dir.mkdir(parents=True, exist_ok=True)
+    _made.append(actor)
     return actor, fake
 
 
@@ -118,3 +138,50 @@ def test_busy_only_while_something_still_waits_in_the_inbox(tmp_path, monkeypatc
     finally:
         push.close(linger=0)
         actor.inbox.close(linger=0)
+
+
+def _refusing(count: int, held: list[socket.socket]) -> list[str]:
+    """Endpoints that refuse every dial: bound, never listening, held by the test."""
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        held.append(s)
+    return [f"tcp://127.0.0.1:{s.getsockname()[1]}" for s in held[-count:]]
+
+
+def test_fifteen_hundred_live_peers_cost_at_most_the_pool_cap_and_never_crash(tmp_path):
+    actor, members = _actor(tmp_path)
+    held: list[socket.socket] = []
+    try:
+        endpoints = _refusing(1500, held)
+        members.rows = [{"node_id": f"p{i}", "status": "alive",
+                         "metadata": {SYNC_META_KEY: e}} for i, e in enumerate(endpoints)]
+        actor.tick(0.0)
+        assert len(actor.peers) == 1500
+        syn = make_message("summary", "a", None, payload={"ae": "syn"})
+        for i, _ in enumerate(endpoints):
+            actor._send([Outbound(f"p{i}", syn)])
+            if i % 100 == 0:
+                time.sleep(0.01)  # an actor's loop polls between bursts
+        assert len(actor.pool) == actor.pool.max_peers == MAX_PEERS
+        assert actor.counters["peers_evicted"] >= 1500 - MAX_PEERS - actor.counters["dial_failed"]
+        assert actor.counters["sent"] + actor.counters["dial_failed"] >= 1500
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_a_peer_that_fails_is_hung_up(tmp_path):
+    actor, members = _actor(tmp_path)
+    held: list[socket.socket] = []
+    try:
+        (endpoint,) = _refusing(1, held)
+        members.rows = [{"node_id": "b", "status": "alive", "metadata": {SYNC_META_KEY: endpoint}}]
+        actor.tick(0.0)
+        actor._send([Outbound("b", make_message("summary", "a", None, payload={"ae": "syn"}))])
+        assert endpoint in actor.pool
+        actor.on_event({"type": "node.failed", "data": {"node_id": "b", "status": "failed"}}, 1.0)
+        assert endpoint not in actor.pool and actor.peers == {}
+    finally:
+        for s in held:
+            s.close()

@@ -84,9 +84,15 @@ def test_defaults_are_five_failures_in_ten_seconds_and_thirty_seconds_open():
 
 @pytest.mark.parametrize(("opts", "option"), [
     ({"failure_threshold": 0}, "failure_threshold"),
+    ({"failure_threshold": 100_001}, "failure_threshold"),
+    ({"failure_threshold": "5"}, "failure_threshold"),
     ({"window_s": 0}, "window_s"),
+    ({"window_s": 86_401}, "window_s"),
     ({"open_s": "30"}, "open_s"),
+    ({"open_s": -1}, "open_s"),
+    ({"open_s": True}, "open_s"),
     ({"half_open_successes": 1.0}, "half_open_successes"),
+    ({"half_open_successes": 0}, "half_open_successes"),
     ({"window_s": float("inf")}, "window_s"),
     ({"threshold": 3}, "threshold"),
 ])
@@ -94,6 +100,8 @@ def test_bad_options_raise_a_value_error_naming_the_option(opts, option):
     with pytest.raises(ValueError, match=option) as err:
         CircuitBreakerProvider("n", LamportClock(), opts)
     assert isinstance(err.value, ProviderOptionError) and err.value.option == option
+    with pytest.raises(ProviderOptionError):  # what the config loader calls
+        CircuitBreakerProvider.validate_options(opts)
 
 
 def test_the_provider_satisfies_the_state_provider_protocol():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from actors.membership.core.timing import PROFILES
 from actors.node.config import ConfigError, advertised, load_config
 
 BASE = """
@@ -39,6 +40,15 @@ def test_a_minimal_config_loads_with_defaults(tmp_path):
     assert cfg.providers == ()
 
 
+def test_the_core_tables_arrive_typed(tmp_path):
+    cfg = load_config(write(tmp_path, "[membership]\nprofile = 'test'\nprobe_interval_ms = 200\n"
+                                      "[anti_entropy]\ninterval_ms = 250\n[log]\nlevel = 'debug'"))
+    assert cfg.membership.probe_interval_s == 0.2
+    assert cfg.membership.probe_timeout_s == PROFILES["test"].probe_timeout_s
+    assert cfg.anti_entropy.interval_s == 0.25 and cfg.anti_entropy.fanout == 2
+    assert cfg.log.level == "DEBUG" and cfg.supervisor.stop_grace_s == 3.0
+
+
 def test_providers_keep_their_options(tmp_path):
     cfg = load_config(write(tmp_path, '[[providers]]\ntype = "kv"\noptions = { a = 1 }\n'))
     assert cfg.providers[0].type == "kv" and cfg.providers[0].options == {"a": 1}
@@ -51,6 +61,13 @@ def test_providers_keep_their_options(tmp_path):
     ("[supervisor]\nmax_restarts = -1", "supervisor.max_restarts"),
     ("[supervisor]\nmax_restarts_window_s = 0", "supervisor.max_restarts_window_s"),
     ("[log]\nlevel = 'LOUD'", "log.level"),
+    ("[log]\njson = 1", "log.json"),
+    ("[supervisor]\nstop_grace_s = inf", "supervisor.stop_grace_s"),
+    ("[membership]\nprobe_timeout_ms = 2000", "membership.probe_timeout_ms"),
+    ("[membership]\nprofile = 'fast'", "membership.profile"),
+    ("[membership]\nprobe_interval = 1", "membership.probe_interval"),
+    ("[anti_entropy]\nfanout = 0", "anti_entropy.fanout"),
+    ("[anti_entropy]\ninterval_ms = 'soon'", "anti_entropy.interval_ms"),
     ("[[providers]]\ntype = 'kv'\n[[providers]]\ntype = 'kv'", "providers[1].type"),
     ("[[providers]]\nmodule = 'x:Y'", "providers[0].type"),
     ("[[providers]]\ntype = 'x'\nmodule = 'no_colon'", "providers[0].module"),

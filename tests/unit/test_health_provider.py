@@ -171,7 +171,15 @@ TCP = {"name": "w", "check": "tcp", "address": "127.0.0.1:1"}
 
 @pytest.mark.parametrize(("opts", "option"), [
     ({"interval_ms": 0}, "interval_ms"),
+    ({"interval_ms": 4_000_000}, "interval_ms"),
+    ({"interval_ms": "2s"}, "interval_ms"),
+    ({"fast_interval_ms": 5}, "fast_interval_ms"),
+    ({"fast_interval_ms": [500]}, "fast_interval_ms"),
     ({"timeout_ms": -1}, "timeout_ms"),
+    ({"timeout_ms": float("nan")}, "timeout_ms"),
+    ({"replicas": 65}, "replicas"),
+    ({"rise": 1001}, "rise"),
+    ({"fall": 0}, "fall"),
     ({"interval_ms": True}, "interval_ms"),
     ({"rise": 0}, "rise"),
     ({"fall": 1.5}, "fall"),
@@ -188,7 +196,7 @@ TCP = {"name": "w", "check": "tcp", "address": "127.0.0.1:1"}
     ({"backends": [{"name": "a", "check": "http", "url": "ftp://x/"}]}, "backends[0].url"),
     ({"backends": [{"name": "a", "check": "http", "url": "http://x:bad/"}]}, "backends[0].url"),
     ({"backends": [{"name": "a", "check": "http", "url": "http://x/", "expect_status": 99}]},
-     "expect_status"),
+     "backends[0].expect_status"),
     ({"backends": [{"name": "a", "check": "http", "url": "http://x/", "expect_status": 600}]},
      "backends[0].expect_status"),
 ])
@@ -197,6 +205,8 @@ def test_bad_options_raise_a_value_error_naming_the_option(opts, option):
         HealthProvider("node-a", LamportClock(), opts)
     assert isinstance(err.value, ProviderOptionError)
     assert option.endswith(err.value.option)
+    with pytest.raises(ProviderOptionError):  # what the config loader calls
+        HealthProvider.validate_options(opts)
 
 
 def test_the_provider_satisfies_the_state_provider_protocol():

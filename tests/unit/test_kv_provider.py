@@ -6,12 +6,16 @@ from typing import Any
 
 import pytest
 
+from actors.anti_entropy.core.wire import MAX_SEEN
 from actors.core.store import StoreSnapshotError
-from actors.providers.kv import KvError, KvProvider
+from actors.providers.base import ProviderOptionError
+from actors.providers.kv import MAX_KEY_CHARS, MAX_VALUE_BYTES_LIMIT, KvError, KvProvider
+from transport.codec import DEFAULT_LIMITS, encode
 from transport.protocol import (
     LamportClock,
     StateProvider,
     SyncableState,
+    make_message,
     make_syncable_state,
 )
 
@@ -72,13 +76,39 @@ def test_the_value_bound_is_an_option_and_counts_encoded_bytes() -> None:
         provider.set("k", "x" * 10, 0.0)
 
 
-@pytest.mark.parametrize("options", [
-    {"max_value_bytes": 0}, {"max_value_bytes": "big"}, {"max_value_bytes": 1.5},
-    {"tombstone_grace_s": -1}, {"colour": "red"},
+@pytest.mark.parametrize(("options", "option", "reason"), [
+    ({"max_value_bytes": 0}, "max_value_bytes", "must be between 1 and"),
+    ({"max_value_bytes": "big"}, "max_value_bytes", "must be an integer, not str"),
+    ({"max_value_bytes": 1.5}, "max_value_bytes", "must be an integer, not float"),
+    ({"max_value_bytes": True}, "max_value_bytes", "not a boolean"),
+    ({"max_value_bytes": MAX_VALUE_BYTES_LIMIT + 1}, "max_value_bytes",
+     f"and {MAX_VALUE_BYTES_LIMIT} "),
+    ({"max_value_bytes": 64 << 20}, "max_value_bytes", "must be between"),
+    ({"tombstone_grace_s": -1}, "tombstone_grace_s", "must be between"),
+    ({"tombstone_grace_s": "1h"}, "tombstone_grace_s", "must be a number, not str"),
+    ({"tombstone_grace_s": float("inf")}, "tombstone_grace_s", "finite"),
+    ({"colour": "red"}, "colour", "unknown option"),
 ])
-def test_bad_options_are_refused(options: dict[str, Any]) -> None:
-    with pytest.raises(KvError):
+def test_bad_options_are_refused_at_load_naming_the_option(options: dict[str, Any], option: str,
+                                                           reason: str) -> None:
+    with pytest.raises(ProviderOptionError, match=reason) as info:
+        KvProvider.validate_options(options)
+    assert info.value.option == option
+    with pytest.raises(ProviderOptionError):
         kv(**options)
+
+
+def test_the_value_bound_may_reach_one_frame_less_its_headroom() -> None:
+    assert DEFAULT_LIMITS.max_message_bytes > MAX_VALUE_BYTES_LIMIT
+    writer = "w" * 128  # the longest node id, key and cluster name: the largest envelope
+    provider = KvProvider(writer, LamportClock(), {"max_value_bytes": MAX_VALUE_BYTES_LIMIT})
+    state = provider.set("\U0001f600" * MAX_KEY_CHARS, "x" * (MAX_VALUE_BYTES_LIMIT - 8), 0.0)
+    # The largest value allowed still travels in one frame, in the largest message that
+    # carries states: a fast push naming as many nodes as it may.
+    seen = [f"{i:03d}" + "n" * 125 for i in range(MAX_SEEN)]
+    msg = make_message("push", writer, "t" * 128, [state],
+                       payload={"ae": "fast", "hops": 3, "seen": seen})
+    assert len(encode(msg, "c" * 64)) <= DEFAULT_LIMITS.max_message_bytes
 
 
 def test_remote_states_are_applied_by_version_and_counted() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from actors.membership.core.timing import PROFILES, config_keys, timing_for
+from transport.settings import SettingsError
 
 
 @pytest.mark.parametrize(("profile", "probe", "timeout", "k", "mult", "retransmit", "push_pull"), [
@@ -47,24 +48,27 @@ def test_every_field_has_exactly_one_config_key() -> None:
     assert len(keys) == len(set(keys)) == len(PROFILES["lan"].__dataclass_fields__)
 
 
-BAD: list[tuple[str, dict[str, Any], type[Exception], str]] = [
-    ("lan", {"probe_interval": 1}, ValueError, "unknown key 'probe_interval'"),
-    ("lan", {"probe_interval_s": 1}, ValueError, "unknown key"),
-    ("nope", {}, ValueError, "unknown profile 'nope'"),
-    ("lan", {"probe_interval_ms": "1000"}, TypeError, "probe_interval_ms"),
-    ("lan", {"probe_interval_ms": True}, TypeError, "probe_interval_ms"),
-    ("lan", {"suspicion_mult": 2.5}, TypeError, "suspicion_mult must be an integer"),
-    ("lan", {"probe_timeout_ms": 0}, ValueError, "probe_timeout_ms must be a positive"),
-    ("lan", {"probe_timeout_ms": float("inf")}, ValueError, "probe_timeout_ms"),
-    ("lan", {"retransmit_mult": 0}, ValueError, "retransmit_mult must be at least 1"),
-    ("lan", {"probe_timeout_ms": 1000}, ValueError, "below probe_interval_ms"),
-    ("lan", {"join_retry_ms": 60_000}, ValueError, "join_retry_max_ms"),
+BAD: list[tuple[str, dict[str, Any], str, str]] = [
+    ("lan", {"probe_interval": 1}, "probe_interval", "unknown key"),
+    ("lan", {"probe_interval_s": 1}, "probe_interval_s", "unknown key"),
+    ("nope", {}, "profile", "unknown profile 'nope'"),
+    ("lan", {"probe_interval_ms": "1000"}, "probe_interval_ms", "must be a number, not str"),
+    ("lan", {"probe_interval_ms": True}, "probe_interval_ms", "not a boolean"),
+    ("lan", {"suspicion_mult": 2.5}, "suspicion_mult", "must be an integer"),
+    ("lan", {"probe_timeout_ms": 0}, "probe_timeout_ms", "must be greater than 0"),
+    ("lan", {"probe_timeout_ms": float("inf")}, "probe_timeout_ms", "finite"),
+    ("lan", {"retransmit_mult": 0}, "retransmit_mult", "must be at least 1"),
+    ("lan", {"probe_timeout_ms": 1000}, "probe_timeout_ms", "below probe_interval_ms"),
+    ("lan", {"join_retry_ms": 60_000}, "join_retry_max_ms", "at least join_retry_ms"),
+    ("lan", {"max_metadata_bytes": 5000}, "max_metadata_bytes", "between 1 and 4096"),
+    ("lan", {"max_members": 1}, "max_members", "at least 2"),
 ]
 
 
-@pytest.mark.parametrize(("profile", "overrides", "error", "text"), BAD)
+@pytest.mark.parametrize(("profile", "overrides", "key", "text"), BAD)
 def test_bad_settings_raise_a_clear_error_naming_the_key(
-    profile: str, overrides: dict[str, Any], error: type[Exception], text: str
+    profile: str, overrides: dict[str, Any], key: str, text: str
 ) -> None:
-    with pytest.raises(error, match=text):
+    with pytest.raises(SettingsError, match=text) as info:
         timing_for(profile, overrides)
+    assert info.value.key == key

@@ -100,6 +100,7 @@ from transport.protocol import (
     state_key,
     syncable_state_to_map,
 )
+from transport.settings import Field, build
 from transport.validate import MAX_COUNTER, plausible_counter
 
 MIN_CHUNK_BYTES = 4096
@@ -126,42 +127,27 @@ class AntiEntropyConfig:
     max_keys: int = 1_000_000  # remote states for keys beyond this many are refused
 
 
-# [anti_entropy] key -> (field, kind, low, high, scale). The upper bounds of the
-# sizes are the codec's receive limits, so a peer never refuses what we send.
-_SETTINGS: dict[str, tuple[str, str, float, float, float]] = {
-    "interval_ms": ("interval_s", "number", 1, 3_600_000, 0.001),
-    "fanout": ("fanout", "int", 1, 64, 1),
-    "push_fanout": ("push_fanout", "int", 0, 64, 1),
-    "push_hops": ("push_hops", "int", 1, 16, 1),
-    "max_chunk_bytes": ("max_chunk_bytes", "int", MIN_CHUNK_BYTES,
-                        DEFAULT_LIMITS.max_message_bytes, 1),
-    "max_states_per_message": ("max_states_per_message", "int", 1, DEFAULT_LIMITS.max_states, 1),
-    "tombstone_grace_s": ("tombstone_grace_s", "number", 0.001, 365 * 86400, 1),
-    "max_keys": ("max_keys", "int", 1, 100_000_000, 1),
-}
+# The `[anti_entropy]` keys. The upper bounds of the sizes are the codec's receive
+# limits, so a peer never refuses what we send.
+FIELDS: tuple[Field, ...] = (
+    Field("interval_ms", float, attr="interval_s", scale=0.001, low=1, high=3_600_000,
+          why="one round of repair sessions per interval"),
+    Field("fanout", int, low=1, high=64, why="peers per repair round"),
+    Field("push_fanout", int, low=0, high=64, why="peers a fresh change is pushed to (0: none)"),
+    Field("push_hops", int, low=1, high=16, why="a pushed change travels at most this far"),
+    Field("max_chunk_bytes", int, low=MIN_CHUNK_BYTES, high=DEFAULT_LIMITS.max_message_bytes,
+          why="encoded size bound of every message sent"),
+    Field("max_states_per_message", int, low=1, high=DEFAULT_LIMITS.max_states,
+          why="states, or digest entries, per message"),
+    Field("tombstone_grace_s", float, low=0.001, high=365 * 86400,
+          why="a deleted key's tombstone is kept this long"),
+    Field("max_keys", int, low=1, high=100_000_000, why="remote keys beyond this are refused"),
+)
 
 
 def ae_config_for(overrides: Mapping[str, Any]) -> AntiEntropyConfig:
-    """Build the config from an `[anti_entropy]` table.
-
-    Keys: interval_ms (-> interval_s / 1000), fanout, push_fanout, push_hops,
-    max_chunk_bytes, max_states_per_message, tombstone_grace_s.
-    Raises: ValueError (unknown key, out of range) or TypeError (wrong type),
-    whose text starts with the key name.
-    """
-    values: dict[str, Any] = {}
-    for key, raw in overrides.items():
-        if key not in _SETTINGS:
-            raise ValueError(f"{key}: unknown key (known: {', '.join(_SETTINGS)})")
-        name, kind, low, high, scale = _SETTINGS[key]
-        if isinstance(raw, bool) or not isinstance(raw, int if kind == "int" else (int, float)):
-            wanted = "an integer" if kind == "int" else "a number"
-            raise TypeError(f"{key}: must be {wanted}, not {type(raw).__name__}")
-        number = float(raw)
-        if not low <= number <= high:
-            raise ValueError(f"{key}: must be between {low:g} and {high:g}")
-        values[name] = int(raw) if kind == "int" else number * scale
-    return AntiEntropyConfig(**values)
+    """The config of an `[anti_entropy]` table (keys: FIELDS). Raises: SettingsError."""
+    return build(AntiEntropyConfig, FIELDS, overrides)
 
 
 @dataclass(frozen=True, slots=True)

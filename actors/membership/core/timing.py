@@ -5,8 +5,9 @@ Theory of operation: every knob of the membership core lives in one frozen
 `DefaultLANConfig` / `DefaultWANConfig` / `DefaultLocalConfig` (REFERENCE.md
 §1.1) plus a "test" preset with tiny intervals. `timing_for(profile,
 overrides)` starts from a preset and applies the `[membership]` table of a
-node config, validating every key once, here, so the config loader defines
-no membership key itself.
+node config through the shared validator (`transport.settings`), so the
+config loader defines no membership key itself; the core receives a typed
+`MembershipTiming`.
 
 Config key mapping (TOML -> field): every duration field `<name>_s` is set
 by the key `<name>_ms` in milliseconds (int or float), e.g.
@@ -17,17 +18,18 @@ by the key `<name>_ms` in milliseconds (int or float), e.g.
 themselves (`probe_interval_s`, ...) are not accepted as keys, so a config
 has exactly one spelling per setting.
 
-Errors: an unknown profile or key, or a value out of range, raises
-ValueError; a value of the wrong type raises TypeError. The message names
-the key, for the config loader to print.
+Errors: an unknown profile or key, a value of the wrong type or out of
+range raises `SettingsError` (a ValueError) naming the key.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
+
+from transport.settings import Field, SettingsError, above_zero, build
 
 # Other members' metadata is refused above this, whatever their own setting: a
 # member table of 16,384 rows then stays within 64 MiB however it was filled.
@@ -35,19 +37,11 @@ MAX_REMOTE_METADATA_BYTES = 4096
 
 
 def _check_consistency(t: MembershipTiming) -> None:
-    """Cross-field rules; each one names the key a user would change."""
+    """Cross-field rules (each field's own range is in FIELDS); each names the key to change."""
     if t.probe_timeout_s >= t.probe_interval_s:
-        raise ValueError("probe_timeout_ms must be below probe_interval_ms")
+        raise SettingsError("probe_timeout_ms", "must be below probe_interval_ms")
     if t.join_retry_max_s < t.join_retry_s:
-        raise ValueError("join_retry_max_ms must be at least join_retry_ms")
-    if t.suspicion_max_mult < 1 or t.suspicion_mult < 1:
-        raise ValueError("suspicion_mult and suspicion_max_mult must be at least 1")
-    if t.max_gossip_bytes < 64:
-        raise ValueError("max_gossip_bytes must be at least 64")
-    if t.max_metadata_bytes > MAX_REMOTE_METADATA_BYTES:
-        raise ValueError(f"max_metadata_bytes must be at most {MAX_REMOTE_METADATA_BYTES}")
-    if t.max_members < 2:
-        raise ValueError("max_members must be at least 2")
+        raise SettingsError("join_retry_max_ms", "must be at least join_retry_ms")
 
 
 @dataclass(frozen=True)
@@ -158,12 +152,36 @@ PROFILES: dict[str, MembershipTiming] = {
     ),
 }
 
-_DURATION_FIELDS = tuple(f.name for f in fields(MembershipTiming) if f.name.endswith("_s"))
-_COUNT_FIELDS = tuple(f.name for f in fields(MembershipTiming) if not f.name.endswith("_s"))
-# Counts that may be 0: no indirect probes is a valid (if fragile) setup.
-_MIN_COUNT = {"indirect_checks": 0}
-_KEYS: dict[str, str] = {name[: -len("_s")] + "_ms": name for name in _DURATION_FIELDS}
-_KEYS.update({name: name for name in _COUNT_FIELDS})
+
+
+def _ms(name: str, why: str) -> Field:
+    """A duration field `<name>_s`, set in milliseconds by the key `<name>_ms`."""
+    return Field(f"{name}_ms", float, attr=f"{name}_s", scale=0.001, check=above_zero, why=why)
+
+
+# The `[membership]` keys (besides `profile`, read by the loader); defaults come
+# from the profile. One spelling per setting: the field names are not keys.
+FIELDS: tuple[Field, ...] = (
+    _ms("probe_interval", "one probe of one member per interval"),
+    _ms("probe_timeout", "direct ack wait before ping-req"),
+    Field("indirect_checks", int, low=0, why="members asked to ping-req (0: none, fragile)"),
+    Field("suspicion_mult", int, low=1, why="suspicion timeout in probe intervals"),
+    Field("suspicion_max_mult", int, low=1, why="longest suspicion, in suspicion minimums"),
+    Field("retransmit_mult", int, low=1, why="retransmits of each piece of news"),
+    _ms("push_pull_interval", "full-table exchange with one member"),
+    _ms("gossip_interval", "dedicated gossip round while news is queued"),
+    Field("gossip_nodes", int, low=1, why="members per gossip round"),
+    _ms("gossip_to_dead", "push-pull with one dead member (partition healing)"),
+    _ms("reap_after", "forget dead and left members this long after"),
+    Field("awareness_max", int, low=1, why="Lifeguard local health ceiling"),
+    _ms("join_retry", "first join retry; doubles per attempt"),
+    _ms("join_retry_max", "join retry ceiling"),
+    _ms("refused_timeout", "suspicion backed by a refused connection"),
+    Field("max_metadata_bytes", int, low=1, high=MAX_REMOTE_METADATA_BYTES,
+          why="a node's metadata, msgpack size"),
+    Field("max_gossip_bytes", int, low=64, why="piggybacked news per message"),
+    Field("max_members", int, low=2, why="hostile input cannot grow the table past it"),
+)
 
 
 def push_pull_scale(interval_s: float, n: int) -> float:
@@ -175,45 +193,18 @@ def push_pull_scale(interval_s: float, n: int) -> float:
 
 def config_keys() -> tuple[str, ...]:
     """The `[membership]` keys `timing_for` accepts (besides `profile`, read by the loader)."""
-    return tuple(sorted(_KEYS))
+    return tuple(sorted(f.key for f in FIELDS))
 
 
 def timing_for(profile: str, overrides: Mapping[str, Any]) -> MembershipTiming:
-    """Build the timing of a `[membership]` config table.
-
-    Args:
-        profile: "lan", "wan", "local" or "test".
-        overrides: config keys (see the module docstring) to values.
-
-    Returns:
-        The preset with the overrides applied.
+    """The timing of a `[membership]` table: the profile's preset with the overrides.
 
     Raises:
-        ValueError: unknown profile or key, value out of range, or an
-            inconsistent combination (probe timeout not below the interval).
-        TypeError: a value of the wrong type.
+        SettingsError: unknown profile or key, a value of the wrong type or out of
+            range, or an inconsistent combination (probe timeout not below the interval).
     """
     base = PROFILES.get(profile)
     if base is None:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(PROFILES)}")
-    changes: dict[str, Any] = {}
-    for key, value in overrides.items():
-        field_name = _KEYS.get(key)
-        if field_name is None:
-            raise ValueError(f"unknown key {key!r}; expected one of {list(config_keys())}")
-        changes[field_name] = _convert(key, field_name, value)
-    return replace(base, **changes)
-
-
-def _convert(key: str, field_name: str, value: Any) -> float | int:
-    if field_name in _DURATION_FIELDS:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{key} must be a number of milliseconds")
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{key} must be a positive number of milliseconds")
-        return float(value) / 1000.0
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{key} must be an integer")
-    if value < _MIN_COUNT.get(field_name, 1):
-        raise ValueError(f"{key} must be at least {_MIN_COUNT.get(field_name, 1)}")
-    return value
+        raise SettingsError("profile", f"unknown profile {profile!r}; "
+                            f"expected one of {', '.join(sorted(PROFILES))}")
+    return build(MembershipTiming, FIELDS, overrides, base)
