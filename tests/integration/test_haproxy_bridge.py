@@ -8,7 +8,6 @@ comes from lbcluster's health provider.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +74,11 @@ def bed(clusters, tmp_path: Path) -> Iterator[Bed]:
             "replicas": 1, "rise": 2, "fall": 2}},
             {"type": "circuit_breaker", "options": {"failure_threshold": 1, "open_s": 600}}]
         cluster = clusters(2, providers=providers)
+        for node in cluster.nodes:  # each node's checks say who made them: ?from=<node>
+            health = {**providers[0], "options": {**providers[0]["options"], "backends": [
+                {**b, "url": f"{b['url']}?from={node.name}"}
+                for b in providers[0]["options"]["backends"]]}}
+            node.providers = [health, providers[1]]
         for node, h in zip(cluster.nodes, haproxies, strict=True):
             node.extra = {**node.extra, "haproxy": {
                 "runtime_api": h.runtime_api, "interval_ms": 500,
@@ -109,20 +113,27 @@ def test_a_dead_backend_is_maint_on_every_haproxy_and_ready_when_back(bed):
 
 def test_with_one_replica_each_backend_is_checked_by_one_node_only(bed):
     wait_until(lambda: all_up(bed), timeout_s=30, what="both backends up", explain=bed.explain)
-    for row in bed.health():
-        for name in NAMES:
-            _status, checked_by, owners = row[name]
-            assert len(owners) == 1 and checked_by == owners[0]
-    before = {n: b.snapshot()[LBC_PATH] for n, b in bed.backends.items()}
-    window_s = 4.0
-    time.sleep(window_s)  # a counting window, not a wait for a condition
-    after = {n: b.snapshot()[LBC_PATH] for n, b in bed.backends.items()}
-    # One checker submits a check every interval while its verdict is steady: about
-    # window / interval checks (a check failed by a loaded machine adds one at the fast
-    # interval). Two checkers would make twice as many: the bound sits in between.
-    bound = 1.5 * window_s / (INTERVAL_MS / 1000)
-    for name in NAMES:
-        assert 0 < after[name] - before[name] <= bound, (name, before, after)
+
+    def agreed() -> bool:  # every node sees both members and names the same owner
+        rows = bed.health()
+        return all(r[n][2] == rows[0][n][2] for r in rows for n in NAMES)
+
+    wait_until(agreed, timeout_s=30, what="the nodes agree on the owners", explain=bed.explain)
+    assert all(len(row[n][2]) == 1 for row in bed.health() for n in NAMES)  # one replica
+    owner = {name: bed.health()[0][name][2][0] for name in NAMES}
+    before = {n: b.snapshot() for n, b in bed.backends.items()}
+
+    def hits(name: str, node: str) -> int:
+        path = f"{LBC_PATH}?from={node}"
+        return bed.backends[name].snapshot()[path] - before[name][path]
+
+    for name in NAMES:  # the owner goes on checking; the other node never does
+        wait_until(lambda n=name: hits(n, owner[n]) >= 3, timeout_s=30,
+                   what=f"three more checks of {name} by its owner", explain=bed.explain)
+    others = {name: [n.name for n in bed.cluster.nodes if n.name != owner[name]]
+              for name in NAMES}
+    assert {name: [hits(name, o) for o in others[name]] for name in NAMES} == \
+        {name: [0] for name in NAMES}
 
 
 def test_a_restarted_or_reloaded_haproxy_gets_the_whole_view_again(bed):
