@@ -98,7 +98,9 @@ def test_stick_table_entries_replicate_and_expire_on_every_node_without_traffic(
     assert n0.request("provider.stick_table.put",
                       {"key": "client-1", "value": "web-2", "ttl_s": 4}) == {}
     assert n1.request("provider.stick_table.put", {"key": "client-2", "value": "web-3"}) == {}
-    wait_until(lambda: all(_entry(n, "client-1")["value"] == "web-2"
+    # client-1's state reaches every node whether or not it expired there already (a
+    # loaded machine may take longer than its 4 s to get it everywhere).
+    wait_until(lambda: all(_versions(n, "client-1")
                            and _entry(n, "client-2")["value"] == "web-3" for n in cluster.nodes),
                timeout_s=20, what="both entries on every node")
     assert 500 < _entry(n2, "client-2")["expires_in_s"] <= 600  # the ttl_s option
