@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import gc
 import os
 import random
 import select
@@ -101,6 +102,7 @@ class Zygote:
         cmd_r, cmd_w = os.pipe()
         evt_r, evt_w = os.pipe()
         parent = os.getpid()
+        gc.freeze()  # everything imported so far stays shared: see _spawn
         pid = os.fork()
         if pid == 0:  # the zygote
             os.close(cmd_w)
@@ -162,6 +164,10 @@ def _zygote_main(cmd_fd: int, evt_fd: int, run_actor: Callable[[str, int], int])
 
 def _spawn(name: str, evt_fd: int, keep: set[int], run_actor: Callable[[str, int], int]) -> None:
     zygote_pid = os.getpid()
+    # The actor's collector must never write to the headers of the objects it inherited
+    # (every module, class and function of the node): each such write would copy a page
+    # that the zygote and every other actor share. Frozen objects are never scanned.
+    gc.freeze()
     try:
         pid = os.fork()
     except OSError as exc:
