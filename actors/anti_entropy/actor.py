@@ -59,6 +59,7 @@ LIVE = ("alive", "suspect")
 
 
 class AntiEntropyActor(Actor):
+    serves = ("state", "attach", "local")  # "attach"/"local": SDK-hosted providers
     subscriptions = ("node.", "actor.started")
 
     def __init__(self, name: str, env: NodeEnv, ctx: zmq.Context) -> None:

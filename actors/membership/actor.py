@@ -82,6 +82,7 @@ class Peer:
 
 
 class MembershipActor(Actor):
+    serves = ("members", "metadata.")  # control ops routed here (actors.node.plan)
     def __init__(self, name: str, env: NodeEnv, ctx: zmq.Context) -> None:
         super().__init__(name, env, ctx)
         cfg = env.config

@@ -75,6 +75,8 @@ class SupervisorSection:
     heartbeat_timeout_s: float = 5.0
     # Between TERM and KILL when stopping an actor.
     stop_grace_s: float = 3.0
+    # A provider actor given up (it kept dying) is tried again after this long.
+    provider_retry_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,7 @@ def _supervisor(r: _Reader) -> SupervisorSection:
         heartbeat_timeout_s=float(r.get("heartbeat_timeout_s", (int, float), 5.0,
                                         check=_positive)),
         stop_grace_s=float(r.get("stop_grace_s", (int, float), 3.0, check=_positive)),
+        provider_retry_s=float(r.get("provider_retry_s", (int, float), 60.0, check=_positive)),
     )
     r.reject_unknown()
     return section
