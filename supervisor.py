@@ -38,14 +38,17 @@ from typing import Any
 import psutil
 import zmq
 from loguru import logger
+from prometheus_client import CollectorRegistry
 
-from actors.node.config import Config, ConfigError, advertised, load_config
+from actors.node.config import Config, ConfigError, advertised, http_address, load_config
 from actors.node.control import ControlServer
 from actors.node.eventlog import EventLog
 from actors.node.gateway import open_gateway
 from actors.node.lifecycle import Lifecycle
 from actors.node.liveness import beat_interval
 from actors.node.memory import Trimmer
+from actors.node.metrics import NodeCollector, node_health
+from actors.node.monitor import MonitorServer
 from actors.node.plan import is_essential, make_actor, node_id_for, plan_actors, plan_routes
 from actors.node.usage import usage_of
 from actors.node.zygote import Zygote, die_with_parent
@@ -111,8 +114,32 @@ class Supervisor:
                         for name in self.plan}
         self.control = ControlServer(self.control_sock, self.routes, self.life, self.clients,
                                      self._local_ops(), self.counters)
+        self.monitor = self._open_monitor()
         self.life.start(self.zygote, self.clients, time.monotonic())
         logger.bind(node=self.node_id, gossip=self.gossip_endpoint).info("node started")
+
+    def _open_monitor(self) -> MonitorServer | None:
+        """`[local] http`: /metrics and /health on their own threads; a port in use
+        is a config error like any other bind."""
+        if self.cfg.local.http is None:
+            return None
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(NodeCollector(self.node_id, self.events, self.life, self._counters))
+        host, port = http_address(self.cfg.local.http)
+        try:
+            monitor = MonitorServer(host, port, registry,
+                                    lambda: node_health(self.life, lambda: self.stopping))
+        except OSError as exc:
+            self.zygote.close()
+            raise ConfigError(self.cfg.path, "local.http", f"cannot listen on "
+                              f"{self.cfg.local.http}: {exc.strerror or exc}") from None
+        monitor.start()
+        return monitor
+
+    def _counters(self) -> dict[str, int]:
+        monitor = getattr(self, "monitor", None)
+        return {**self.counters, "events": self.events.seq,
+                **(monitor.counters if monitor is not None else {})}
 
     def _key_for(self, endpoint: str) -> str:
         net, loc = self.cfg.network, self.cfg.local
@@ -207,7 +234,7 @@ class Supervisor:
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
         own = {"name": "supervisor", "pid": os.getpid(), "ready": True, "restarts": 0,
-               "state": "ready", "counters": {**self.counters, "events": self.events.seq},
+               "state": "ready", "counters": self._counters(),
                "status": {}}
         own.update(usage_of(psutil.Process()))
         return {"node_id": self.node_id, "cluster": self.cfg.node.cluster,
@@ -273,6 +300,8 @@ class Supervisor:
             self.exit_code = code
 
     def _shutdown(self) -> int:
+        if self.monitor is not None:
+            self.monitor.close()
         self.life.shutdown("membership", self.cfg.supervisor.stop_grace_s)
         self._on_bus(self.bus_in, time.monotonic())
         self.zygote.close()

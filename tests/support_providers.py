@@ -12,15 +12,19 @@ from transport.protocol import ApplyResult, LamportClock, SyncableState
 class CrashyProvider:
     """Serves its first `crash_after_s` (enough to report ready), then calls
     os._exit(3) in every method: a provider that keeps dying however often it is
-    restarted (a segfault in a C extension behaves the same to the supervisor)."""
+    restarted (a segfault in a C extension behaves the same to the supervisor).
+    With option `crash_file`, it dies only while that file exists."""
 
     def __init__(self, node_id: str, clock: LamportClock,
                  options: dict[str, Any] | None = None) -> None:
+        opts = options or {}
         self.node_id = node_id
-        self.crash_at = time.monotonic() + float((options or {}).get("crash_after_s", 0.3))
+        self.crash_at = time.monotonic() + float(opts.get("crash_after_s", 0.3))
+        self.crash_file: str | None = opts.get("crash_file")
 
     def _maybe_die(self) -> None:
-        if time.monotonic() >= self.crash_at:
+        if time.monotonic() >= self.crash_at and (
+                self.crash_file is None or os.path.exists(self.crash_file)):
             os._exit(3)
 
     def provider_type(self) -> str:
@@ -45,7 +49,8 @@ class CrashyProvider:
         self._maybe_die()
 
     def next_deadline(self) -> float:
-        return self.crash_at
+        now = time.monotonic()
+        return self.crash_at if now < self.crash_at else now + 0.2  # keep checking the file
 
     def cmd_ping(self, args: dict[str, Any], now: float) -> dict[str, Any]:
         self._maybe_die()

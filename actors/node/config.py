@@ -65,6 +65,8 @@ class NetworkSection:
 class LocalSection:
     events: str
     control: str  # always ipc://<absolute path>
+    # "HOST:PORT" of the monitoring endpoint (/metrics, /health); None: off
+    http: str | None = None
 
 
 @dataclass(frozen=True)
@@ -278,8 +280,9 @@ def _local(r: _Reader, base: Path) -> LocalSection:
         events = resolve_ipc(events, base)
         if len(events) - len("ipc://") > IPC_PATH_MAX:
             raise r.err("events", f"ipc path is longer than {IPC_PATH_MAX} bytes: {events}")
+    http = r.get("http", str, None, check=http_address_problem)
     r.reject_unknown()
-    return LocalSection(events=events, control=control)
+    return LocalSection(events=events, control=control, http=http)
 
 
 def _supervisor(r: _Reader) -> SupervisorSection:
@@ -378,6 +381,24 @@ def tcp_endpoint_problem(value: str) -> str | None:
     if not 0 < int(match["port"]) < 65536:
         return "port must be between 1 and 65535"
     return None
+
+
+_HTTP_RE = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})$")
+
+
+def http_address_problem(value: str) -> str | None:
+    match = _HTTP_RE.match(value)
+    if not match:
+        return "must look like HOST:PORT, e.g. 127.0.0.1:9190"
+    if not 0 < int(match["port"]) < 65536:
+        return "port must be between 1 and 65535"
+    return None
+
+
+def http_address(value: str) -> tuple[str, int]:
+    """(host, port) of a valid `[local] http` value; brackets of an IPv6 host removed."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def endpoint_problem(value: str) -> str | None:

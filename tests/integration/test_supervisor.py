@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
-from actors.testing.localcluster import LocalCluster
+from actors.node.monitor import MAX_CLIENTS
+from actors.testing.localcluster import LocalCluster, free_ports
 from transport.rpc import RpcError
 
 pytestmark = pytest.mark.slow
@@ -82,3 +88,104 @@ def test_a_provider_that_keeps_dying_is_given_up_alone_and_retried(
                  and e["data"]["actor"] == "provider.crashy" and e["data"]["retries"] == 1)
     assert n0.proc.poll() is None and n1.proc is not None and n1.proc.poll() is None
     assert not _events_of(sub, "actor.gave_up", "provider.kv")
+
+
+# -- [local] http: /metrics and /health ------------------------------------------------
+
+def http_get(port: int, path: str, timeout_s: float = 10.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout_s) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def metrics(port: int) -> dict[tuple[str, tuple], float]:
+    _, text = http_get(port, "/metrics")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_are_scraped_in_prometheus_text_format(clusters):
+    (port,) = free_ports(1)
+    cluster = clusters(2)
+    cluster.nodes[0].extra = {"local": {"http": f"127.0.0.1:{port}"}}
+    n0 = cluster.start().nodes[0]
+    wait_until(lambda: metrics(port).get(("lbcluster_members", (("status", "alive"),))) == 2,
+               what="two alive members in /metrics")
+    for i in range(3):
+        n0.request("kv.set", {"key": f"k{i}", "value": i})
+    counter = "lbcluster_actor_counter_total"
+    ae_sent = (counter, (("actor", "anti_entropy"), ("counter", "sent")))
+    # Counters arrive with heartbeats (about one a second): wait for the pushes to show.
+    got = wait_until(lambda: (m := metrics(port)).get(
+        ("lbcluster_state_keys", (("type", "kv"),))) == 3 and m.get(ae_sent, 0) > 0 and m,
+        what="3 kv keys and anti-entropy sends in /metrics")
+    assert got[("lbcluster_events_total", (("type", "state.changed"),))] == 3
+    assert got[("lbcluster_events_total", (("type", "node.joined"),))] >= 1
+    assert got[("lbcluster_actor_restarts_total", (("actor", "provider.kv"),))] == 0
+    assert got[(counter, (("actor", "membership"), ("counter", "sent")))] > 0
+    assert any(labels[0] == ("actor", "membership") and labels[1][1].startswith("core.")
+               for name, labels in got if name == counter)
+    kv = next(a for a in n0.request("snapshot")["actors"] if a["name"] == "provider.kv")
+    os.kill(kv["pid"], signal.SIGKILL)
+    wait_until(lambda: metrics(port).get(
+        ("lbcluster_actor_restarts_total", (("actor", "provider.kv"),))) == 1,
+        what="the restart counted")
+    assert http_get(port, "/nothing")[0] == 404
+
+
+def test_health_goes_503_while_a_provider_is_given_up_and_200_again(
+        clusters, tmp_path, support_importable):
+    (port,) = free_ports(1)
+    flag = tmp_path / "crash-now"
+    cluster = clusters(1, providers=[{"type": "kv"}, {**CRASHY, "options": {
+        "crash_file": str(flag)}}], extra={
+        "local": {"http": f"127.0.0.1:{port}"},
+        "supervisor": {"max_restarts": 1, "provider_retry_s": 2}})
+    cluster.start()
+    code, body = http_get(port, "/health")
+    assert code == 200 and json.loads(body)["status"] == "ok"
+    flag.touch()
+    code, body = wait_until(lambda: (r := http_get(port, "/health"))[0] == 503
+                            and "degraded" in r[1] and r, what="503 while given up")
+    assert "provider.crashy is degraded" in json.loads(body)["reasons"]
+    flag.unlink()
+    wait_until(lambda: http_get(port, "/health")[0] == 200, what="200 after the retry")
+
+
+def test_slow_and_hostile_http_clients_are_bounded(clusters):
+    (port,) = free_ports(1)
+    cluster = clusters(1)
+    cluster.nodes[0].extra = {"local": {"http": f"127.0.0.1:{port}"}}
+    cluster.start()
+    assert http_get(port, "/health")[0] == 200
+    big = socket.create_connection(("127.0.0.1", port))
+    big.sendall(b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\n\r\n")
+    assert big.recv(100).startswith(b"HTTP/1.1 400")
+    big.close()
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CLIENTS)]
+    try:  # every slot held by a silent client: one more is refused at once, not queued
+        code, body = http_get(port, "/health", timeout_s=2.0)
+        assert code == 503 and body == "busy\n"
+        # The silent clients are cut off after REQUEST_TIMEOUT_S and service resumes.
+        wait_until(lambda: http_get(port, "/health")[0] == 200, what="service after timeouts")
+    finally:
+        for sock in idle:
+            sock.close()
+    assert cluster.nodes[0].request("ping")["node_id"] == "n0"
+
+
+def test_an_http_port_in_use_is_a_one_line_config_error(clusters):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    try:
+        node = clusters(1).nodes[0]
+        node.extra = {"local": {"http": f"127.0.0.1:{holder.getsockname()[1]}"}}
+        node.start()
+        assert node.proc is not None and node.proc.wait(30) == 2
+        lines = node.log_tail().strip().splitlines()
+        assert "local.http" in lines[-1] and "Traceback" not in node.log_tail(100)
+    finally:
+        holder.close()
