@@ -110,6 +110,16 @@ class ProviderSpec:
 
 
 @dataclass(frozen=True)
+class HandlerSpec:
+    """`[[handlers]]`: run `command` for each event whose type starts with one of
+    `events`, the event as JSON on stdin; killed after `timeout_s`."""
+
+    events: tuple[str, ...]
+    command: tuple[str, ...]
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     node: NodeSection
@@ -122,12 +132,14 @@ class Config:
     security: SecuritySection
     log: LogSection
     providers: tuple[ProviderSpec, ...]
+    handlers: tuple[HandlerSpec, ...] = ()
 
 
 _SECTIONS = (
     "node", "network", "local", "membership", "anti_entropy", "supervisor", "security", "log",
-    "providers",
+    "providers", "handlers",
 )
+_ARRAYS = ("providers", "handlers")  # arrays of tables: [[providers]], [[handlers]]
 
 
 class _Reader:
@@ -193,7 +205,7 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path) -> Config:
     base = cfg_path.resolve().parent
     top = _Reader(cfg_path, raw, "")
     for name in _SECTIONS:
-        top.get(name, list if name == "providers" else dict, {} if name != "providers" else [])
+        top.get(name, list if name in _ARRAYS else dict, [] if name in _ARRAYS else {})
     top.reject_unknown()
     node = _node(_Reader(cfg_path, raw.get("node", {}), "node"), base)
     network = _network(_Reader(cfg_path, raw.get("network", {}), "network"))
@@ -221,6 +233,7 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path) -> Config:
         security=security,
         log=_log(_Reader(cfg_path, raw.get("log", {}), "log")),
         providers=_providers(cfg_path, raw.get("providers", [])),
+        handlers=_handlers(cfg_path, raw.get("handlers", [])),
     )
 
 
@@ -357,6 +370,26 @@ def _providers(cfg_path: Path, raw: list[Any]) -> tuple[ProviderSpec, ...]:
         if any(s.type == kind for s in specs):
             raise r.err("type", f"provider type {kind!r} is listed twice")
         specs.append(spec)
+    return tuple(specs)
+
+
+def _strings(value: list[Any]) -> str | None:
+    if not value or not all(isinstance(x, str) and x for x in value):
+        return "must be a non-empty array of non-empty strings"
+    return None
+
+
+def _handlers(cfg_path: Path, raw: list[Any]) -> tuple[HandlerSpec, ...]:
+    specs: list[HandlerSpec] = []
+    for i, table in enumerate(raw):
+        if not isinstance(table, dict):
+            raise ConfigError(cfg_path, f"handlers[{i}]", "must be a table ([[handlers]])")
+        r = _Reader(cfg_path, table, f"handlers[{i}]")
+        specs.append(HandlerSpec(
+            events=tuple(r.get("events", list, check=_strings)),
+            command=tuple(r.get("command", list, check=_strings)),
+            timeout_s=float(r.get("timeout_s", (int, float), 10.0, check=_positive))))
+        r.reject_unknown()
     return tuple(specs)
 
 

@@ -69,6 +69,10 @@ def plan_actors(cfg: Config) -> dict[str, Any]:
 
     for i, spec in enumerate(cfg.providers):
         plan[spec.actor_name] = (ProviderActor, (spec, provider_class(cfg, spec, i)))
+    if cfg.handlers:  # [[handlers]]: commands run on events (actors.node.handlers)
+        from actors.node.handlers import HandlersActor
+
+        plan["handlers"] = (HandlersActor, None)
     return plan
 
 

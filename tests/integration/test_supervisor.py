@@ -13,12 +13,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.node.monitor import MAX_CLIENTS
-from actors.testing.localcluster import LocalCluster, free_ports
+from actors.testing.localcluster import LocalCluster, free_ports, toml_value
 from transport.rpc import RpcError
 
 pytestmark = pytest.mark.slow
@@ -189,3 +190,81 @@ def test_an_http_port_in_use_is_a_one_line_config_error(clusters):
         assert "local.http" in lines[-1] and "Traceback" not in node.log_tail(100)
     finally:
         holder.close()
+
+
+# -- [[handlers]]: commands run on events -----------------------------------------------
+
+RECORDER = """
+import json, os, sys
+event = json.load(sys.stdin)
+keys = ("LBC_EVENT_TYPE", "LBC_NODE_ID", "LBC_SELF", "LBC_SEQ")
+with open(sys.argv[1], "a") as out:
+    out.write(json.dumps({"event": event, "env": {k: os.environ[k] for k in keys}}) + "\\n")
+"""
+HANGER = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+with open(sys.argv[1], "a") as out:
+    out.write(f"{os.getpid()} {child.pid}\\n")
+time.sleep(600)
+"""
+
+
+def with_handlers(node, handlers: list[dict]) -> None:
+    """Append [[handlers]] tables to the node's config each time it is written."""
+    write = node.write_config
+
+    def write_with_handlers() -> Path:
+        path = write()
+        tables = "".join("\n[[handlers]]\n" + "".join(f"{k} = {toml_value(v)}\n"
+                                                      for k, v in h.items()) for h in handlers)
+        path.write_text(path.read_text() + tables)
+        return path
+
+    node.write_config = write_with_handlers
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_handlers_record_a_failed_node_and_a_hung_handler_is_killed(clusters, tmp_path):
+    recorder, hanger = tmp_path / "recorder.py", tmp_path / "hanger.py"
+    recorder.write_text(RECORDER)
+    hanger.write_text(HANGER)
+    records, hung = tmp_path / "records.jsonl", tmp_path / "hung.txt"
+    cluster = clusters(2)
+    n0, n1 = cluster.nodes
+    with_handlers(n0, [
+        {"events": ["node.failed"], "command": [sys.executable, str(recorder), str(records)]},
+        {"events": ["node."], "command": [sys.executable, str(hanger), str(hung)],
+         "timeout_s": 1},
+    ])
+    cluster.start()
+    wait_until(lambda: any(m["node_id"] == "n1" and m["status"] == "alive"
+                           for m in n0.request("members")), what="n1 alive on n0")
+    n1.kill_group()  # kill -9 of the whole node
+    recorded = wait_until(lambda: records.exists() and [
+        json.loads(line) for line in records.read_text().splitlines()], timeout_s=60,
+        what="the node.failed handler to run")
+    event, env = recorded[0]["event"], recorded[0]["env"]
+    assert event["type"] == "node.failed" and event["node_id"] == "n1"
+    assert env == {"LBC_EVENT_TYPE": "node.failed", "LBC_NODE_ID": "n1", "LBC_SELF": "n0",
+                   "LBC_SEQ": str(event["seq"])}
+
+    # The hanging handler (it ran for node.joined, node.failed, ...) was killed with
+    # its process group, each time after its 1 s timeout.
+    def counters() -> dict:
+        rows = {a["name"]: a for a in n0.request("status")["actors"]}
+        return rows["handlers"]["counters"]
+
+    wait_until(lambda: counters().get("handler1.timed_out", 0) >= 1, what="a timed-out handler")
+    pids = [int(p) for line in hung.read_text().splitlines() for p in line.split()]
+    wait_until(lambda: not any(_alive(p) for p in pids[:2]), what="the hung group killed")
+    assert counters().get("handler0.succeeded", 0) >= 1
+    snapshot = n0.request("snapshot")
+    assert all(a["ready"] and a["restarts"] == 0 for a in snapshot["actors"])
+    assert n0.proc is not None and n0.proc.poll() is None

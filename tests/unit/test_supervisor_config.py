@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.node.config import ConfigError, http_address, load_config
+from actors.node.config import ConfigError, HandlerSpec, http_address, load_config
+from actors.node.handlers import handler_env, matches
 
 BASE = """
 [node]
@@ -54,3 +55,40 @@ def test_a_bad_http_address_names_its_key(tmp_path, value, needle):
     with pytest.raises(ConfigError, match=r"local\.http") as caught:
         load(tmp_path, local=f"http = {value}")
     assert needle in str(caught.value)
+
+
+HANDLER = '[[handlers]]\nevents = ["node.failed", "node.joined"]\ncommand = ["/bin/true", "-x"]\n'
+
+
+def test_handlers_are_read_in_order_with_a_default_timeout(tmp_path):
+    cfg = load(tmp_path, HANDLER + '[[handlers]]\nevents = ["state."]\ncommand = ["c"]\n'
+               "timeout_s = 2\n")
+    assert [(h.events, h.command, h.timeout_s) for h in cfg.handlers] == [
+        (("node.failed", "node.joined"), ("/bin/true", "-x"), 10.0),
+        (("state.",), ("c",), 2.0)]
+    assert load(tmp_path).handlers == ()
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('[[handlers]]\nevents = []\ncommand = ["c"]\n', "handlers[0].events"),
+    ('[[handlers]]\nevents = ["node."]\ncommand = [""]\n', "handlers[0].command"),
+    ('[[handlers]]\nevents = ["node."]\n', "handlers[0].command"),
+    (HANDLER + "timeout_s = 0\n", "handlers[0].timeout_s"),
+    (HANDLER + "shell = true\n", "handlers[0].shell"),
+    ('handlers = "x"\n', "handlers"),
+])
+def test_a_bad_handler_names_its_key(tmp_path, text, key):
+    path = tmp_path / "node.toml"
+    path.write_text(text + BASE if text.startswith("handlers") else BASE + "\n" + text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.key == key
+
+
+def test_a_handler_matches_by_type_prefix_and_gets_the_event_in_its_environment():
+    spec = HandlerSpec(events=("node.failed", "state."), command=("x",))
+    assert matches(spec, "node.failed") and matches(spec, "state.changed")
+    assert not matches(spec, "node.joined")
+    env = handler_env({"type": "node.failed", "node_id": "b", "seq": 42}, "a")
+    assert env == {"LBC_EVENT_TYPE": "node.failed", "LBC_NODE_ID": "b", "LBC_SELF": "a",
+                   "LBC_SEQ": "42"}
