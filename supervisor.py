@@ -7,18 +7,19 @@ Theory of operation
   milliseconds. Then it binds the node's public face: the gossip and sync
   ROUTERs (TCP, what peers dial), the events PUB and the control ROUTER.
 * The gossip and sync ROUTERs are forwarded to the actors over ipc by
-  `zmq.proxy` threads (C code, no GIL). The backend is a PUSH that
+  `zmq.proxy` threads (actors/node/gateway.py). The backend is a PUSH that
   *connects* to the actor's endpoint, so while an actor restarts its
   messages wait in the queue: to peers the node looks slow for a moment,
   never gone, and its port never refuses a connection until the supervisor
   itself dies. The membership actor's crash fast path relies on that.
-* Actors PUSH events and heartbeats to the supervisor's bus. The supervisor
-  stamps each event with ``source`` and a per-node ``seq`` and publishes it
-  both publicly and to the actors; it keeps the member and actor tables the
-  events describe, so a control-socket snapshot is exactly consistent with
-  a seq (the ZeroMQ guide's Clone pattern).
-* Restarts are one-for-one with the policy of actors/node/restart.py; an
-  actor that stops heartbeating is killed and restarted like a dead one.
+* Actors PUSH events and heartbeats to the supervisor's bus. The event log
+  (actors/node/eventlog.py) numbers each event and keeps the member table,
+  so a `snapshot` is exactly consistent with a seq (the Clone pattern).
+* Actor lifecycles (spawn, reap, restarts, liveness) are actors/node/lifecycle.py;
+  the control socket (actors/node/control.py) forwards each op to the actor
+  the plan's routing table names (actors/node/plan.py, routing.py).
+
+This module composes those pieces and runs the poll loop.
 """
 
 from __future__ import annotations
@@ -31,33 +32,29 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 import zmq
 from loguru import logger
+from prometheus_client import CollectorRegistry
 
-from actors.node.config import Config, ConfigError, advertised, load_config
+from actors.node.config import Config, ConfigError, advertised, http_address, load_config
+from actors.node.control import ControlServer
+from actors.node.eventlog import EventLog
 from actors.node.gateway import open_gateway
-from actors.node.liveness import Stamps, beat_interval, liveness_verdict
+from actors.node.lifecycle import Lifecycle
+from actors.node.liveness import beat_interval
 from actors.node.memory import Trimmer
-from actors.node.plan import make_actor, node_id_for, plan_actors
-from actors.node.restart import GiveUp, RestartPolicy
-from actors.node.usage import process_of, usage_of
+from actors.node.metrics import NodeCollector, node_health
+from actors.node.monitor import MonitorServer
+from actors.node.plan import is_essential, make_actor, node_id_for, plan_actors, plan_routes
+from actors.node.usage import usage_of
 from actors.node.zygote import Zygote, die_with_parent
 from actors.runtime import BATCH, NodeEnv, configure_logging, run_actor_process
-from transport.codec import LOCAL_LIMITS, DecodeError, pack, unpack_untrusted
-from transport.protocol import make_event
-from transport.rpc import (
-    AsyncClient,
-    Request,
-    RpcError,
-    error_frames,
-    parse_request_untrusted,
-    reply_frames,
-)
+from transport.codec import LOCAL_LIMITS, DecodeError, unpack_untrusted
+from transport.rpc import AsyncClient, Request, RpcError
 from transport.security import KeyPair, Keyring, NodeAuthenticator, load_keypair, secure_server
 from transport.sockets import (
     BindError,
@@ -69,24 +66,7 @@ from transport.sockets import (
 )
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
-FORWARD_TIMEOUT_S = 5.0
 EVENTS_HWM = 10_000
-
-
-@dataclass
-class ActorState:
-    name: str
-    pid: int | None = None
-    ready: bool = False
-    restarts: int = 0
-    history: list[float] = field(default_factory=list)
-    spawned_at: float = 0.0
-    exited_at: float | None = None
-    last_heartbeat: float = 0.0
-    restart_at: float | None = None
-    counters: dict[str, Any] = field(default_factory=dict)
-    status: dict[str, Any] = field(default_factory=dict)
-    proc: psutil.Process | None = None
 
 
 class Supervisor:
@@ -97,18 +77,16 @@ class Supervisor:
         self.env = NodeEnv(cfg, self.node_id, f"{os.getpid()}-{os.urandom(3).hex()}")
         self.run_folder = make_run_folder(self.env.namespace)
         self.plan = plan_actors(cfg)
-        self.actors = {name: ActorState(name) for name in self.plan}
-        self.policy = RestartPolicy(cfg.supervisor.max_restarts,
-                                    cfg.supervisor.max_restarts_window_s)
-        self.seq = 0
-        self.members: dict[str, dict[str, Any]] = {}
+        self.routes = plan_routes(cfg, self.plan)
         self.stopping = False
         self.exit_code = EXIT_OK
         self.started = time.monotonic()
-        self.counters: dict[str, int] = {"events": 0, "control_requests": 0,
-                                         "bus_malformed": 0, "control_malformed": 0,
-                                         "actors_hung": 0, "actors_wedged": 0}
-        self.last_check = time.monotonic()
+        self.counters: dict[str, int] = {"control_requests": 0, "bus_malformed": 0,
+                                         "control_malformed": 0, "actors_hung": 0,
+                                         "actors_wedged": 0}
+        self.life = Lifecycle(self.plan, is_essential, cfg.supervisor,
+                              lambda kind, data: self.events.emit(kind, data),
+                              self.begin_stop, self.counters)
         self.reload_requested = False
         self.trimmer = Trimmer()
         self.beat_s = beat_interval(cfg.supervisor.heartbeat_timeout_s)
@@ -122,19 +100,46 @@ class Supervisor:
     # -- startup -----------------------------------------------------------------
     def start(self) -> None:
         _refuse_if_running(self.cfg)
-        # Before the zygote forks: every actor inherits the same shared page.
-        self.stamps = Stamps(list(self.actors))
+        stamps = self.life.stamps
         self.zygote = Zygote(lambda name, zpid: run_actor_process(
             lambda n, env, ctx: make_actor(self.plan, n, env, ctx), self.env, name, zpid,
-            self.stamps))
+            stamps))
         try:
             self._bind_all()
         except BindError as exc:
             self.zygote.close()
             raise ConfigError(self.cfg.path, self._key_for(exc.endpoint), str(exc)) from None
-        for state in self.actors.values():
-            self._spawn(state, time.monotonic())
+        self.events = EventLog(self.node_id, (self.events_pub, self.bus_out))
+        self.clients = {name: AsyncClient.connect(self.ctx, self.env.rpc_endpoint(name))
+                        for name in self.plan}
+        self.control = ControlServer(self.control_sock, self.routes, self.life, self.clients,
+                                     self._local_ops(), self.counters)
+        self.monitor = self._open_monitor()
+        self.life.start(self.zygote, self.clients, time.monotonic())
         logger.bind(node=self.node_id, gossip=self.gossip_endpoint).info("node started")
+
+    def _open_monitor(self) -> MonitorServer | None:
+        """`[local] http`: /metrics and /health on their own threads; a port in use
+        is a config error like any other bind."""
+        if self.cfg.local.http is None:
+            return None
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(NodeCollector(self.node_id, self.events, self.life, self._counters))
+        host, port = http_address(self.cfg.local.http)
+        try:
+            monitor = MonitorServer(host, port, registry,
+                                    lambda: node_health(self.life, lambda: self.stopping))
+        except OSError as exc:
+            self.zygote.close()
+            raise ConfigError(self.cfg.path, "local.http", f"cannot listen on "
+                              f"{self.cfg.local.http}: {exc.strerror or exc}") from None
+        monitor.start()
+        return monitor
+
+    def _counters(self) -> dict[str, int]:
+        monitor = getattr(self, "monitor", None)
+        return {**self.counters, "events": self.events.seq,
+                **(monitor.counters if monitor is not None else {})}
 
     def _key_for(self, endpoint: str) -> str:
         net, loc = self.cfg.network, self.cfg.local
@@ -151,17 +156,17 @@ class Supervisor:
             self.auth.start()
         # Per subscriber: one that stops reading holds at most this many events here
         # (a few MiB); past it, it misses events and resynchronises with `snapshot`.
-        self.events = make_socket(self.ctx, zmq.PUB, hwm=EVENTS_HWM)
+        self.events_pub = make_socket(self.ctx, zmq.PUB, hwm=EVENTS_HWM)
         if self.keys is not None and cfg.local.events.startswith("tcp://"):
-            secure_server(self.events, self.keys)
+            secure_server(self.events_pub, self.keys)
         self.bus_out = make_socket(self.ctx, zmq.PUB, hwm=100000)
         self.bus_in = make_socket(self.ctx, zmq.PULL, hwm=100000,
                                   maxmsgsize=LOCAL_LIMITS.max_message_bytes)
-        self.control = make_socket(self.ctx, zmq.ROUTER)
-        self.control.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        bind(self.events, cfg.local.events)
+        self.control_sock = make_socket(self.ctx, zmq.ROUTER)
+        self.control_sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        bind(self.events_pub, cfg.local.events)
         with private_umask():
-            bind(self.control, cfg.local.control)
+            bind(self.control_sock, cfg.local.control)
         self.life_in = make_socket(self.ctx, zmq.PULL, hwm=10000,
                                    maxmsgsize=LOCAL_LIMITS.max_message_bytes)
         bind(self.bus_out, env.bus_out)
@@ -171,119 +176,9 @@ class Supervisor:
                                             "gossip", self.keys, self.keyring, self.counters)
         self.sync_endpoint = open_gateway(self.ctx, cfg.network.sync, env.sync_in, "sync",
                                           self.keys, self.keyring, self.counters)
-        self.clients = {name: AsyncClient.connect(self.ctx, env.rpc_endpoint(name))
-                        for name in self.actors}
 
-    # -- actors ------------------------------------------------------------------
-    def _spawn(self, state: ActorState, now: float) -> None:
-        state.spawned_at, state.ready, state.restart_at = now, False, None
-        state.pid, state.counters, state.status = None, {}, {}
-        self.zygote.spawn(state.name)
-
-    def _by_pid(self, pid: int) -> ActorState | None:
-        return next((a for a in self.actors.values() if a.pid == pid), None)
-
-    def _on_zygote(self, now: float) -> None:
-        for msg in self.zygote.events.read():
-            match msg.get("op"):
-                case "spawned":
-                    state = self.actors[msg["name"]]
-                    state.pid, state.last_heartbeat = msg["pid"], now
-                    state.proc = None
-                case "spawn_failed":
-                    logger.bind(actor=msg["name"], error=msg["error"]).error("fork failed")
-                    self._actor_died(self.actors[msg["name"]], None, None, now)
-                case "exited":
-                    dead = self._by_pid(msg["pid"])
-                    if dead is not None:
-                        self._actor_died(dead, msg["code"], msg["signal"], now)
-        if self.zygote.events.eof and not self.stopping:
-            logger.error("zygote died; every actor died with it; stopping")
-            self._begin_stop(EXIT_ERROR)
-
-    def _actor_died(self, state: ActorState, code: int | None, sig: int | None,
-                    now: float) -> None:
-        pid, state.pid, state.ready, state.exited_at = state.pid, None, False, now
-        # Requests it was serving died with it: say so now rather than at their timeout.
-        self.clients[state.name].fail_all("unavailable", f"{state.name} restarted; retry")
-        self.emit("actor.exited", {"actor": state.name, "pid": pid, "exit_code": code,
-                                   "signal": sig, "restarts": state.restarts})
-        if self.stopping:
-            return
-        logger.bind(actor=state.name, pid=pid, code=code, signal=sig).warning("actor exited")
-        verdict = self.policy.decide(tuple(state.history), now)
-        if isinstance(verdict, GiveUp):
-            self.emit("actor.gave_up", {"actor": state.name, "restarts": state.restarts,
-                                        "window_s": self.policy.window_s})
-            logger.bind(actor=state.name, restarts=verdict.restarts_in_window).error(
-                "actor keeps dying; giving up and stopping the node")
-            self._begin_stop(EXIT_ERROR)
-            return
-        state.history.append(now)
-        state.restart_at = now + verdict.delay_s
-
-    def _on_ready(self, msg: dict[str, Any], now: float) -> None:
-        state = self.actors.get(str(msg.get("name")))
-        if state is None or state.pid != msg.get("pid"):
-            return
-        state.ready, state.last_heartbeat = True, now
-        data = {"actor": state.name, "pid": state.pid, "restarts": state.restarts}
-        self.emit("actor.started", data)
-        if state.restarts and state.exited_at is not None:
-            self.emit("actor.restarted",
-                      {**data, "downtime_ms": round((now - state.exited_at) * 1000, 2)})
-
-    def _check_actors(self, now: float) -> None:
-        timeout = self.cfg.supervisor.heartbeat_timeout_s
-        if now - self.last_check > timeout / 2:
-            # We were paused (SIGSTOP, a stalled VM): the actors were too, so
-            # their silence says nothing. Start their heartbeat clocks afresh.
-            for state in self.actors.values():
-                state.last_heartbeat = now
-        self.last_check = now
-        for state in self.actors.values():
-            if state.restart_at is not None and now >= state.restart_at and not self.stopping:
-                state.restarts += 1
-                self._spawn(state, now)
-            elif state.pid:
-                verdict = liveness_verdict(now, state.last_heartbeat,
-                                           self.stamps.read(state.name), timeout)
-                if verdict is not None:
-                    logger.bind(actor=state.name, pid=state.pid).warning(
-                        f"actor {verdict}; killing it")
-                    self.counters[f"actors_{verdict}"] += 1
-                    _kill(state.pid, signal.SIGKILL)
-                    state.last_heartbeat = now  # one kill per timeout; the exit report follows
-
-    def _last_sign(self, state: ActorState) -> float:
-        """When the actor was last seen alive: its heartbeat or its loop's stamp (which
-        a flood cannot delay; see actors.node.liveness)."""
-        return max(state.last_heartbeat, self.stamps.read(state.name))
-
-    # -- events ------------------------------------------------------------------
-    def emit(self, event_type: str, data: dict[str, Any], node_id: str | None = None) -> None:
-        self.publish(make_event(event_type, node_id or self.node_id, data))
-
-    def publish(self, event: dict[str, Any]) -> None:
-        self.seq += 1
-        event = {**event, "source": self.node_id, "seq": self.seq}
-        self._track(event)
-        frames = [str(event["type"]).encode(), pack(event)]
-        for sock in (self.events, self.bus_out):
-            with contextlib.suppress(zmq.Again):
-                sock.send_multipart(frames, zmq.NOBLOCK)
-        self.counters["events"] += 1
-
-    def _track(self, event: dict[str, Any]) -> None:
-        kind, data = str(event.get("type")), event.get("data")
-        if kind.startswith("node.") and isinstance(data, dict) and "node_id" in data:
-            self.members[str(data["node_id"])] = data
-
-    def _on_life(self, now: float) -> None:
-        self._on_bus(now, self.life_in)
-
-    def _on_bus(self, now: float, sock: zmq.Socket | None = None) -> None:
-        sock = sock or self.bus_in
+    # -- the bus -----------------------------------------------------------------
+    def _on_bus(self, sock: zmq.Socket, now: float) -> None:
         for _ in range(BATCH):  # bounded: the loop must get back to its checks
             if not sock.poll(0, zmq.POLLIN):
                 return
@@ -296,135 +191,57 @@ class Supervisor:
                 continue
             match msg.get("kind"):
                 case "event" if isinstance(msg.get("event"), dict):
-                    self.publish(msg["event"])
+                    self.events.publish(msg["event"])
                 case "heartbeat":
-                    self._on_heartbeat(msg, now)
+                    self.life.on_heartbeat(msg, now)
                 case "ready":
-                    self._on_ready(msg, now)
+                    self.life.on_ready(msg, now)
 
-    def _on_heartbeat(self, msg: dict[str, Any], now: float) -> None:
-        state = self.actors.get(str(msg.get("name")))
-        if state is not None and state.pid == msg.get("pid"):
-            state.last_heartbeat = now
-            state.counters = msg.get("counters") or {}
-            state.status = msg.get("status") or {}
-            if not state.ready:
-                # Its "ready" beat the zygote's "spawned" report here and was
-                # dropped for an unknown pid; heartbeats only start after setup.
-                self._on_ready(msg, now)
+    # -- the supervisor's own control ops ---------------------------------------------
+    def _local_ops(self) -> dict[str, Any]:
+        return {
+            "ping": lambda req, now: {"node_id": self.node_id, "pid": os.getpid()},
+            "status": lambda req, now: self.status(),
+            "snapshot": lambda req, now: {"seq": self.events.seq, "node_id": self.node_id,
+                                          "members": self.member_rows(),
+                                          "actors": self.life.rows()},
+            "stop": self._stop_op,
+            "leave": self._leave,
+        }
 
-    # -- control -----------------------------------------------------------------
-    def _on_control(self, now: float) -> None:
-        for _ in range(BATCH):
-            if not self.control.poll(0, zmq.POLLIN):
-                return
-            frames = self.control.recv_multipart()
-            try:
-                req = parse_request_untrusted(frames)
-            except RpcError:
-                self.counters["control_malformed"] += 1
-                continue
-            self.counters["control_requests"] += 1
-            try:
-                result = self._control(req, now)
-            except RpcError as exc:
-                self.control.send_multipart(error_frames(req, exc.code, exc.message))
-                continue
-            if result is not None:
-                self.control.send_multipart(reply_frames(req, result))
-
-    def _control(self, req: Request, now: float) -> Any:
-        match req.op:
-            case "ping":
-                return {"node_id": self.node_id, "pid": os.getpid()}
-            case "status":
-                return self.status()
-            case "snapshot":
-                return {"seq": self.seq, "node_id": self.node_id,
-                        "members": self._member_rows(), "actors": self._actor_rows()}
-            case "stop":
-                self._begin_stop(EXIT_OK)
-                return {"stopping": True}
-            case "leave":
-                return self._leave(req, now)
-        return self._forward(req, now)
-
-    def _route(self, op: str) -> tuple[str, str]:
-        """The actor that serves a control op, and the op as that actor names it."""
-        if op.startswith("provider."):
-            kind, _, inner = op[len("provider."):].partition(".")
-            if kind and inner:
-                return f"provider.{kind}", inner
-        if op.startswith("kv."):
-            return "provider.kv", op[len("kv."):]
-        if op == "members" or op.startswith("metadata."):
-            return "membership", op
-        if op in ("state", "attach", "local"):  # "attach"/"local": SDK-hosted providers
-            return "anti_entropy", op
-        raise RpcError("unknown_op", f"no such operation: {op}")
-
-    def _forward(self, req: Request, now: float) -> None:
-        target, op = self._route(req.op)
-        if target not in self.actors:
-            raise RpcError("unavailable", f"this node runs no {target} actor")
-
-        def done(result: Any, error: RpcError | None) -> None:
-            if error is not None:
-                self.control.send_multipart(error_frames(req, error.code, error.message))
-            else:
-                self.control.send_multipart(reply_frames(req, result))
-
-        self.clients[target].request(op, req.args, now, FORWARD_TIMEOUT_S, done)
+    def _stop_op(self, req: Request, now: float) -> dict[str, Any]:
+        self.begin_stop(EXIT_OK)
+        return {"stopping": True}
 
     def _leave(self, req: Request, now: float) -> None:
-        def done(result: Any, error: RpcError | None) -> None:
-            self.control.send_multipart(reply_frames(req, {"left": error is None}))
-            self._begin_stop(EXIT_OK)
+        def done(result: Any) -> None:
+            self.control.reply(req, {"left": not isinstance(result, RpcError)})
+            self.begin_stop(EXIT_OK)
 
-        if "membership" in self.actors:
-            self.clients["membership"].request("leave", {}, now, FORWARD_TIMEOUT_S, done)
+        if "membership" in self.plan:
+            self.control.forward("membership", "leave", {}, now, done, done)
         else:
-            done({}, None)
-        return None
+            done({})
 
-    def _member_rows(self) -> list[dict[str, Any]]:
-        """Members as the events told them; this node itself is never the subject of a
-        join event, so it is added from what the supervisor knows of it."""
-        rows = dict(self.members)
-        if self.node_id not in rows:
-            membership = self.actors.get("membership")
-            incarnation = membership.status.get("incarnation") if membership else None
-            net = self.cfg.network
-            rows[self.node_id] = {
-                "node_id": self.node_id, "address": advertised(net.gossip, net.advertise_host),
-                "metadata": dict(self.cfg.node.metadata), "status": "alive",
-                "incarnation": incarnation}
-        return sorted(rows.values(), key=lambda r: str(r["node_id"]))
-
-    def _actor_rows(self) -> list[dict[str, Any]]:
-        return [{"name": a.name, "pid": a.pid, "ready": a.ready, "restarts": a.restarts}
-                for a in self.actors.values()]
+    def member_rows(self) -> list[dict[str, Any]]:
+        membership = self.life.actors.get("membership")
+        net = self.cfg.network
+        return self.events.member_rows({
+            "node_id": self.node_id, "address": advertised(net.gossip, net.advertise_host),
+            "metadata": dict(self.cfg.node.metadata), "status": "alive",
+            "incarnation": membership.status.get("incarnation") if membership else None})
 
     def status(self) -> dict[str, Any]:
-        rows = []
-        for a in self.actors.values():
-            row: dict[str, Any] = {**{k: v for k, v in vars(a).items()
-                                      if k in ("name", "pid", "ready", "restarts")},
-                                   "counters": a.counters, "status": a.status,
-                                   "heartbeat_age_s": round(time.monotonic() - self._last_sign(a),
-                                                            3) if a.pid else None}
-            if a.pid and (a.proc is None or a.proc.pid != a.pid):
-                a.proc = process_of(a.pid)
-            row.update(usage_of(a.proc if a.pid else None))
-            rows.append(row)
+        now = time.monotonic()
         own = {"name": "supervisor", "pid": os.getpid(), "ready": True, "restarts": 0,
-               "counters": self.counters, "status": {}}
+               "state": "ready", "counters": self._counters(),
+               "status": {}}
         own.update(usage_of(psutil.Process()))
         return {"node_id": self.node_id, "cluster": self.cfg.node.cluster,
                 "gossip": self.gossip_endpoint, "sync": self.sync_endpoint,
-                "events": self.cfg.local.events, "uptime_s": round(time.monotonic()
-                                                                   - self.started, 3),
-                "seq": self.seq, "actors": [own, *rows]}
+                "events": self.cfg.local.events, "uptime_s": round(now - self.started, 3),
+                "seq": self.events.seq, "degraded": self.life.degraded(),
+                "actors": [own, *self.life.status_rows(now)]}
 
     # -- loop --------------------------------------------------------------------
     def run(self) -> int:
@@ -433,11 +250,14 @@ class Supervisor:
             os.set_blocking(fd, False)
         signal.set_wakeup_fd(wake_w)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self._begin_stop(EXIT_OK))
+            signal.signal(sig, lambda *_: self.begin_stop(EXIT_OK))
         signal.signal(signal.SIGHUP, lambda *_: setattr(self, "reload_requested", True))
         poller = zmq.Poller()
-        handlers = {self.life_in: self._on_life, self.bus_in: self._on_bus,
-                    self.control: self._on_control, self.zygote.event_fd: self._on_zygote}
+        handlers: dict[Any, Any] = {
+            self.life_in: functools.partial(self._on_bus, self.life_in),
+            self.bus_in: functools.partial(self._on_bus, self.bus_in),
+            self.control_sock: self.control.on_readable,
+            self.zygote.event_fd: self.life.on_zygote}
         for client in self.clients.values():
             handlers[client.sock] = functools.partial(_on_readable, client)
         for sock in (*handlers, wake_r):
@@ -451,7 +271,7 @@ class Supervisor:
             now = time.monotonic()
             if self.reload_requested:
                 self._reload()
-            self._check_actors(now)
+            self.life.check(now)
             for client in self.clients.values():
                 client.expire(now)
             self.trimmer.tick(now)
@@ -461,7 +281,8 @@ class Supervisor:
         """Sleep until the next restart or request deadline, or the next liveness check
         (`beat_interval`): an idle supervisor wakes about once a second."""
         deadlines = [now + self.beat_s]
-        deadlines += [s.restart_at for s in self.actors.values() if s.restart_at is not None]
+        if (due := self.life.next_deadline()) is not None:
+            deadlines.append(due)
         deadlines += [d for c in self.clients.values() if (d := c.next_deadline()) is not None]
         return max(0, int((min(deadlines) - now) * 1000) + 1)
 
@@ -470,35 +291,24 @@ class Supervisor:
         self.reload_requested = False
         if self.auth is not None:
             self.auth.refresh()
-        for state in self.actors.values():
-            if state.pid:
-                _kill(state.pid, signal.SIGHUP)
+        self.life.signal_all(signal.SIGHUP)
         logger.bind(node=self.node_id).info("reloaded keys")
 
-    def _begin_stop(self, code: int) -> None:
+    def begin_stop(self, code: int) -> None:
         if not self.stopping:
-            self.stopping = True
+            self.stopping = self.life.stopping = True
             self.exit_code = code
 
     def _shutdown(self) -> int:
-        """Membership first (it says goodbye), then the rest; TERM, grace, KILL."""
-        grace = self.cfg.supervisor.stop_grace_s
-        first = [a for a in self.actors.values() if a.name == "membership"]
-        rest = [a for a in self.actors.values() if a.name != "membership"]
-        for group, wait_s in ((first, min(1.0, grace)), (rest, grace)):
-            for state in group:
-                if state.pid:
-                    _kill(state.pid, signal.SIGTERM)
-            self._await_exits(group, wait_s)
-        for state in self.actors.values():
-            if state.pid:
-                _kill(state.pid, signal.SIGKILL)
-        self._await_exits(list(self.actors.values()), 1.0)
-        self._on_bus(time.monotonic())
+        if self.monitor is not None:
+            self.monitor.close()
+        self.life.shutdown("membership", self.cfg.supervisor.stop_grace_s)
+        self._on_bus(self.bus_in, time.monotonic())
         self.zygote.close()
         for client in self.clients.values():
             client.close()
-        for sock in (self.events, self.bus_out, self.bus_in, self.life_in, self.control):
+        for sock in (self.events_pub, self.bus_out, self.bus_in, self.life_in,
+                     self.control_sock):
             sock.close(linger=0)
         if self.auth is not None:
             self.auth.stop()
@@ -509,26 +319,9 @@ class Supervisor:
         logger.bind(node=self.node_id, code=self.exit_code).info("node stopped")
         return self.exit_code
 
-    def _await_exits(self, group: list[ActorState], wait_s: float) -> None:
-        deadline = time.monotonic() + wait_s
-        while any(a.pid for a in group) and time.monotonic() < deadline:
-            if not self.zygote.events.eof:
-                with contextlib.suppress(InterruptedError, OSError):
-                    import select
-
-                    select.select([self.zygote.event_fd], [], [], 0.05)
-            self._on_zygote(time.monotonic())
-            if self.zygote.events.eof:
-                break
-
 
 def _on_readable(client: AsyncClient, now: float) -> None:
     client.on_readable()
-
-
-def _kill(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
 
 
 def _drain(fd: int) -> None:

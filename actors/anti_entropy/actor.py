@@ -61,6 +61,7 @@ MEMBERS_REFRESH_S = 5.0
 
 
 class AntiEntropyActor(Actor):
+    serves = ("state", "attach", "local")  # "attach"/"local": SDK-hosted providers
     subscriptions = ("node.", "actor.started")
 
     def __init__(self, name: str, env: NodeEnv, ctx: zmq.Context) -> None:

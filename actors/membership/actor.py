@@ -51,6 +51,7 @@ JOIN_WARN_MAX_GAP_S = 600.0
 
 
 class MembershipActor(Actor):
+    serves = ("members", "metadata.")  # control ops routed here (actors.node.plan)
     def __init__(self, name: str, env: NodeEnv, ctx: zmq.Context) -> None:
         super().__init__(name, env, ctx)
         cfg = env.config

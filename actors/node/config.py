@@ -73,6 +73,8 @@ class NetworkSection:
 class LocalSection:
     events: str
     control: str  # always ipc://<absolute path>
+    # "HOST:PORT" of the monitoring endpoint (/metrics, /health); None: off
+    http: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class SupervisorSection:
     heartbeat_timeout_s: float = 5.0
     # Between TERM and KILL when stopping an actor.
     stop_grace_s: float = 3.0
+    # A provider actor given up (it kept dying) is tried again after this long.
+    provider_retry_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,16 @@ class HAProxySection:
 
 
 @dataclass(frozen=True)
+class HandlerSpec:
+    """`[[handlers]]`: run `command` for each event whose type starts with one of
+    `events`, the event as JSON on stdin; killed after `timeout_s`."""
+
+    events: tuple[str, ...]
+    command: tuple[str, ...]
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     node: NodeSection
@@ -136,12 +150,14 @@ class Config:
     log: LogSection
     providers: tuple[ProviderSpec, ...]
     haproxy: HAProxySection | None = None
+    handlers: tuple[HandlerSpec, ...] = ()
 
 
 _SECTIONS = (
     "node", "network", "local", "membership", "anti_entropy", "supervisor", "security", "log",
-    "providers", "haproxy",
+    "providers", "haproxy", "handlers",
 )
+_ARRAYS = ("providers", "handlers")  # arrays of tables: [[providers]], [[handlers]]
 
 
 class _Reader:
@@ -200,7 +216,7 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path) -> Config:
     base = cfg_path.resolve().parent
     top = _Reader(cfg_path, raw, "")
     for name in _SECTIONS:
-        top.get(name, list if name == "providers" else dict, {} if name != "providers" else [])
+        top.get(name, list if name in _ARRAYS else dict, [] if name in _ARRAYS else {})
     top.reject_unknown()
     node = _node(_Reader(cfg_path, raw.get("node", {}), "node"), base)
     network = _network(_Reader(cfg_path, raw.get("network", {}), "network"))
@@ -232,6 +248,7 @@ def parse_config(raw: Mapping[str, Any], cfg_path: Path) -> Config:
         providers=_providers(cfg_path, raw.get("providers", [])),
         haproxy=_haproxy(_Reader(cfg_path, raw["haproxy"], "haproxy"))
         if "haproxy" in raw else None,
+        handlers=_handlers(cfg_path, raw.get("handlers", [])),
     )
 
 
@@ -291,8 +308,9 @@ def _local(r: _Reader, base: Path) -> LocalSection:
         events = resolve_ipc(events, base)
         if len(events) - len("ipc://") > IPC_PATH_MAX:
             raise r.err("events", f"ipc path is longer than {IPC_PATH_MAX} bytes: {events}")
+    http = r.get("http", str, None, check=http_address_problem)
     r.reject_unknown()
-    return LocalSection(events=events, control=control)
+    return LocalSection(events=events, control=control, http=http)
 
 
 _SUPERVISOR = (
@@ -301,6 +319,8 @@ _SUPERVISOR = (
     Field("heartbeat_timeout_s", float, 5.0, check=above_zero,
           why="an actor silent this long is hung: killed and restarted"),
     Field("stop_grace_s", float, 3.0, check=above_zero, why="between TERM and KILL"),
+    Field("provider_retry_s", float, 60.0, check=above_zero,
+          why="a provider (or the handlers actor) given up is tried again after this long"),
 )
 
 
@@ -409,6 +429,26 @@ def _core_settings(cfg_path: Path, section: str, make: Callable[[], T]) -> T:
                           exc.reason) from None
 
 
+def _strings(value: list[Any]) -> str | None:
+    if not value or not all(isinstance(x, str) and x for x in value):
+        return "must be a non-empty array of non-empty strings"
+    return None
+
+
+def _handlers(cfg_path: Path, raw: list[Any]) -> tuple[HandlerSpec, ...]:
+    specs: list[HandlerSpec] = []
+    for i, table in enumerate(raw):
+        if not isinstance(table, dict):
+            raise ConfigError(cfg_path, f"handlers[{i}]", "must be a table ([[handlers]])")
+        r = _Reader(cfg_path, table, f"handlers[{i}]")
+        specs.append(HandlerSpec(
+            events=tuple(r.get("events", list, check=_strings)),
+            command=tuple(r.get("command", list, check=_strings)),
+            timeout_s=float(r.get("timeout_s", (int, float), 10.0, check=above_zero))))
+        r.reject_unknown()
+    return tuple(specs)
+
+
 def tcp_endpoint_problem(value: str) -> str | None:
     match = _TCP_RE.match(value)
     if not match:
@@ -416,6 +456,24 @@ def tcp_endpoint_problem(value: str) -> str | None:
     if not 0 < int(match["port"]) < 65536:
         return "port must be between 1 and 65535"
     return None
+
+
+_HTTP_RE = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-]+):(?P<port>\d{1,5})$")
+
+
+def http_address_problem(value: str) -> str | None:
+    match = _HTTP_RE.match(value)
+    if not match:
+        return "must look like HOST:PORT, e.g. 127.0.0.1:9190"
+    if not 0 < int(match["port"]) < 65536:
+        return "port must be between 1 and 65535"
+    return None
+
+
+def http_address(value: str) -> tuple[str, int]:
+    """(host, port) of a valid `[local] http` value; brackets of an IPv6 host removed."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def endpoint_problem(value: str) -> str | None:

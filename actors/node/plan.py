@@ -18,6 +18,7 @@ from typing import Any
 import zmq
 
 from actors.node.config import Config, ConfigError, ProviderSpec
+from actors.node.routing import Route, RouteConflict, RoutingTable
 from actors.providers.contract import ContractError, check_provider_class, load_provider_class
 from actors.runtime import Actor, NodeEnv
 from transport.protocol import generate_node_id
@@ -107,6 +108,10 @@ def plan_actors(cfg: Config) -> dict[str, Any]:
         plan[spec.actor_name] = (ProviderActor, (spec, provider_class(cfg, spec, i)))
     if cfg.haproxy is not None:
         plan["haproxy"] = (haproxy_actor_class(cfg), None)
+    if cfg.handlers:  # [[handlers]]: commands run on events (actors.node.handlers)
+        from actors.node.handlers import HandlersActor
+
+        plan["handlers"] = (HandlersActor, None)
     return plan
 
 
@@ -117,6 +122,43 @@ def haproxy_actor_class(cfg: Config) -> type:
                           "type = \"health\" with the backends it checks")
     cls: type = load_symbol("actors.haproxy.actor:HAProxyActor")
     return cls
+
+
+def is_essential(name: str) -> bool:
+    """Giving up on an essential actor stops the node; any other is given up alone
+    (and retried): a node without membership or anti-entropy would serve a partial
+    view, a node without one provider still replicates everything else."""
+    return name in CORE_ACTORS
+
+
+def routes_of(plan: dict[str, Any]) -> list[Route]:
+    """The control ops each actor serves, from what its class declares (`serves`).
+
+    A core actor is sent the op unchanged. A provider serves ``provider.<type>.``;
+    its class's `serves` prefixes (kv: ``kv.``) are short names for that namespace,
+    so both are stripped.
+    """
+    routes: list[Route] = []
+    for name, (cls, extra) in plan.items():
+        if extra is None:
+            routes += [Route(p, name) for p in getattr(cls, "serves", ())]
+            continue
+        _spec, provider_cls = extra
+        routes.append(Route(f"{name}.", name, strip=True))
+        routes += [Route(p, name, strip=True) for p in getattr(provider_cls, "serves", ())
+                   if isinstance(p, str) and p.endswith(".")]
+    return routes
+
+
+def plan_routes(cfg: Config, plan: dict[str, Any]) -> RoutingTable:
+    """The routing table of `plan`; two actors claiming one op is a config error."""
+    try:
+        return RoutingTable(routes_of(plan))
+    except RouteConflict as exc:
+        types = [spec.type for spec in cfg.providers]
+        kind = exc.route.actor.removeprefix("provider.")
+        key = f"providers[{types.index(kind)}].module" if kind in types else "providers"
+        raise ConfigError(cfg.path, key, str(exc)) from None
 
 
 def make_actor(plan: dict[str, Any], name: str, env: NodeEnv, ctx: zmq.Context) -> Actor:

@@ -69,6 +69,8 @@ class KvError(ValueError):
 class KvProvider(TableProvider):
     """StateProvider for state_type "kv" (see the module docstring)."""
 
+    serves = ("kv.",)  # `kv.set` is short for `provider.kv.set` (actors.node.plan)
+
     def __init__(self, node_id: str, clock: LamportClock,
                  options: Mapping[str, Any] | None = None,
                  now_fn: Callable[[], float] = time.monotonic) -> None:

@@ -104,14 +104,14 @@ def test_an_idle_node_with_a_short_heartbeat_timeout_kills_nothing(clusters):
     assert _actor_pids(node) == before
 
 
-def test_an_actor_that_keeps_dying_makes_the_node_give_up(clusters, subscriber):
+def test_an_essential_actor_that_keeps_dying_makes_the_node_give_up(clusters, subscriber):
     cluster = clusters(1, extra={"supervisor": {"max_restarts": 1}}).start()
     node = cluster.nodes[0]
     sub = subscriber([node.events], ("actor.",))
     for _ in range(2):
-        pid = wait_until(lambda: _actor_pids(node).get("provider.kv"), what="kv actor")
+        pid = wait_until(lambda: _actor_pids(node).get("anti_entropy"), what="ae actor")
         os.kill(pid, signal.SIGKILL)
-        wait_until(lambda p=pid: not _alive(p), what="kv actor to die")
+        wait_until(lambda p=pid: not _alive(p), what="ae actor to die")
         time.sleep(0.3)
     sub.wait_for(lambda e: e["type"] == "actor.gave_up")
     assert node.proc.wait(20) == 1

@@ -34,8 +34,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from actors.anti_entropy.actor import AntiEntropyActor
 from actors.anti_entropy.core.engine import AntiEntropy, AntiEntropyConfig
 from actors.core.store import Store
+from actors.membership.actor import MembershipActor
 from actors.membership.core.swim import (
     MAX_GOSSIP_ITEMS,
     TABLE_ROWS_BURST,
@@ -43,7 +45,10 @@ from actors.membership.core.swim import (
     Membership,
 )
 from actors.membership.core.timing import MAX_REMOTE_METADATA_BYTES, PROFILES
-from supervisor import Supervisor
+from actors.node.plan import routes_of
+from actors.node.routing import RoutingTable
+from actors.providers.host import ProviderActor
+from actors.providers.kv import KvProvider
 from transport.codec import MAGIC, PROTOCOL_VERSION, DecodeError, decode_untrusted, encode
 from transport.protocol import (
     MAX_U63,
@@ -398,6 +403,9 @@ def test_no_single_message_exhausts_the_lamport_clock(frame: bytes) -> None:
 
 
 # --- control -------------------------------------------------------------------------------
+ROUTES = RoutingTable(routes_of({
+    "membership": (MembershipActor, None), "anti_entropy": (AntiEntropyActor, None),
+    "provider.kv": (ProviderActor, (None, KvProvider))}))
 control_bodies = values | st.fixed_dictionaries(
     {"id": ints | values, "op": ids | values},
     optional={"args": values | st.dictionaries(st.text(max_size=6), values, max_size=3)})
@@ -416,8 +424,8 @@ def test_control_frames_parse_and_route_or_raise_only_rpc_error(frames: list[byt
         return
     assert isinstance(req.id, int) and isinstance(req.op, str) and isinstance(req.args, dict)
     assert req.route == tuple(frames[:-1])
-    try:
-        actor, op = Supervisor._route(None, req.op)  # type: ignore[arg-type]  # uses no state
-    except RpcError:
+    routed = ROUTES.resolve(req.op)
+    if routed is None:
         return
+    actor, op = routed
     assert isinstance(actor, str) and isinstance(op, str) and op

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.node.restart import GiveUp, Restart, RestartPolicy
+from actors.node.restart import GiveUp, Restart, RestartBook, RestartPolicy
 
 POLICY = RestartPolicy(max_restarts=5, window_s=60.0)
 
@@ -32,3 +32,56 @@ def test_backoff_never_exceeds_its_cap():
 
 def test_zero_max_restarts_gives_up_at_the_first_death():
     assert RestartPolicy(max_restarts=0, window_s=60).decide((), 1.0) == GiveUp(0)
+
+
+# -- RestartBook: one actor's record, as the supervisor keeps it -----------------------
+
+TIGHT = RestartPolicy(max_restarts=2, window_s=10.0)
+
+
+def test_an_essential_actor_given_up_schedules_nothing():
+    book = RestartBook(retry_s=None)
+    assert book.died(TIGHT, 100.0) == Restart(0.0)
+    book.respawned(TIGHT, 100.0)
+    assert book.died(TIGHT, 105.0) == Restart(0.0)
+    book.respawned(TIGHT, 105.0)
+    assert book.died(TIGHT, 106.0) == GiveUp(2)
+    assert book.given_up and book.restart_at is None and not book.due(1e9)
+
+
+def test_a_provider_given_up_is_retried_after_retry_s():
+    book = RestartBook(retry_s=60.0)
+    for t in (100.0, 102.0):
+        assert isinstance(book.died(TIGHT, t), Restart)
+        book.respawned(TIGHT, t)
+    assert book.died(TIGHT, 104.0) == GiveUp(2)
+    assert book.given_up and book.restart_at == 164.0
+    assert not book.due(163.9) and book.due(164.0)
+    book.respawned(TIGHT, 164.0)
+    assert not book.given_up and book.retries == 1 and book.restarts == 3
+
+
+def test_a_retried_actor_that_dies_on_probation_is_given_up_again_at_once():
+    book = RestartBook(retry_s=30.0, given_up_at=0.0, restart_at=30.0)
+    book.respawned(TIGHT, 30.0)
+    assert book.died(TIGHT, 35.0) == GiveUp(1)  # within window_s of the retry
+    assert book.restart_at == 65.0
+
+
+def test_a_retried_actor_that_outlives_its_probation_gets_restarts_again():
+    book = RestartBook(retry_s=30.0, given_up_at=0.0, restart_at=30.0)
+    book.respawned(TIGHT, 30.0)
+    assert book.died(TIGHT, 45.0) == Restart(0.0)
+    assert not book.given_up and book.restart_at == 45.0
+
+
+def test_quick_deaths_back_off_and_the_history_stays_bounded():
+    book = RestartBook(retry_s=1.0)
+    policy = RestartPolicy(max_restarts=3, window_s=0.5)
+    now = 0.0
+    for _ in range(50):
+        verdict = book.died(policy, now)
+        assert isinstance(verdict, Restart)
+        now += max(verdict.delay_s, 0.6)
+        book.respawned(policy, now)
+    assert len(book.history) <= policy.max_restarts and book.restarts == 50

@@ -1,0 +1,66 @@
+"""The node's event log: sequence numbers, the member table, the Clone-pattern snapshot.
+
+Every event of the node passes through `publish`: it is stamped with
+``source`` (this node) and the next ``seq``, sent to the public events PUB
+and to the actors' fan-out, and folded into the member table. Because the
+table and the counter change together, a `snapshot` taken between two
+events is exactly the state at its ``seq``: a client subscribes, takes the
+snapshot, then applies only newer events (the ZeroMQ guide's Clone pattern).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+
+from transport.codec import pack
+from transport.protocol import make_event
+
+# Distinct event types counted one by one (`lbcluster_events_total{type}`); past it they
+# are counted as "other", so a buggy publisher cannot grow the table without end.
+MAX_TYPES = 256
+
+
+class EventLog:
+    def __init__(self, node_id: str, sinks: Sequence[zmq.Socket]) -> None:
+        self.node_id = node_id
+        self.sinks = sinks
+        self.seq = 0
+        # node id -> the data of the latest node.* event about it
+        self.members: dict[str, dict[str, Any]] = {}
+        self.by_type: Counter[str] = Counter()
+
+    def emit(self, event_type: str, data: dict[str, Any], node_id: str | None = None) -> None:
+        self.publish(make_event(event_type, node_id or self.node_id, data))
+
+    def publish(self, event: dict[str, Any]) -> None:
+        self.seq += 1
+        event = {**event, "source": self.node_id, "seq": self.seq}
+        kind = str(event.get("type"))
+        self._track(kind, event.get("data"))
+        frames = [kind.encode(), pack(event)]
+        for sock in self.sinks:
+            with contextlib.suppress(zmq.Again):
+                sock.send_multipart(frames, zmq.NOBLOCK)
+        if kind not in self.by_type and len(self.by_type) >= MAX_TYPES:
+            kind = "other"
+        self.by_type[kind] += 1
+
+    def _track(self, kind: str, data: Any) -> None:
+        if kind.startswith("node.") and isinstance(data, dict) and "node_id" in data:
+            self.members[str(data["node_id"])] = data
+
+    def member_rows(self, own: dict[str, Any]) -> list[dict[str, Any]]:
+        """Members as the events told them. This node is never the subject of a join
+        event, so `own` (what the supervisor knows of it) stands in until one is."""
+        rows = dict(self.members)
+        rows.setdefault(self.node_id, own)
+        return sorted(rows.values(), key=lambda r: str(r["node_id"]))
+
+    @property
+    def total(self) -> int:
+        return self.seq
