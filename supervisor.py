@@ -192,6 +192,10 @@ class Supervisor:
             match msg.get("kind"):
                 case "event" if isinstance(msg.get("event"), dict):
                     self.events.publish(msg["event"])
+                case "events" if isinstance(msg.get("events"), list):
+                    for event in msg["events"]:
+                        if isinstance(event, dict):
+                            self.events.publish(event)
                 case "heartbeat":
                     self.life.on_heartbeat(msg, now)
                 case "ready":

@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,7 @@ from transport.rpc import Request, RpcError, error_frames, parse_request_untrust
 from transport.sockets import bind, make_socket, private_endpoint
 
 BATCH = 500  # messages read from one socket per wake-up
+EVENTS_PER_MESSAGE = 500  # events per bus message (about 100 KiB)
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,12 @@ class Actor:
 
     def publish(self, event_type: str, node_id: str, data: dict[str, Any]) -> None:
         self.rt.push({"kind": "event", "event": make_event(event_type, node_id, data)})
+
+    def publish_many(self, events: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
+        """Many events, as few bus messages: (type, node_id, data) each, in order."""
+        batch = [make_event(kind, node_id, data) for kind, node_id, data in events]
+        for start in range(0, len(batch), EVENTS_PER_MESSAGE):
+            self.rt.push({"kind": "events", "events": batch[start:start + EVENTS_PER_MESSAGE]})
 
     def reply(self, req: Request, result: Any) -> None:
         self.rt.rpc.send_multipart(reply_frames(req, result))

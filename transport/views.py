@@ -29,6 +29,13 @@ def state_row(state: SyncableState) -> dict[str, Any]:
             "deleted": is_tombstone(state)}
 
 
+def changed_row(state: SyncableState) -> dict[str, Any]:
+    """The data of a `state.changed` event: the state without its value (one `state`
+    request away), so an event stays small whatever the value."""
+    return {"state_type": state.state_type, "key": state.key, "version": state.version,
+            "source_node": state.source_node, "deleted": is_tombstone(state)}
+
+
 def parse_states_untrusted(raw: Any) -> tuple[list[SyncableState], int]:
     """States from a request's list of state maps, and how many items were malformed."""
     if not isinstance(raw, list):

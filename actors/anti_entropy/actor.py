@@ -48,7 +48,7 @@ from transport.protocol import (
 )
 from transport.rpc import AsyncClient, Request, RpcError
 from transport.sockets import bind, make_socket
-from transport.views import parse_states_untrusted, state_row
+from transport.views import changed_row, parse_states_untrusted, state_row
 
 PEER_HWM = 256
 SAVE_EVERY_S = 10.0
@@ -303,10 +303,7 @@ class AntiEntropyActor(Actor):
         self.counters["detached"] += 1
 
     def _publish_changed(self, states: list[SyncableState]) -> None:
-        for s in states:
-            row = state_row(s)
-            del row["value"]
-            self.publish("state.changed", s.source_node, row)
+        self.publish_many(("state.changed", s.source_node, changed_row(s)) for s in states)
 
     def tick(self, now: float) -> None:
         if now >= self.next_members:

@@ -261,6 +261,11 @@ class ProviderAdapter:
         return rows
 
     @property
+    def last_now(self) -> float:
+        """The latest `now` a caller gave (for work done outside any call)."""
+        return self._now
+
+    @property
     def quarantined(self) -> int:
         return len(self._quarantine)
 

@@ -28,11 +28,11 @@ import zmq
 from actors.node.config import ProviderSpec
 from actors.providers.adapter import ProviderAdapter
 from actors.providers.outbox import LocalOutbox
-from actors.runtime import Actor, NodeEnv
+from actors.runtime import DEFER, Actor, NodeEnv
 from actors.storage.journal import StateJournal
-from transport.protocol import LIVE, LamportClock, syncable_state_to_map
+from transport.protocol import LIVE, LamportClock, SyncableState, state_key, syncable_state_to_map
 from transport.rpc import AsyncClient, Request, RpcError
-from transport.views import state_row
+from transport.views import changed_row
 
 # Requests that reach the provider's own code as a local write (a command).
 _QUERIES = frozenset({"sync_state", "digest", "apply", "clock", "node_failed", "state",
@@ -53,6 +53,11 @@ class ProviderActor(Actor):
         self.keys: set[str] = set()  # for status only: how many keys it holds
         self.ae: AsyncClient | None = None
         self.outbox = LocalOutbox()
+        # Changes taken from the provider and not yet journaled, newest per key: local
+        # ones also go to anti-entropy. Replies wait here until their changes are saved.
+        self._local: dict[tuple[str, str], SyncableState] = {}
+        self._remote: dict[tuple[str, str], SyncableState] = {}
+        self._replies: list[tuple[Request, Any]] = []
         self.live: dict[str, bool] = {env.node_id: True}
 
     def setup(self, now: float) -> None:
@@ -88,16 +93,22 @@ class ProviderActor(Actor):
 
     def _members_changed(self, now: float) -> None:
         self.adapter.members(sorted(n for n, up in self.live.items() if up), now)
-        self._publish_changes(now, local=True)
+        self._collect(now, local=True)
 
     def handle_request(self, req: Request, now: float) -> Any:
         try:
-            return self.adapter.handle(req.op, req.args, now)
+            result = self.adapter.handle(req.op, req.args, now)
         finally:
             # A command may have written (even one that then raised); an apply may have
             # changed states. Either way, what changed is journaled and sent.
-            self._publish_changes(now, local=req.op not in _QUERIES)
+            self._collect(now, local=req.op not in _QUERIES)
             self._report_faults()
+        if req.id and (self._unsaved or self._replies):
+            # Acknowledged only once journaled: at the end of this batch of requests,
+            # in order, with one journal write for the whole batch (see `_flush`).
+            self._replies.append((req, result))
+            return DEFER
+        return result
 
     def on_event(self, event: dict[str, Any], now: float) -> None:
         node_id, data = event.get("node_id"), event.get("data")
@@ -110,14 +121,15 @@ class ProviderActor(Actor):
         if self.live.get(node_id) != up:
             self.live[node_id] = up
             self._members_changed(now)
-        self._publish_changes(now, local=True)
+        self._collect(now, local=True)
         self._report_faults()
 
     def tick(self, now: float) -> None:
-        self._flush_outbox()
         self.adapter.tick(now)
-        self._publish_changes(now, local=True)
+        self._collect(now, local=True)
         self._report_faults()
+        self._flush()
+        self._flush_outbox()
         self.membership.expire(now)
         if self.ae is not None:
             self.ae.expire(now)
@@ -125,22 +137,35 @@ class ProviderActor(Actor):
     def next_deadline(self) -> float | None:
         return self.adapter.next_deadline()
 
-    def _publish_changes(self, now: float, local: bool) -> None:
-        changed = self.adapter.changes(now)
-        if not changed:
-            return
-        self.journal.append(changed)
-        if self.journal.compaction_due:
-            self._compact(now)
-        self.keys.update(s.key for s in changed)
-        for s in changed:
-            row = state_row(s)
-            del row["value"]  # events say what changed; the value is one `state` away
-            self.publish("state.changed", s.source_node, row)
-        self.counters["local_writes" if local else "remote_applied"] += len(changed)
-        if local:
-            self.outbox.add(changed)
-            self._flush_outbox()
+    @property
+    def _unsaved(self) -> bool:
+        return bool(self._local or self._remote)
+
+    def _collect(self, now: float, local: bool) -> None:
+        """Take what the provider changed; `_flush` journals and sends it."""
+        pending = self._local if local else self._remote
+        for s in self.adapter.changes(now):
+            pending[state_key(s)] = s
+
+    def _flush(self) -> None:
+        """End of a batch: one journal write, the events, the hand-over to anti-entropy,
+        then the replies that waited for the journal."""
+        if self._unsaved:
+            local, remote = list(self._local.values()), list(self._remote.values())
+            self._local, self._remote = {}, {}
+            changed = remote + local
+            self.journal.append(changed)
+            if self.journal.compaction_due:
+                self._compact(self.adapter.last_now)
+            self.keys.update(s.key for s in changed)
+            self.publish_many(("state.changed", s.source_node, changed_row(s))
+                              for s in changed)
+            self.counters["local_writes"] += len(local)
+            self.counters["remote_applied"] += len(remote)
+            self.outbox.add(local)
+        replies, self._replies = self._replies, []
+        for req, result in replies:
+            self.reply(req, result)
 
     def _compact(self, now: float) -> None:
         # A provider that cannot list its states now keeps the journal growing instead.
@@ -163,6 +188,9 @@ class ProviderActor(Actor):
             self.counters["local_deferred"] += 1  # the queue is full: kept for the next try
 
     def shutdown(self, now: float) -> None:
+        self._collect(now, local=True)
+        self._flush()
+        self._flush_outbox()
         self._compact(now)
         self.adapter.close(now)
         self._report_faults()

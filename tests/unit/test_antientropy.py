@@ -16,6 +16,7 @@ import pytest
 from actors.anti_entropy.core.engine import (
     DIRECT_PUSH_MAX,
     RESEND_HOLD_ROUNDS,
+    STREAM_ROUNDS,
     AntiEntropy,
     AntiEntropyConfig,
     HandleResult,
@@ -242,6 +243,19 @@ def test_a_fresh_change_in_a_large_cluster_goes_to_push_fanout_peers_that_forwar
     outs = a.ae.local_changes([st(1, "n0")], 0.0, ids)
     assert len(outs) == CFG.push_fanout
     assert {o.message.payload["hops"] for o in outs} == {CFG.push_hops}  # type: ignore[index]
+
+
+def test_while_changes_stream_only_one_repair_round_in_stream_rounds_starts() -> None:
+    a = make_node("a")
+    peers = ["a", "b", "c"]
+    started = []
+    for i in range(3 * STREAM_ROUNDS):
+        now = i * CFG.interval_s
+        a.ae.local_changes([st(i + 1, "a", key=f"k{i}")], now, peers)  # a steady stream
+        started.append(bool(a.ae.tick(now, peers)))
+    assert sum(started) == 3
+    quiet = 3 * STREAM_ROUNDS * CFG.interval_s + 2 * CFG.interval_s
+    assert a.ae.tick(quiet, peers) and a.ae.tick(quiet + CFG.interval_s, peers)  # full pace
 
 
 def test_changes_are_counted_by_how_they_arrived() -> None:

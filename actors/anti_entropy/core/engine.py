@@ -45,6 +45,11 @@ Theory of operation (pure: no sockets, no clock reads; randomness from the
   (never back to the sender; nothing is sent with hops 0), so a change travels
   <= push_hops hops. `seen` (the pusher, its targets and the `seen` it got)
   steers forwards toward nodes the push has not reached yet.
+* While changes stream (a fast push sent or received within the last
+  interval), a node starts only one repair round in `STREAM_ROUNDS`: during a
+  stream every summary differs because of changes in flight, and each such
+  round would compare digests of the whole table for nothing. Repair resumes
+  its full pace as soon as the stream stops.
 * Every message we build encodes to at most `max_chunk_bytes` and carries at
   most `max_states_per_message` states or digest entries (a single state
   larger than the bound travels alone). The core witnesses every version and
@@ -111,6 +116,7 @@ _ENVELOPE_BYTES = 1024
 RESEND_HOLD_ROUNDS = 4
 # Up to this many live peers a fresh change goes to all of them at once (see the docstring).
 DIRECT_PUSH_MAX = 64
+STREAM_ROUNDS = 10  # while changes stream, one repair round in this many (see the docstring)
 _WINS = (Order.NEWER, Order.CONFLICT_WIN)
 _LOSES = (Order.OLDER, Order.CONFLICT_LOSE)
 
@@ -194,6 +200,8 @@ class AntiEntropy:
         # session and answers no "syn" (each would bring it a digest to compare),
         # so repair cannot outgrow the time to do it; pushes still flow.
         self.busy = False
+        self._pushed_at = float("-inf")  # when a fast push last went out or came in
+        self._rounds_deferred = 0  # rounds skipped in a row because changes stream
 
     # -- shell entry points ---------------------------------------------------------
     def next_deadline(self) -> float:
@@ -214,6 +222,12 @@ class AntiEntropy:
         if self.busy:
             self.counters["rounds_skipped_busy"] += 1
             return []
+        streaming = now - self._pushed_at < self.config.interval_s
+        if streaming and self._rounds_deferred < STREAM_ROUNDS - 1:
+            self._rounds_deferred += 1
+            self.counters["rounds_deferred_streaming"] += 1
+            return []
+        self._rounds_deferred = 0
         targets = self._sample(self.config.fanout, ())
         self.counters["rounds"] += 1
         self.counters["sessions_started"] += len(targets)
@@ -231,6 +245,8 @@ class AntiEntropy:
         _, changed = self.store.apply(states, now, enforce_horizon=False)
         self._witness(changed)
         self.counters["local_changes"] += len(changed)
+        if changed:
+            self._pushed_at = now
         return self._fast_push(changed, self.config.push_hops, ())
 
     def applied(self, states: Sequence[SyncableState], now: float | None = None
@@ -394,6 +410,8 @@ class AntiEntropy:
         # How changes arrive: the push should bring nearly all of them, repair the rest.
         self.counters["arrived_by_push" if phase == "fast" else "arrived_by_repair"] += \
             len(changed)
+        if phase == "fast" and changed:
+            self._pushed_at = now
         self.counters["deltas_received"] += len(msg.states)
         result.to_apply.extend(changed)
         for state_type, key, version in forget:
