@@ -101,6 +101,7 @@ class ProviderAdapter:
         self._on_members: Callable[[list[str], float], Any] | None = _hook(provider,
                                                                           "on_members")
         self._close: Callable[[], Any] | None = _hook(provider, "close")
+        self._len: Callable[[], int] | None = _hook(provider, "__len__")
         self._set_wakeup: Callable[[Callable[[], None]], Any] | None = _hook(provider,
                                                                              "set_wakeup")
         # Versions last reported, for a provider without drain_changes (diffed instead).
@@ -259,6 +260,13 @@ class ProviderAdapter:
                          "source_node": q.state.source_node, "error": q.error,
                          "tries": q.tries})
         return rows
+
+    def key_count(self) -> int | None:
+        """How many states the provider holds, if it can say cheaply (``__len__``)."""
+        if self._len is None:
+            return None
+        count = self._call("len", self._now, self._len, default=None)
+        return count if isinstance(count, int) else None
 
     @property
     def last_now(self) -> float:

@@ -135,6 +135,10 @@ class ReplicatedTable:
         """Keys with a live (non-tombstone) value."""
         return [s.key for s in self._store.items(self.state_type) if not is_tombstone(s)]
 
+    def __len__(self) -> int:
+        """States held, tombstones included."""
+        return len(self._store)
+
     def states(self) -> list[SyncableState]:
         return self._store.items(self.state_type)
 
@@ -193,6 +197,10 @@ class TableProvider:
 
     def provider_type(self) -> str:
         return self._table.state_type
+
+    def __len__(self) -> int:
+        """How many states it holds: for `status` and the metrics, in O(1)."""
+        return len(self._table)
 
     def get_sync_state(self) -> list[SyncableState]:
         return self._table.states()

@@ -50,7 +50,6 @@ class ProviderActor(Actor):
         provider = provider_cls(node_id=env.node_id, clock=self.clock, options=dict(spec.options))
         self.adapter = ProviderAdapter(provider, self.clock, self.counters)
         self.journal = StateJournal(env.config.node.data_dir / "state" / spec.type)
-        self.keys: set[str] = set()  # for status only: how many keys it holds
         self.ae: AsyncClient | None = None
         self.outbox = LocalOutbox()
         # Changes taken from the provider and not yet journaled, newest per key: local
@@ -71,7 +70,6 @@ class ProviderActor(Actor):
             held = self.adapter.sync_state(now)
         except RpcError:
             held = []
-        self.keys = {s.key for s in held}
         if held:
             self.clock.update(max(s.version for s in held))
         self._report_faults()
@@ -157,7 +155,6 @@ class ProviderActor(Actor):
             self.journal.append(changed)
             if self.journal.compaction_due:
                 self._compact(self.adapter.last_now)
-            self.keys.update(s.key for s in changed)
             self.publish_many(("state.changed", s.source_node, changed_row(s))
                               for s in changed)
             self.counters["local_writes"] += len(local)
@@ -196,6 +193,6 @@ class ProviderActor(Actor):
         self._report_faults()
 
     def status(self) -> dict[str, Any]:
-        return {"provider": self.spec.type, "keys": len(self.keys),
+        return {"provider": self.spec.type, "keys": self.adapter.key_count(),
                 "quarantined": self.adapter.quarantine_rows(),
                 "last_error": self.adapter.last_error}

@@ -181,3 +181,14 @@ def test_reconcile_applies_what_the_node_holds_newer_and_returns_what_it_lacks(a
     lacking = adapter.reconcile([state("theirs", "w2", 7)], now=0.0)
     assert [s.key for s in lacking] == ["mine"]
     assert "theirs" in adapter.provider.entries  # type: ignore[attr-defined]
+
+
+def test_the_key_count_comes_from_len_when_the_provider_has_one(adapter):
+    from actors.providers.kv import KvProvider
+
+    clock = LamportClock()
+    kv = ProviderAdapter(KvProvider("n1", clock), clock)
+    kv.handle("set", {"key": "a", "value": 1}, now=0.0)
+    kv.handle("del", {"key": "a"}, now=0.0)
+    assert kv.key_count() == 1  # the tombstone is held too
+    assert adapter.key_count() is None  # the sticky example has no __len__
