@@ -29,6 +29,14 @@ def state_row(state: SyncableState) -> dict[str, Any]:
             "deleted": is_tombstone(state)}
 
 
+def changed_row(state: SyncableState) -> dict[str, Any]:
+    """The data of a ``state.changed`` event: what changed, not the value (one
+    `state` request away), so an event stays small whatever the value's size."""
+    row = state_row(state)
+    del row["value"]
+    return row
+
+
 def parse_states_untrusted(raw: Any) -> tuple[list[SyncableState], int]:
     """States from a request's list of state maps, and how many items were malformed."""
     if not isinstance(raw, list):

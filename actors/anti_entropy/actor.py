@@ -48,7 +48,7 @@ from transport.protocol import (
 )
 from transport.rpc import AsyncClient, Request, RpcError
 from transport.sockets import bind, make_socket
-from transport.views import parse_states_untrusted, state_row
+from transport.views import changed_row, parse_states_untrusted, state_row
 
 PEER_HWM = 256
 SAVE_EVERY_S = 10.0
@@ -304,9 +304,7 @@ class AntiEntropyActor(Actor):
 
     def _publish_changed(self, states: list[SyncableState]) -> None:
         for s in states:
-            row = state_row(s)
-            del row["value"]
-            self.publish("state.changed", s.source_node, row)
+            self.publish("state.changed", s.source_node, changed_row(s))
 
     def tick(self, now: float) -> None:
         if now >= self.next_members:
@@ -348,7 +346,7 @@ class AntiEntropyActor(Actor):
             self.pool.send(endpoint, encode(out.message, self.cluster), out.peer)
 
     def status(self) -> dict[str, Any]:
-        return {"peers": len(self.peers), "keys": len(self.store.digest()),
+        return {"peers": len(self.peers), "keys": len(self.store),
                 "core": dict(self.core.counters)}
 
 

@@ -32,7 +32,7 @@ from actors.runtime import Actor, NodeEnv
 from actors.storage.journal import StateJournal
 from transport.protocol import LIVE, LamportClock, syncable_state_to_map
 from transport.rpc import AsyncClient, Request, RpcError
-from transport.views import state_row
+from transport.views import changed_row
 
 # Requests that reach the provider's own code as a local write (a command).
 _QUERIES = frozenset({"sync_state", "digest", "apply", "clock", "node_failed", "state",
@@ -134,9 +134,7 @@ class ProviderActor(Actor):
             self._compact(now)
         self.keys.update(s.key for s in changed)
         for s in changed:
-            row = state_row(s)
-            del row["value"]  # events say what changed; the value is one `state` away
-            self.publish("state.changed", s.source_node, row)
+            self.publish("state.changed", s.source_node, changed_row(s))
         self.counters["local_writes" if local else "remote_applied"] += len(changed)
         if local:
             self.outbox.add(changed)
