@@ -94,9 +94,10 @@ class Supervisor:
         self.keys: KeyPair | None = None
         self.keyring: Keyring | None = None
         sec = cfg.security
-        if sec.curve_public_key_file and sec.curve_secret_key_file and sec.allowed_keys_dir:
-            self.keys = load_keypair(sec.curve_public_key_file, sec.curve_secret_key_file)
-            self.keyring = Keyring(sec.allowed_keys_dir)
+        if sec.enabled:
+            public, secret, allowed = sec.key_files()
+            self.keys = load_keypair(public, secret)
+            self.keyring = Keyring(allowed)
 
     # -- startup -----------------------------------------------------------------
     def start(self) -> None:
