@@ -505,8 +505,3 @@ def advertised(endpoint: str, advertise_host: str | None) -> str:
     if not match or advertise_host is None:
         return endpoint
     return f"tcp://{advertise_host}:{match['port']}"
-
-
-def endpoint_port(endpoint: str) -> int | None:
-    match = _TCP_RE.match(endpoint)
-    return int(match["port"]) if match else None
