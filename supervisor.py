@@ -55,6 +55,7 @@ from actors.node.wakeup import WakeupPipe
 from actors.node.zygote import Zygote, die_with_parent
 from actors.runtime import BATCH, NodeEnv, configure_logging, run_actor_process
 from transport.codec import LOCAL_LIMITS, DecodeError, unpack_untrusted
+from transport.protocol import MemberStatus
 from transport.rpc import AsyncClient, Request, RpcError
 from transport.security import KeyPair, Keyring, NodeAuthenticator, load_keypair, secure_server
 from transport.sockets import (
@@ -230,7 +231,7 @@ class Supervisor:
         net = self.cfg.network
         return self.events.member_rows({
             "node_id": self.node_id, "address": advertised(net.gossip, net.advertise_host),
-            "metadata": dict(self.cfg.node.metadata), "status": "alive",
+            "metadata": dict(self.cfg.node.metadata), "status": MemberStatus.ALIVE,
             "incarnation": membership.status.get("incarnation") if membership else None})
 
     def status(self) -> dict[str, Any]:
