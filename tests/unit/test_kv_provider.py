@@ -23,10 +23,6 @@ def kv(node_id: str = "a", **options: Any) -> KvProvider:
     return KvProvider(node_id, LamportClock(), options, now_fn=lambda: 0.0)
 
 
-def by_key(provider: KvProvider) -> list[SyncableState]:
-    return sorted(provider.get_sync_state(), key=lambda s: s.key)
-
-
 def remote(version: int, key: str = "k", value: Any = "r", source: str = "b",
            state_type: str = "kv") -> SyncableState:
     return make_syncable_state(state_type, key, value, version, source)
