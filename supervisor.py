@@ -51,9 +51,11 @@ from actors.node.metrics import NodeCollector, node_health
 from actors.node.monitor import MonitorServer
 from actors.node.plan import is_essential, make_actor, node_id_for, plan_actors, plan_routes
 from actors.node.usage import usage_of
+from actors.node.wakeup import WakeupPipe
 from actors.node.zygote import Zygote, die_with_parent
 from actors.runtime import BATCH, NodeEnv, configure_logging, run_actor_process
 from transport.codec import LOCAL_LIMITS, DecodeError, unpack_untrusted
+from transport.protocol import MemberStatus
 from transport.rpc import AsyncClient, Request, RpcError
 from transport.security import KeyPair, Keyring, NodeAuthenticator, load_keypair, secure_server
 from transport.sockets import (
@@ -93,9 +95,10 @@ class Supervisor:
         self.keys: KeyPair | None = None
         self.keyring: Keyring | None = None
         sec = cfg.security
-        if sec.curve_public_key_file and sec.curve_secret_key_file and sec.allowed_keys_dir:
-            self.keys = load_keypair(sec.curve_public_key_file, sec.curve_secret_key_file)
-            self.keyring = Keyring(sec.allowed_keys_dir)
+        if sec.enabled:
+            public, secret, allowed = sec.key_files()
+            self.keys = load_keypair(public, secret)
+            self.keyring = Keyring(allowed)
 
     # -- startup -----------------------------------------------------------------
     def start(self) -> None:
@@ -232,7 +235,7 @@ class Supervisor:
         net = self.cfg.network
         return self.events.member_rows({
             "node_id": self.node_id, "address": advertised(net.gossip, net.advertise_host),
-            "metadata": dict(self.cfg.node.metadata), "status": "alive",
+            "metadata": dict(self.cfg.node.metadata), "status": MemberStatus.ALIVE,
             "incarnation": membership.status.get("incarnation") if membership else None})
 
     def status(self) -> dict[str, Any]:
@@ -249,10 +252,7 @@ class Supervisor:
 
     # -- loop --------------------------------------------------------------------
     def run(self) -> int:
-        wake_r, wake_w = os.pipe()
-        for fd in (wake_r, wake_w):
-            os.set_blocking(fd, False)
-        signal.set_wakeup_fd(wake_w)
+        wakeup = WakeupPipe(signals=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.begin_stop(EXIT_OK))
         signal.signal(signal.SIGHUP, lambda *_: setattr(self, "reload_requested", True))
@@ -264,12 +264,12 @@ class Supervisor:
             self.zygote.event_fd: self.life.on_zygote}
         for client in self.clients.values():
             handlers[client.sock] = functools.partial(_on_readable, client)
-        for sock in (*handlers, wake_r):
+        for sock in (*handlers, wakeup.fd):
             poller.register(sock, zmq.POLLIN)
         while not self.stopping:
             for sock, _ in poller.poll(self._wait_ms(time.monotonic())):
-                if sock == wake_r:
-                    _drain(wake_r)
+                if sock == wakeup.fd:
+                    wakeup.drain()
                 elif sock in handlers:
                     handlers[sock](time.monotonic())
             now = time.monotonic()
@@ -326,12 +326,6 @@ class Supervisor:
 
 def _on_readable(client: AsyncClient, now: float) -> None:
     client.on_readable()
-
-
-def _drain(fd: int) -> None:
-    with contextlib.suppress(BlockingIOError):
-        while os.read(fd, 4096):
-            pass
 
 
 def _refuse_if_running(cfg: Config) -> None:

@@ -27,9 +27,10 @@ class PeerSecurity:
         sec = cfg.security
         self.keys = None
         self.keyring: Keyring | None = None
-        if sec.curve_public_key_file and sec.curve_secret_key_file and sec.allowed_keys_dir:
-            self.keys = load_keypair(sec.curve_public_key_file, sec.curve_secret_key_file)
-            self.keyring = Keyring(sec.allowed_keys_dir)
+        if sec.enabled:
+            public, secret, allowed = sec.key_files()
+            self.keys = load_keypair(public, secret)
+            self.keyring = Keyring(allowed)
 
     @property
     def enabled(self) -> bool:

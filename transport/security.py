@@ -127,7 +127,6 @@ def secure_subscriber(sub: zmq.Socket, cfg: Any) -> None:
     """With [security] on, a tcp events socket speaks CURVE: subscribe with the node's keys
     (the node's own key must then be among its admitted keys). `cfg`: actors.node.config.Config."""
     sec = cfg.security
-    if cfg.local.events.startswith("tcp://") and sec.curve_public_key_file \
-            and sec.curve_secret_key_file:
-        keys = load_keypair(sec.curve_public_key_file, sec.curve_secret_key_file)
+    if cfg.local.events.startswith("tcp://") and sec.enabled:
+        keys = load_keypair(*sec.key_files()[:2])
         secure_client(sub, keys, keys.public)

@@ -345,7 +345,7 @@ class AntiEntropyActor(Actor):
             self.pool.send(endpoint, encode(out.message, self.cluster), out.peer)
 
     def status(self) -> dict[str, Any]:
-        return {"peers": len(self.peers), "keys": len(self.store.digest()),
+        return {"peers": len(self.peers), "keys": len(self.store),
                 "core": dict(self.core.counters)}
 
 

@@ -23,8 +23,6 @@ retry) are `actors.haproxy.core.bridge.Bridge`'s.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ from actors.haproxy.core.bridge import Bridge, Outcome, Step, Write
 from actors.haproxy.core.desired import breaker_view, health_view
 from actors.haproxy.core.names import parse_runtime_api, parse_server_ref
 from actors.haproxy.runtime_api import RuntimeApiError, exchange
+from actors.node.wakeup import WakeupPipe
 from actors.runtime import Actor, NodeEnv
 from transport.rpc import AsyncClient, RpcError
 
@@ -70,7 +69,7 @@ class HAProxyActor(Actor):
         self.views_at = 0.0
         self.pool: ThreadPoolExecutor | None = None
         self.future: Future[str] | None = None
-        self.wake_r, self.wake_w = -1, -1
+        self.wakeup: WakeupPipe | None = None
         self.failing = False  # since the last failure, nothing has succeeded
         self.reported_missing: list[str] = []
 
@@ -83,10 +82,8 @@ class HAProxyActor(Actor):
                                              self.env.rpc_endpoint(f"provider.{state_type}"))
                 self.sources[state_type] = ViewSource(client)
                 self.watch(client.sock, _reader(client))
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(self.wake_w, False)
-        self.watch(self.wake_r, lambda now: _clear(self.wake_r))
+        wakeup = self.wakeup = WakeupPipe()
+        self.watch(wakeup.fd, lambda now: wakeup.drain())
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="haproxy-api")
         self.log.bind(runtime_api=self.section.runtime_api,
                       servers=len(self.bridge.servers)).info("haproxy bridge started")
@@ -153,12 +150,12 @@ class HAProxyActor(Actor):
 
     # -- HAProxy -------------------------------------------------------------------------
     def _start_step(self, now: float) -> None:
-        step = self.bridge.next_step(now)
-        if step is None or self.pool is None:
+        step, wakeup = self.bridge.next_step(now), self.wakeup
+        if step is None or self.pool is None or wakeup is None:
             return
         self.bridge.begin(step)
         self.future = self.pool.submit(exchange, self.address, step.line, EXCHANGE_TIMEOUT_S)
-        self.future.add_done_callback(lambda _: _wake(self.wake_w))
+        self.future.add_done_callback(lambda _: wakeup.wake())
 
     def _collect(self, now: float) -> None:
         future = self.future
@@ -199,14 +196,3 @@ class HAProxyActor(Actor):
 def _reader(client: AsyncClient) -> Callable[[float], None]:
     return lambda now: client.on_readable()
 
-
-def _wake(fd: int) -> None:
-    # Cannot fill the pipe (one byte per exchange); never raise in the pool's thread.
-    with contextlib.suppress(OSError):
-        os.write(fd, b"x")
-
-
-def _clear(fd: int) -> None:
-    """One byte per exchange and one exchange at a time: one read empties the pipe."""
-    with contextlib.suppress(BlockingIOError):  # a byte an earlier wake-up read
-        os.read(fd, 64)

@@ -35,7 +35,14 @@ from actors.storage.snapshot import SnapshotError, load_snapshot, save_snapshot
 from transport.codec import encode
 from transport.peering import PeerSecurity, read_inbox
 from transport.peerpool import PeerPool
-from transport.protocol import LIVE, NodeInfo, ProtocolError, map_to_node_info, node_info_to_map
+from transport.protocol import (
+    LIVE,
+    MemberStatus,
+    NodeInfo,
+    ProtocolError,
+    map_to_node_info,
+    node_info_to_map,
+)
 from transport.rpc import Request, RpcError
 from transport.sockets import bind, make_socket
 from transport.views import member_row
@@ -136,7 +143,7 @@ class MembershipActor(Actor):
         """Warn, with backoff, while no seed has answered the join and no member is known."""
         log = self.log.bind(seeds=self.seeds, waited_s=round(now - self.join_started, 1))
         if self.core.counters.get("join_replies", 0) or any(
-                m.status == "alive" and m.node.node_id != self.env.node_id
+                m.status == MemberStatus.ALIVE and m.node.node_id != self.env.node_id
                 for m in self.core.members()):
             self.join_warn_at = None
             if self.join_warnings:

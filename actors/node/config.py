@@ -97,7 +97,16 @@ class SecuritySection:
 
     @property
     def enabled(self) -> bool:
+        """The validator admits the three keys together or none of them."""
         return self.curve_secret_key_file is not None
+
+    def key_files(self) -> tuple[Path, Path, Path]:
+        """(public key, secret key, allowed keys folder) of an `enabled` section."""
+        public, secret, allowed = (self.curve_public_key_file, self.curve_secret_key_file,
+                                   self.allowed_keys_dir)
+        if public is None or secret is None or allowed is None:
+            raise ValueError("[security] is off")
+        return public, secret, allowed
 
 
 @dataclass(frozen=True)
@@ -348,11 +357,11 @@ def _security(r: _Reader, base: Path) -> SecuritySection:
         target = getattr(section, key)
         if not target.exists():
             raise r.err(key, f"no such file or folder: {target}")
-    if section.curve_public_key_file and section.curve_secret_key_file:
+    if section.enabled:
         from transport.security import KeyError_, load_keypair
 
         try:
-            load_keypair(section.curve_public_key_file, section.curve_secret_key_file)
+            load_keypair(*section.key_files()[:2])
         except KeyError_ as exc:
             raise r.err("curve_secret_key_file", str(exc)) from None
     return section
@@ -496,8 +505,3 @@ def advertised(endpoint: str, advertise_host: str | None) -> str:
     if not match or advertise_host is None:
         return endpoint
     return f"tcp://{advertise_host}:{match['port']}"
-
-
-def endpoint_port(endpoint: str) -> int | None:
-    match = _TCP_RE.match(endpoint)
-    return int(match["port"]) if match else None

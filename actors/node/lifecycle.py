@@ -39,7 +39,6 @@ class ActorState:
     book: RestartBook
     pid: int | None = None
     ready: bool = False
-    spawned_at: float = 0.0
     exited_at: float | None = None
     last_heartbeat: float = 0.0
     counters: dict[str, Any] = field(default_factory=dict)
@@ -79,7 +78,7 @@ class Lifecycle:
 
     def _spawn(self, state: ActorState, now: float) -> None:
         assert self.zygote is not None
-        state.spawned_at, state.ready = now, False
+        state.ready = False
         state.pid, state.counters, state.status = None, {}, {}
         self.zygote.spawn(state.name)
 

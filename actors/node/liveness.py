@@ -1,18 +1,16 @@
 """Liveness stamps: each actor's last loop turn, in memory shared with the supervisor.
 
-Why not the heartbeat messages alone: they travel through ZeroMQ pipes that
-a busy node shares with everything else. Under a flood the supervisor's I/O
-thread or main loop may take seconds to deliver them, and a healthy actor
-idling in `poll` was then killed as hung. A stamp is a plain store into a page
-mapped before the zygote forks (MAP_SHARED, so every actor writes the same
-page the supervisor reads): no queue, no I/O thread, nothing to fall behind.
-The heartbeat messages still carry counters and status, late or not.
+Why not the heartbeat messages alone: they share ZeroMQ pipes with everything
+else, and under a flood they arrive late enough for a healthy actor to look
+hung (docs/design-notes.md). A stamp is a plain store into a page mapped
+before the zygote forks (MAP_SHARED, so every actor writes the same page the
+supervisor reads): no queue, no I/O thread, nothing to fall behind. The
+heartbeat messages still carry counters and status, late or not.
 
-The stamp alone is not enough, though: a loop can turn while nothing it sends
-leaves the process (libzmq's I/O thread blocked, as when a socket monitor's
-reader was closed too early). Heartbeat messages missing for `WEDGED_TIMEOUTS`
-timeouts while the stamp stays fresh mark such an actor *wedged*, and it is
-restarted like a hung one.
+The stamp alone is not enough: a loop can turn while nothing it sends leaves
+the process (libzmq's I/O thread blocked). Heartbeat messages missing for
+`WEDGED_TIMEOUTS` timeouts while the stamp stays fresh mark such an actor
+*wedged*, and it is restarted like a hung one.
 
 Stamps are `time.monotonic()` values (CLOCK_MONOTONIC is one clock for every
 process of the machine), one aligned 8-byte slot per actor name.

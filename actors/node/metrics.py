@@ -19,8 +19,9 @@ from prometheus_client.registry import Collector
 
 from actors.node.eventlog import EventLog
 from actors.node.lifecycle import Lifecycle
+from transport.protocol import MemberStatus
 
-MEMBER_STATUSES = ("alive", "suspect", "dead", "left")
+MEMBER_STATUSES = tuple(MemberStatus)
 ERROR_PREFIX = "errors."  # a provider's error counters: errors.<method> and the like
 
 
@@ -58,12 +59,12 @@ class NodeCollector(Collector):
         yield from self._actor_counters(actors)
 
     def _members(self) -> Metric:
-        counts = dict.fromkeys(MEMBER_STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(MEMBER_STATUSES, 0)
         for row in list(dict(self.events.members).values()):
             status = str(row.get("status"))
             counts[status] = counts.get(status, 0) + 1
         if self.node_id not in self.events.members:
-            counts["alive"] += 1  # this node, until an event says otherwise
+            counts[MemberStatus.ALIVE] += 1  # this node, until an event says otherwise
         members = GaugeMetricFamily("lbcluster_members", "Members this node knows, by status",
                                     labels=["status"])
         for status, count in counts.items():

@@ -95,13 +95,8 @@ def check_in_child(cls: type, options: Mapping[str, Any]) -> str | None:
 
 def plan_actors(cfg: Config) -> dict[str, Any]:
     """Import every actor class this node needs; name -> (class, extra)."""
-    plan: dict[str, Any] = {}
-    for name, target in CORE_ACTORS.items():
-        try:
-            plan[name] = (load_symbol(target), None)
-        except ModuleNotFoundError as exc:
-            if exc.name != target.partition(":")[0]:
-                raise
+    plan: dict[str, Any] = {name: (load_symbol(target), None)
+                            for name, target in CORE_ACTORS.items()}
     from actors.providers.host import ProviderActor
 
     for i, spec in enumerate(cfg.providers):

@@ -59,7 +59,3 @@ class RoutingTable:
             if op.startswith(route.pattern) and len(op) > len(route.pattern):
                 return route.actor, op[len(route.pattern):] if route.strip else op
         return None
-
-    def patterns_of(self, actor: str) -> list[str]:
-        return sorted(r.pattern for r in (*self.exact.values(), *self.prefixes.values())
-                      if r.actor == actor)

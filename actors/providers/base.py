@@ -177,18 +177,6 @@ class ReplicatedTable:
     def gc(self, now: float) -> int:
         return self._store.gc(now)
 
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """The store's msgpack-native snapshot (with horizons and tombstone ages)."""
-        return self._store.snapshot(now)
-
-    def restore(self, snapshot: Mapping[str, Any], now: float) -> int:
-        """Load a `snapshot()`; return the highest version it holds (0 if none).
-
-        Raises: StoreSnapshotError if it is malformed.
-        """
-        self._store.restore(snapshot, now)
-        return max((s.version for s in self._store.items()), default=0)
-
 
 class TableProvider:
     """StateProvider queries and the host's `drain_changes`, answered from `_table`."""

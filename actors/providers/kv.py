@@ -29,7 +29,7 @@ from typing import Any
 
 import msgpack
 
-from actors.core.store import DEFAULT_TOMBSTONE_GRACE_S, StoreSnapshotError
+from actors.core.store import DEFAULT_TOMBSTONE_GRACE_S
 from actors.providers.base import ReplicatedTable, TableProvider, read_options
 from transport.codec import DEFAULT_LIMITS
 from transport.protocol import (
@@ -37,7 +37,6 @@ from transport.protocol import (
     LamportClock,
     ProtocolError,
     SyncableState,
-    check_u63,
     is_tombstone,
     validate_value,
 )
@@ -121,7 +120,7 @@ class KvProvider(TableProvider):
     def on_node_failure(self, node_id: str) -> None:
         """Nothing to do: kv keys have no owner node."""
 
-    # -- host and persistence helpers ------------------------------------------------------
+    # -- host helpers ------------------------------------------------------------------------
     def apply_remote(self, states: Sequence[SyncableState], now: float
                      ) -> tuple[ApplyResult, list[SyncableState]]:
         """apply_remote_state with an explicit `now`; also returns the stored states."""
@@ -130,20 +129,6 @@ class KvProvider(TableProvider):
 
     def gc(self, now: float) -> int:
         return self._table.gc(now)
-
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """Msgpack-native: the store (with horizon and tombstone ages) and the clock."""
-        return {"store": self._table.snapshot(now), "clock": self.clock.current()}
-
-    def restore(self, snapshot: Mapping[str, Any], now: float) -> None:
-        """Load a `snapshot()`. Raises: StoreSnapshotError if it is malformed."""
-        if not isinstance(snapshot, Mapping) or not isinstance(snapshot.get("store"), Mapping):
-            raise StoreSnapshotError("bad_layout")
-        try:
-            clock = check_u63(snapshot.get("clock", 0), "clock")
-        except ProtocolError:
-            raise StoreSnapshotError("bad_clock") from None
-        self.clock.update(max(clock, self._table.restore(snapshot["store"], now)))
 
     # -- commands (`lbcluster kv ...`, reached through the provider host) -----------------
     def cmd_set(self, args: Mapping[str, Any], now: float) -> dict[str, Any]:

@@ -1,11 +1,9 @@
 """A provider's local writes on their way to the anti-entropy actor.
 
-The pipe between them is bounded. When anti-entropy falls behind (seen under
-load right after the provider compacted its journal: 2,823 writes in one
-burst) a write that cannot be queued used to be dropped, left for the
-30-second reconcile, so for up to half a minute no other node could get it.
-The outbox keeps such writes instead (the latest state per key: anti-entropy
-wants nothing older) and hands them over at the next chance.
+The pipe between them is bounded; a write that does not fit would otherwise
+wait for the periodic reconcile before any other node could get it
+(docs/design-notes.md). The outbox keeps such writes (the latest state per
+key: anti-entropy wants nothing older) and hands them over at the next chance.
 """
 
 from __future__ import annotations

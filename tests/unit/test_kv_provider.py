@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from actors.anti_entropy.core.wire import MAX_SEEN
-from actors.core.store import StoreSnapshotError
 from actors.providers.base import ProviderOptionError
 from actors.providers.kv import MAX_KEY_CHARS, MAX_VALUE_BYTES_LIMIT, KvError, KvProvider
 from transport.codec import DEFAULT_LIMITS, encode
@@ -22,10 +21,6 @@ from transport.protocol import (
 
 def kv(node_id: str = "a", **options: Any) -> KvProvider:
     return KvProvider(node_id, LamportClock(), options, now_fn=lambda: 0.0)
-
-
-def by_key(provider: KvProvider) -> list[SyncableState]:
-    return sorted(provider.get_sync_state(), key=lambda s: s.key)
 
 
 def remote(version: int, key: str = "k", value: Any = "r", source: str = "b",
@@ -158,26 +153,6 @@ def test_remote_states_are_not_held_to_the_providers_own_horizon() -> None:
     provider.gc(5.0)
     result, _ = provider.apply_remote([remote(1, "late")], 6.0)
     assert result["applied"] == 1 and provider.get("late") == "r"
-
-
-def test_snapshot_and_restore_keep_values_tombstones_and_the_clock() -> None:
-    provider = kv()
-    provider.set("a", [1, "two"], 0.0)
-    provider.delete("b", 0.0)
-    provider.apply_remote_state([remote(50, "c")])
-    again = kv()
-    again.restore(provider.snapshot(1.0), 100.0)
-    assert again.items() == provider.items()
-    assert by_key(again) == by_key(provider)
-    assert again.set("d", 1, 100.0).version == 51
-
-
-@pytest.mark.parametrize("snap", [None, {}, {"store": {}}, {"store": "x"},
-                                  {"store": {"format": 1, "horizons": {}, "states": []},
-                                   "clock": -1}])
-def test_restoring_a_bad_snapshot_raises_store_snapshot_error(snap: Any) -> None:
-    with pytest.raises(StoreSnapshotError):
-        kv().restore(snap, 0.0)
 
 
 def test_commands_answer_what_the_cli_prints() -> None:

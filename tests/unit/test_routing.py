@@ -69,7 +69,7 @@ def test_the_plan_routes_what_the_actor_classes_declare(tmp_path: Path):
     assert table.resolve("metadata.set") == ("membership", "metadata.set")
     assert table.resolve("attach") == ("anti_entropy", "attach")
     assert table.resolve("local") == ("anti_entropy", "local")
-    assert table.patterns_of("membership") == ["members", "metadata."]
+    assert table.resolve("members") == ("membership", "members")
 
 
 def test_a_provider_claiming_another_actors_prefix_is_a_config_error(tmp_path: Path):

@@ -1,12 +1,9 @@
 """What we sent each peer lately, so anti-entropy does not send it again while the
 first copy may still be on its way.
 
-Why: a repair session finds what a peer lacks *now*. When the peer is busy, the
-states we sent in the last round still sit in its queue, the next round finds
-them missing again, and we send them again: every round adds the whole
-difference to the backlog that caused it. After a burst of 35,000 keys three
-nodes sent each other 7 million states in five minutes this way and fell
-behind on everything else. A (key, version) sent to a peer within `hold_s` is
+Why: against a busy peer, states still queued there look missing to the next
+repair round, and resending them feeds the backlog that delays them
+(docs/design-notes.md). A (key, version) sent to a peer within `hold_s` is
 not sent to it again; a lost message is repaired once the hold expires.
 """
 

@@ -1,24 +1,15 @@
 """Suspicion reminders: the Lifeguard buddy system, repeated until the suspect hears.
 
-Why: a suspect learns that it is suspected from gossip, or from the suspect
-item that rides on any message sent to it (the buddy system). Neither
-reaches it when the suspicion was raised where it could not hear (across a
-partition) and its gossip retransmits ran out before the heal. Then the
-suspect never refutes, and round-robin probing brings the suspecter back
-to it only once per pass (N probe intervals). The suspicion runs to its
-timeout, which without confirmations is the longest one (`suspicion_max_mult`
-times the minimum: 72 s at 1,000 members, 96 s at 10,000); the live member
-is declared dead, and only that news makes it refute. In the simulator, a
-10-s cut of 1 % of 1,000 members left five such pairs for 64 s after the
-heal and failed ten live members.
+Why: a suspect that missed both the gossip and the buddy-system item (it was
+behind a partition when they went round) never refutes, and a live member is
+declared dead at the longest suspicion timeout (docs/design-notes.md).
 
 Rule: once per probe interval, a node that holds suspects sends one of them
 its alive message, which carries the suspect item. A suspect is reminded
 only once its suspicion is `gap_s` old (gossip usually tells it sooner) and
 at most once every `gap_s`; suspects take turns, oldest suspicion first.
 Cost: at most one small message per probe interval per node, and only while
-it holds a suspicion older than `gap_s`; for a member that really crashed,
-about (suspicion timeout / `gap_s`) messages from each observer.
+it holds a suspicion older than `gap_s`.
 """
 
 from __future__ import annotations

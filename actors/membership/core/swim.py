@@ -1,61 +1,25 @@
 """SWIM + Lifeguard membership core: pure, driven by `handle`, `tick` and the clock you pass.
 
-Theory of operation (SWIM, Lifeguard, memberlist `state.go`):
+Theory of operation (SWIM §4-5, Lifeguard §3-4, memberlist `state.go`; the long
+form is in docs/design-notes.md):
 
-* Probing (`actors.membership.core.probe`). Every probe interval (stretched by the
-  local health multiplier, `actors.membership.core.awareness`) one member, taken
-  round-robin from a shuffled list, gets a "ping". No "ping-ack" within the
-  probe timeout: "ping-req" through `indirect_checks` alive members, which
-  ping the target, relay its ack, or answer "ping-nack" when they get none.
-  No ack by the end of the interval: the prober hands back a suspicion of
-  the target, applied here like any other news.
-* Suspicion and refutation. News (`actors.membership.core.members`) spreads by
-  piggybacking on every message (`actors.membership.core.broadcast`) and by gossip
-  rounds while news is queued. A suspicion runs the Lifeguard timer
-  (`actors.membership.core.suspicion`); unrefuted it becomes dead. A node hearing it is
-  suspected, dead or left refutes with "alive" at an incarnation past the
-  accuser's, gossiped and also sent straight back to the teller. Any message
-  to a member we hold as suspect or dead carries a suspect item about it, so
-  it learns of the suspicion at once (Lifeguard buddy system); and a suspect
-  that has not refuted after two probe intervals is sent such a message
-  again, one suspect per interval (`actors.membership.core.reminders`).
-* Anti-entropy. A periodic "members" push-pull with one random alive member
-  (period scaled past 32 nodes) and, every `gossip_to_dead_s`, with one
-  random dead member, so a healed partition merges by itself; a ping from a
-  member we never heard of (its join gossip missed us) triggers one at once.
-  Merging a remote "dead" yields only a suspicion (memberlist `mergeState`).
-  Dead and left members are forgotten `reap_after_s` after their transition.
-* Join and leave. `join` sends "join" to every seed until a "members"
-  message (the join reply is the full table) arrives, with doubling backoff.
-  `leave` marks the local node left at its current incarnation and tells up
-  to 32 members at once, then gossips it; messages from a left member at
-  that incarnation are ignored (except join and members, which lead a
-  restarted node to learn it left and refute).
+* Probing (`probe`, `awareness`): one member per probe interval, round-robin,
+  gets a "ping", then "ping-req" through `indirect_checks` members; no ack by
+  the end of the interval suspects it. A sick local node stretches the interval.
+* News (`members`, `broadcast`): suspect/alive/dead/leave items piggyback on
+  every message and on gossip rounds. A suspicion runs the Lifeguard timer
+  (`suspicion`) and becomes dead unless the suspect refutes with a higher
+  incarnation; suspects are told directly and reminded (`reminders`).
+* Push-pull: a periodic "members" exchange with a random alive member, and
+  every `gossip_to_dead_s` with a dead one, so a healed partition merges; a
+  remote "dead" merges only as a suspicion.
+* Crash fast path: `connection_refused(node_id)` backs a suspicion with
+  `refused_timeout_s`; only a node whose whole process tree is gone refuses
+  its gossip port, so a stopped or partitioned node never takes this path.
 
-Crash fast path. The shell calls `connection_refused(node_id)` when its TCP
-connection to a member's gossip port dropped and reconnecting was refused.
-Rule: the refusal makes the member suspect at once (or adds evidence to a
-suspicion), flagged "refused" in the gossip; while any member's refusal
-backs a suspicion its timeout is `refused_timeout_s`, counted from when the
-evidence first reached this node, instead of the Lifeguard timer. A refusal
-reported by a member other than the suspicion's originator is also a
-Lifeguard confirmation. News that makes a suspicion refusal-backed is
-gossiped at once, not at the next round (and never to members whose
-connection was refused), so every survivor starts its short timer within a
-few network hops. `connection_ok(node_id)` withdraws this node's own
-refusal evidence (the Lifeguard timer resumes). Why it is safe:
-the gossip port is owned by the node's supervisor for its whole life (actor
-restarts never close it) and every actor exits within a second of the
-supervisor's death, so a refusal means the whole node process tree is
-gone. A stopped (SIGSTOP) or overloaded node still has its listening socket
-and the kernel completes handshakes for it; a partition drops packets and
-never answers with a reset: neither can produce a refusal, so they only
-ever go through the normal Lifeguard timer. And refusal-backed suspicion is
-still ordinary suspicion: a live node that learns of it (a mistaken address,
-a fast restart) refutes with a higher incarnation. Counters: refused,
-refused_ignored, refused_confirmations, refused_withdrawn, refused_deaths.
-(Deployment note: a firewall rule that rejects with a TCP reset instead of
-dropping would look like a crash to this rule.)
+Invariants: the incarnation held for a member never goes down (news below it
+is stale), and only the member itself takes a new one, to refute; dead and
+left members are forgotten `reap_after_s` after the change.
 
 Payload keys the shell may rely on: every message this core sends carries
 "addr" (the sender's gossip address; replies go there) and "inc" (its

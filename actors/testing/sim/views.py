@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from actors.membership.core.swim import MemberEvent
 from actors.testing.sim.cluster import Sim
+from transport.protocol import MemberStatus
 
 
 class Views:
@@ -34,7 +35,7 @@ class Views:
             return
         others = self.not_alive[observer]
         was_counted = event.kind != "node.joined" and subject not in others
-        if event.status == "alive":
+        if event.status == MemberStatus.ALIVE:
             if not was_counted:
                 self.alive[observer] += 1
                 others.pop(subject, None)
