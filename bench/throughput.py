@@ -29,6 +29,7 @@ Scenarios (each on its own LocalCluster, stopped however the run ends):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -45,7 +46,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from actors.testing.localcluster import LocalCluster, LocalNode
+try:
+    from actors.testing.localcluster import LocalCluster, LocalNode
+except ImportError:  # the tree before issue 13 (for comparison runs against older code)
+    from actors.localcluster import LocalCluster, LocalNode  # type: ignore[no-redef]
 from bench.membership_bench import _idle_cpu_and_pss
 from bench.state_bench import (
     Control,
@@ -69,7 +73,11 @@ RATE_FLUSH_MS = 20  # the provider's default
 # steady state with the default 10 s window (the same counts in flight over the same
 # in-window total).
 STEADY_S = 10.0
-REATTACH_S = 3600.0  # a registration ships every state of the type: once is enough here
+# How often an agent renews its registration (the SDK default is 2 s). Each renewal
+# ships every state of the type, which at 1M keys is heavy, but it is also the only way
+# back for an SDK provider the node detached (the anti-entropy actor detaches one whose
+# "apply" timed out, as happens under full load at N = 10): too long and a run waits.
+DEFAULT_REATTACH_S = 5.0
 COUNTERS_AGE_S = 1.0  # `status` counters are as of the actor's last heartbeat (<= 0.5 s)
 AE_MAX_KEYS = 5_000_000  # the mirror refuses remote keys beyond [anti_entropy] max_keys
 
@@ -106,19 +114,19 @@ def _bulk_class() -> type:
 class Agent:
     """Serves JSON-line commands from stdin; one reply line each on stdout."""
 
-    def __init__(self, control: str, kind: str) -> None:
-        from actors.providers.rate import RateProvider
+    def __init__(self, control: str, kind: str, reattach_s: float) -> None:
         from actors.sdk import HostedProvider, attach
 
         self.kind = kind
         self.hosted: HostedProvider[Any]
         if kind == BULK:
             self.hosted = attach(_bulk_class(), control=control, options={"type": BULK},
-                                 reattach_s=REATTACH_S, timeout_s=30.0)
+                                 reattach_s=reattach_s, timeout_s=30.0)
         else:
+            from actors.providers.rate import RateProvider  # (not in older trees)
             self.hosted = attach(RateProvider, control=control,
                                  options={"window_s": 600, "flush_ms": RATE_FLUSH_MS},
-                                 reattach_s=REATTACH_S, timeout_s=30.0)
+                                 reattach_s=reattach_s, timeout_s=30.0)
         self.name = self.hosted.node_id
 
     def serve(self, inp: IO[str], out: IO[str]) -> None:
@@ -226,24 +234,24 @@ class Agent:
                 "after": after}
 
 
-def agent_main(control: str, kind: str) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us (stdin closes)
-    Agent(control, kind).serve(sys.stdin, sys.stdout)
+def agent_main(control: str, kind: str, reattach_s: float) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us (see AgentProc)
+    Agent(control, kind, reattach_s).serve(sys.stdin, sys.stdout)
 
 
 class AgentProc:
     """One agent process, talked to over its stdin/stdout."""
 
-    def __init__(self, node: LocalNode, kind: str) -> None:
+    def __init__(self, node: LocalNode, kind: str, reattach_s: float) -> None:
         self.node = node
-        root = str(Path(__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        # This file as a script, with our interpreter and environment: the agent imports
+        # the same `actors` as we do (another tree's too, for comparison runs).
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.throughput", "--agent", node.control,
-             "--agent-kind", kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, str(Path(__file__).resolve()), "--agent", node.control,
+             "--agent-kind", kind, "--reattach-s", str(reattach_s)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=open(node.folder / f"agent-{kind}.log", "ab"),  # noqa: SIM115
-            text=True, env=env)
+            text=True)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         ready = self.stdout.readline()
@@ -264,11 +272,17 @@ class AgentProc:
         self.send(op, **args)
         return self.reply()
 
-    def stop(self) -> None:
-        try:
+    def ask_to_quit(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
             self.send("quit")
-            self.proc.wait(10)
-        except (OSError, ValueError, subprocess.TimeoutExpired):
+            self.stdin.close()
+
+    def stop(self, deadline: float) -> None:
+        """After `ask_to_quit`: wait until `deadline` (an agent busy in a command cannot
+        read it), then kill."""
+        try:
+            self.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
 
@@ -281,15 +295,19 @@ def call_all(agents: list[AgentProc], op: str, **args: Any) -> list[Any]:
 
 
 @contextmanager
-def agents_on(nodes: list[LocalNode], kind: str) -> Iterator[list[AgentProc]]:
+def agents_on(nodes: list[LocalNode], kind: str, reattach_s: float
+              ) -> Iterator[list[AgentProc]]:
     started: list[AgentProc] = []
     try:
         for node in nodes:
-            started.append(AgentProc(node, kind))
+            started.append(AgentProc(node, kind, reattach_s))
         yield started
     finally:
         for a in started:
-            a.stop()
+            a.ask_to_quit()
+        deadline = time.monotonic() + 3.0
+        for a in started:
+            a.stop(deadline)
 
 
 # == the cluster ===========================================================================
@@ -306,6 +324,9 @@ def _cluster(root: Path, n: int, args: argparse.Namespace, secure: bool = False
     return cluster
 
 
+COUNTED = ("arrived_by_push", "arrived_by_repair", "apply_failed", "detached", "store_full")
+
+
 def ae_rows(ctls: list[Control]) -> list[dict[str, Any]]:
     return [ctl.actors()["anti_entropy"] for ctl in ctls]
 
@@ -318,7 +339,9 @@ def ae_counts(ctls: list[Control]) -> dict[str, dict[str, int]]:
         out[ctl.node.name] = {"mirror_keys": int(row.get("status", {}).get("keys", -1)),
                               "arrived_by_push": int(core.get("arrived_by_push", 0)),
                               "arrived_by_repair": int(core.get("arrived_by_repair", 0)),
-                              "store_full": int(core.get("dropped.store_full", 0))}
+                              "store_full": int(core.get("dropped.store_full", 0)),
+                              "apply_failed": int(row.get("counters", {}).get("apply_failed", 0)),
+                              "detached": int(row.get("counters", {}).get("detached", 0))}
     return out
 
 
@@ -354,9 +377,7 @@ def batched_run(ctls: list[Control], agents: list[AgentProc], writers: list[Agen
     verify = verify_bulk(ctls, agents, args)
     time.sleep(COUNTERS_AGE_S)
     after = ae_counts(ctls)
-    arrivals = {n: {k: after[n][k] - before[n][k] for k in ("arrived_by_push",
-                                                            "arrived_by_repair")}
-                for n in after}
+    arrivals = {n: {k: after[n][k] - before[n][k] for k in COUNTED} for n in after}
     push = sum(a["arrived_by_push"] for a in arrivals.values())
     repair = sum(a["arrived_by_repair"] for a in arrivals.values())
     elapsed = done_at - first
@@ -404,7 +425,7 @@ def measure_batched(root: Path, n: int, args: argparse.Namespace, secure: bool
     keys = args.keys
     with _cluster(root, n, args, secure) as cluster, _Controls(cluster.nodes) as ctls:
         _wait_peers(ctls)
-        with agents_on(cluster.nodes, BULK) as agents:
+        with agents_on(cluster.nodes, BULK, args.reattach_s) as agents:
             out: dict[str, Any] = {"nodes": n, "secure": secure, "keys": keys,
                                    "preload": preload(ctls, agents, 0, keys, args)}
             out["one_writer"] = batched_run(ctls, agents, agents[:1], keys, args)
@@ -431,8 +452,7 @@ def measure_pipelined(root: Path, args: argparse.Namespace) -> dict[str, Any]:
                                          args.pipelined_s, window)
                 after = ae_counts(ctls)
                 result.pop("per_node")
-                result["arrivals"] = {n: {k: after[n][k] - before[n][k]
-                                          for k in ("arrived_by_push", "arrived_by_repair")}
+                result["arrivals"] = {n: {k: after[n][k] - before[n][k] for k in COUNTED}
                                       for n in after}
                 out[f"window_{window}"] = result
             return out
@@ -458,7 +478,7 @@ def _own_at(log: list[list[float]], t: float) -> float:
 def measure_rate_provider(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     with _cluster(root, args.rate_nodes, args) as cluster, _Controls(cluster.nodes) as ctls:
         _wait_peers(ctls)
-        with agents_on(cluster.nodes, "rate") as agents:
+        with agents_on(cluster.nodes, "rate", args.reattach_s) as agents:
             runs = call_all(agents, "count", start_at=time.time() + 0.3,
                             duration_s=args.rate_s, settle_s=args.rate_settle_s,
                             sample_ms=50.0)
@@ -513,7 +533,7 @@ def measure_memory(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         _wait_peers(ctls)
         time.sleep(2.0)
         _, idle = _idle_cpu_and_pss(cluster.nodes, 1.0)
-        with agents_on(cluster.nodes, BULK) as agents:
+        with agents_on(cluster.nodes, BULK, args.memory_reattach_s) as agents:
             agent_idle = sum(a["pss"] for a in call_all(agents, "pss")) / len(agents) / 2**20
             out: dict[str, Any] = {"nodes": 3, "idle_pss_mib": round(idle, 2),
                                    "agent_idle_pss_mib": round(agent_idle, 2), "levels": {}}
@@ -548,6 +568,10 @@ def _batched_line(label: str, r: dict[str, Any]) -> str:
         f"mirrors {v['mirror_keys']}, markers complete {r['markers_complete']}")
     arrivals = ", ".join(f"{n} {a['arrived_by_push']}/{a['arrived_by_repair']}"
                          for n, a in r["arrivals"].items())
+    trouble = {k: sum(a.get(k, 0) for a in r["arrivals"].values())
+               for k in ("apply_failed", "detached", "store_full")}
+    if any(trouble.values()):
+        arrivals += f"\n      SDK applies that timed out / detached / store full: {trouble}"
     return (f"  {label}: {r['replicated_per_s']} replicated w/s ({r['writes']} writes, "
             f"written at {r['written_per_s']} w/s, all nodes after {r['replicated_s']} s); "
             f"delay to every node p50/p99/max ms {_p(r['delay_every_node'])} "
@@ -630,8 +654,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-nodes", type=int, default=20)
     parser.add_argument("--latency-writes", type=int, default=200)
     parser.add_argument("--memory-keys", type=_ints, default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--memory-reattach-s", type=float, default=60.0,
+                        help="memory: SDK renewal period (each ships the whole table)")
     parser.add_argument("--memory-no-writes", action="store_true",
                         help="memory: skip the batched run at each size")
+    parser.add_argument("--reattach-s", type=float, default=DEFAULT_REATTACH_S,
+                        help="SDK agents: registration renewal period")
     parser.add_argument("--profile", default="lan")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--agent", help=argparse.SUPPRESS)
@@ -665,7 +693,7 @@ def scenarios(args: argparse.Namespace, root: Path
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.agent:
-        agent_main(args.agent, args.agent_kind)
+        agent_main(args.agent, args.agent_kind, args.reattach_s)
         return
     # A TERM (e.g. from `timeout`) unwinds like Ctrl-C, so every node is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
