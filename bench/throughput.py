@@ -389,7 +389,9 @@ def batched_run(ctls: list[Control], agents: list[AgentProc], writers: list[Agen
             "delay_every_node": percentiles(delays), "samples": samples,
             "samples_incomplete": samples - len(delays),
             "markers_complete": complete, "arrivals": arrivals,
-            "push_share": round(push / max(push + repair, 1), 5), "verify": verify}
+            # None: the node has no arrival counters (older code)
+            "push_share": round(push / (push + repair), 5) if push + repair else None,
+            "verify": verify}
 
 
 def verify_bulk(ctls: list[Control], agents: list[AgentProc], args: argparse.Namespace
@@ -541,6 +543,13 @@ def measure_memory(root: Path, args: argparse.Namespace) -> dict[str, Any]:
             for level in args.memory_keys:
                 load = preload(ctls, agents, have, level, args)
                 have = level
+                stopped = [n.name for n in cluster.nodes if n.proc and n.proc.poll() is not None]
+                if stopped or not load["ok"]:  # (a node's log says why it stopped)
+                    out["levels"][str(level)] = {"load": load, "error": f"nodes stopped: "
+                                                 f"{stopped}" if stopped else "load incomplete"}
+                    print(f"  {level} keys: FAILED: {out['levels'][str(level)]['error']}",
+                          flush=True)
+                    break
                 time.sleep(2.0)  # a collection or two, heartbeats with fresh counters
                 _, pss = _idle_cpu_and_pss(cluster.nodes, 1.0)
                 agent = sum(a["pss"] for a in call_all(agents, "pss")) / len(agents) / 2**20
@@ -551,6 +560,7 @@ def measure_memory(root: Path, args: argparse.Namespace) -> dict[str, Any]:
                     row["batched"] = batched_run(ctls, agents, agents[:1], level, args)
                     have = max(have, level)
                 out["levels"][str(level)] = row
+                print(_memory_line(level, row), flush=True)
             return out
 
 
@@ -562,7 +572,7 @@ def _p(d: dict[str, Any]) -> str:
 
 
 def _batched_line(label: str, r: dict[str, Any]) -> str:
-    v = r["verify"]
+    v, share = r["verify"], r["push_share"]
     lost = "nothing lost" if v["ok"] and r["markers_complete"] else (
         f"MISSING: tables {v['table_keys']}, checksums equal {v['checksums_equal']}, "
         f"mirrors {v['mirror_keys']}, markers complete {r['markers_complete']}")
@@ -576,7 +586,7 @@ def _batched_line(label: str, r: dict[str, Any]) -> str:
             f"written at {r['written_per_s']} w/s, all nodes after {r['replicated_s']} s); "
             f"delay to every node p50/p99/max ms {_p(r['delay_every_node'])} "
             f"({r['samples_incomplete']} of {r['samples']} samples incomplete); "
-            f"by push {r['push_share'] * 100:.3f} %; {lost}\n"
+            f"by push {'n/a' if share is None else f'{share * 100:.3f} %'}; {lost}\n"
             f"      arrived push/repair per node: {arrivals}")
 
 
@@ -611,15 +621,19 @@ def report(name: str, r: dict[str, Any]) -> str:
                 f"({r['writes']} writes, {r['incomplete']} incomplete)")
     lines = [f"memory N=3: idle node PSS {r['idle_pss_mib']} MiB "
              f"(agent {r['agent_idle_pss_mib']} MiB)"]
-    for level, row in r["levels"].items():
-        line = (f"  {level} keys: node PSS {row['pss_mib']} MiB, "
-                f"{row['node_bytes_per_key']} B/key per node (+ the SDK program's copy "
-                f"{row['agent_bytes_per_key']} B/key); loaded in {row['load']['everywhere_s']}"
-                f" s")
-        lines.append(line)
-        if "batched" in row:
-            lines.append(_batched_line("one writer ", row["batched"]))
+    lines += [_memory_line(int(level), row) for level, row in r["levels"].items()]
     return "\n".join(lines)
+
+
+def _memory_line(level: int, row: dict[str, Any]) -> str:
+    if "error" in row:
+        return f"  {level} keys: FAILED: {row['error']}"
+    line = (f"  {level} keys: node PSS {row['pss_mib']} MiB, {row['node_bytes_per_key']} "
+            f"B/key per node (+ the SDK program's copy {row['agent_bytes_per_key']} B/key); "
+            f"loaded in {row['load']['everywhere_s']} s")
+    if "batched" in row:
+        line += "\n" + _batched_line("one writer ", row["batched"])
+    return line
 
 
 # == driving it ============================================================================
