@@ -544,9 +544,11 @@ def measure_memory(root: Path, args: argparse.Namespace) -> dict[str, Any]:
                 load = preload(ctls, agents, have, level, args)
                 have = level
                 stopped = [n.name for n in cluster.nodes if n.proc and n.proc.poll() is not None]
-                if stopped or not load["ok"]:  # (a node's log says why it stopped)
-                    out["levels"][str(level)] = {"load": load, "error": f"nodes stopped: "
-                                                 f"{stopped}" if stopped else "load incomplete"}
+                if stopped or not load["ok"]:
+                    out["levels"][str(level)] = {
+                        "load": load, "nodes": ae_counts(ctls) if not stopped else {},
+                        "error": f"nodes stopped: {stopped}" if stopped else "load incomplete",
+                        "node_logs": {n.name: _warnings(n) for n in cluster.nodes}}
                     print(f"  {level} keys: FAILED: {out['levels'][str(level)]['error']}",
                           flush=True)
                     break
@@ -562,6 +564,14 @@ def measure_memory(root: Path, args: argparse.Namespace) -> dict[str, Any]:
                 out["levels"][str(level)] = row
                 print(_memory_line(level, row), flush=True)
             return out
+
+
+def _warnings(node: LocalNode, lines: int = 12) -> list[str]:
+    """The last WARNING / ERROR lines of a node's log (it goes with the temporary folder)."""
+    with contextlib.suppress(OSError):
+        text = node.log_path.read_text(errors="replace").splitlines()
+        return [ln for ln in text if " WARNING " in ln or " ERROR " in ln][-lines:]
+    return []
 
 
 # == printing ==============================================================================
@@ -627,7 +637,9 @@ def report(name: str, r: dict[str, Any]) -> str:
 
 def _memory_line(level: int, row: dict[str, Any]) -> str:
     if "error" in row:
-        return f"  {level} keys: FAILED: {row['error']}"
+        logs = "".join(f"\n      {name}: {ln}" for name, lns in row.get("node_logs", {}).items()
+                       for ln in lns[-4:])
+        return f"  {level} keys: FAILED: {row['error']}{logs}"
     line = (f"  {level} keys: node PSS {row['pss_mib']} MiB, {row['node_bytes_per_key']} "
             f"B/key per node (+ the SDK program's copy {row['agent_bytes_per_key']} B/key); "
             f"loaded in {row['load']['everywhere_s']} s")
