@@ -10,6 +10,7 @@ every node, and no node ever published `node.failed`: a graceful stop is
 
 from __future__ import annotations
 
+import shutil
 import signal
 import threading
 import time
@@ -20,6 +21,7 @@ from conftest import wait_until
 
 from actors.testing.localcluster import LocalCluster, LocalNode
 from transport.rpc import RpcError
+from transport.security import write_keypair
 
 pytestmark = pytest.mark.slow
 
@@ -137,3 +139,43 @@ def test_a_rolling_restart_loses_no_acknowledged_write_and_fails_no_node(cluster
             after_left = seen[seen.index("node.left") + 1:]
             assert {"node.joined", "node.alive"} & set(after_left), (survivor.name, node.name,
                                                                       seen)
+
+
+def test_a_key_rotation_during_a_rolling_restart_fails_no_node(clusters, subscriber, tmp_path):
+    """deploy/MULTI_HOST.md's rotation: stop the node; put its new public key in every
+    node's allowed_keys_dir (under the same name: one key per node id) and SIGHUP the
+    others; start it with its new key pair. No node.failed, and writes flow both ways."""
+    cluster = clusters(3, profile="lan").secure(tmp_path / "keys")
+    for node in cluster.nodes:  # a tcp events socket speaks CURVE with [security]: use ipc
+        node.events = f"ipc://{node.folder / 'events.sock'}"
+    cluster.start()
+    wait_until(lambda: all_alive_everywhere(cluster), timeout_s=60, what="the join",
+               explain=lambda: members_everywhere(cluster))
+    sub = subscriber([n.events for n in cluster.nodes], ("node.",))
+    rotated, others = cluster.nodes[1], [cluster.nodes[0], cluster.nodes[2]]
+    public, secret = write_keypair(tmp_path / "keys-new", rotated.name)
+
+    assert rotated.proc is not None
+    rotated.signal(signal.SIGTERM)
+    assert rotated.proc.wait(30) == 0, rotated.log_tail()
+    for node in cluster.nodes:
+        shutil.copy(public, node.folder / "allowed" / f"{rotated.name}.key")
+    for node in others:
+        node.signal(signal.SIGHUP)
+    rotated.extra = {**rotated.extra, "security": {
+        **rotated.extra["security"], "curve_public_key_file": str(public),
+        "curve_secret_key_file": str(secret)}}
+    rotated.start()
+    rotated.wait_ready(30)
+    wait_until(lambda: all_alive_everywhere(cluster), timeout_s=60,
+               what="every member alive after the rotation",
+               explain=lambda: members_everywhere(cluster))
+
+    for writer, key in ((rotated, "from-rotated"), (others[0], "to-rotated")):
+        writer.request("kv.set", {"key": key, "value": 1})
+    wait_until(lambda: not any(missing_writes(cluster, {"from-rotated": 1, "to-rotated": 1})
+                               .values()), timeout_s=30, what="writes both ways")
+    sub.pump(0.5)
+    assert [e for e in sub.events if e["type"] == "node.failed"] == []
+    assert {e["type"] for e in sub.events if e["node_id"] == rotated.name
+            and e["source"] != rotated.name} >= {"node.left", "node.joined"}
