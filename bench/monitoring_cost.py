@@ -6,7 +6,8 @@ fresh cluster:
 * plain: no `[local] http`, no handlers;
 * metrics: `[local] http` on every node and a scraper that GETs `/metrics` from
   each node every 15 s (Prometheus' default scrape interval) during the window;
-  afterwards one scrape of one node is timed 20 times (median, and the body size);
+  afterwards one scrape of one node is timed 20 times (median, and the body size),
+  and the node's CPU (all its processes) per scrape is read over 200 more;
 * handlers: two `[[handlers]]` running `true`, subscribed to `node.` events.
 
 For each: CPU % of one core and PSS MiB per node, summed over all of a node's
@@ -29,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from actors.testing.localcluster import LocalCluster, LocalNode, free_ports, toml_value
-from bench.membership_bench import _idle_cpu_and_pss, _views_agree, _wait
+from bench.membership_bench import _cpu_seconds, _idle_cpu_and_pss, _views_agree, _wait
 
 SCRAPE_INTERVAL_S = 15.0  # Prometheus' default scrape_interval
 TIMED_SCRAPES = 20
+CPU_SCRAPES = 200
 HANDLERS = [{"events": ["node."], "command": ["true"]}] * 2
 
 
@@ -100,20 +102,28 @@ def _measure(root: Path, name: str, window_s: float, settle_s: float,
                   "pss_mib_per_node": round(pss, 1)}
         if isinstance(extra, Scraper):
             result["scrapes_per_node"] = extra.scrapes // len(extra.ports)
-            result.update(_time_one_scrape(extra.ports[0]))
+            result.update(_time_one_scrape(cluster.nodes[0], extra.ports[0]))
         return result
     finally:
         cluster.stop()
 
 
-def _time_one_scrape(port: int) -> dict[str, Any]:
+def _time_one_scrape(node: LocalNode, port: int) -> dict[str, Any]:
+    """Wall time of one scrape (median of 20), and the node's CPU per scrape over 200
+    back to back (CPU time is counted in 10 ms ticks: one scrape is far below that)."""
     times, size = [], 0
     for _ in range(TIMED_SCRAPES):
         t0 = time.perf_counter()
         size = _scrape(port)
         times.append(time.perf_counter() - t0)
+    cpu0 = _cpu_seconds(node)
+    for _ in range(CPU_SCRAPES):
+        _scrape(port)
+    cpu_ms = (_cpu_seconds(node) - cpu0) / CPU_SCRAPES * 1000
     return {"scrape_median_ms": round(statistics.median(times) * 1000, 2),
-            "scrape_max_ms": round(max(times) * 1000, 2), "scrape_bytes": size}
+            "scrape_max_ms": round(max(times) * 1000, 2), "scrape_bytes": size,
+            "scrape_node_cpu_ms": round(cpu_ms, 2),
+            "scrape_cpu_percent_at_15s": round(cpu_ms / 1000 / SCRAPE_INTERVAL_S * 100, 4)}
 
 
 class _Nothing:
