@@ -21,7 +21,7 @@ COLOURS = {"node.joined": 32, "node.alive": 32, "node.suspect": 33, "node.failed
            "provider.error": 31, "snapshot": 1}
 MEMBER_COLUMNS = ("node_id", "address", "status", "incarnation", "metadata")
 STATE_COLUMNS = ("state_type", "key", "value", "version", "source_node")
-ACTOR_COLUMNS = ("name", "pid", "ready", "restarts", "cpu_percent", "rss_mb")
+ACTOR_COLUMNS = ("name", "pid", "state", "restarts", "cpu_percent", "rss_mb")
 
 
 def strict(obj: Any) -> Any:

@@ -131,6 +131,10 @@ def test_status_kv_and_state_over_the_control_socket(tmp_path):
         names = {a["name"] for a in status["actors"]}
         assert {"supervisor", "provider.kv"} <= names
         assert all(a["pid"] for a in status["actors"])
+        table = lbcluster("status", "-c", cfg).stdout.splitlines()
+        assert "STATE" in table[1].split()
+        assert any(line.split()[:1] == ["provider.kv"] and "ready" in line.split()
+                   for line in table)
         assert lbcluster("kv", "set", "color", '{"r": 1}', "-c", cfg).returncode == 0
         got = json.loads(lbcluster("kv", "get", "color", "-c", cfg, "--json").stdout)
         assert got["value"] == {"r": 1}
