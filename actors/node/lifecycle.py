@@ -23,7 +23,7 @@ import psutil
 from loguru import logger
 
 from actors.node.config import SupervisorSection
-from actors.node.liveness import Stamps, liveness_verdict
+from actors.node.liveness import Stamps, liveness_timeout, liveness_verdict
 from actors.node.restart import GiveUp, RestartBook, RestartPolicy
 from actors.node.usage import process_of, usage_of
 from actors.node.zygote import Zygote
@@ -164,7 +164,8 @@ class Lifecycle:
                 self._spawn(state, now)
             elif state.pid:
                 verdict = liveness_verdict(now, state.last_heartbeat,
-                                           self.stamps.read(state.name), timeout)
+                                           self.stamps.read(state.name),
+                                           liveness_timeout(state.ready, timeout))
                 if verdict is not None:
                     logger.bind(actor=state.name, pid=state.pid).warning(
                         f"actor {verdict}; killing it")

@@ -40,6 +40,17 @@ def beat_interval(timeout_s: float) -> float:
     return min(MAX_BEAT_S, timeout_s / 4)
 
 
+# An actor still in `setup` (restoring a large snapshot, a provider replaying its journal)
+# has this many heartbeat timeouts before it counts as hung: killing it there would only
+# start the same restore again, and a node whose mirror takes 6 s to load would crash-loop.
+STARTUP_TIMEOUTS = 12
+
+
+def liveness_timeout(ready: bool, heartbeat_timeout_s: float) -> float:
+    """How long an actor may be silent: longer while it has not reported ready."""
+    return heartbeat_timeout_s if ready else heartbeat_timeout_s * STARTUP_TIMEOUTS
+
+
 def liveness_verdict(now: float, heartbeat_at: float, stamp_at: float,
                      timeout_s: float) -> str | None:
     """Why an actor must be restarted, or None: "hung" when its loop stopped turning,

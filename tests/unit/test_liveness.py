@@ -45,3 +45,13 @@ def test_idle_beats_come_four_per_timeout_and_at_most_once_a_second() -> None:
     assert beat_interval(1.0) == 0.25
     assert beat_interval(5.0) == MAX_BEAT_S == 1.0
     assert beat_interval(60.0) == 1.0
+
+
+def test_an_actor_still_starting_gets_longer_before_it_counts_as_hung() -> None:
+    from actors.node.liveness import STARTUP_TIMEOUTS, liveness_timeout
+
+    assert liveness_timeout(True, 5.0) == 5.0
+    assert liveness_timeout(False, 5.0) == 5.0 * STARTUP_TIMEOUTS
+    starting = liveness_timeout(False, 5.0)
+    assert liveness_verdict(20.0, 0.0, 0.0, starting) is None  # restoring a large mirror
+    assert liveness_verdict(20.0, 0.0, 0.0, liveness_timeout(True, 5.0)) == "hung"
