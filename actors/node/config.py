@@ -505,3 +505,9 @@ def advertised(endpoint: str, advertise_host: str | None) -> str:
     if not match or advertise_host is None:
         return endpoint
     return f"tcp://{advertise_host}:{match['port']}"
+
+
+def endpoint_port(endpoint: str) -> int | None:
+    """The port of a tcp:// endpoint (None for ipc or a malformed one)."""
+    match = _TCP_RE.match(endpoint)
+    return int(match["port"]) if match else None
