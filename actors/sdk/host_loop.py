@@ -95,6 +95,7 @@ class HostLoop:
         self.attached = False
         self.attaching = False
         self.next_attach = 0.0
+        self.full_attach = True  # ask for the node's whole table (see _send_attach)
         self.in_flight = 0
         self.extra = {"state_type": adapter.state_type, "endpoint": endpoint}
 
@@ -166,8 +167,12 @@ class HostLoop:
 
     # -- registration ------------------------------------------------------------
     def _send_attach(self, now: float) -> None:
+        """Register, or renew the registration. Only a first registration, or one after
+        something may have been lost (a failed request, a lost registration), asks for
+        the node's whole table of this type; a renewal of a current one is a few bytes."""
         self.attaching, self.next_attach = True, now + self.reattach_s
-        args = {"type": self.adapter.state_type, "endpoint": self.endpoint}
+        args = {"type": self.adapter.state_type, "endpoint": self.endpoint,
+                "full": self.full_attach or not self.attached}
         self.control.request("attach", args, now, self.node.timeout_s, self._on_attached)
 
     def _on_attached(self, result: Any, error: RpcError | None) -> None:
@@ -175,11 +180,17 @@ class HostLoop:
         if error is None and not (isinstance(result, dict) and isinstance(result.get("states"),
                                                                           list)):
             error = RpcError("bad_reply", "attach reply without states")
+        if error is None and result.get("renewed") is True:
+            self.counters["renewals"] += 1
+            self.attached = True
+            return
         if error is None:
             error = self._registered(result)
         if error is not None:
+            self.full_attach = True
             self._attach_failed(error)
             return
+        self.full_attach = False
         self.attached = True
         self.counters["attaches"] += 1
         self.first.set()
@@ -232,8 +243,10 @@ class HostLoop:
     def _on_local_done(self, result: Any, error: RpcError | None) -> None:
         self.in_flight -= 1
         if error is not None:
-            # Not lost: the next registration finds what the node lacks. Make it soon.
+            # Not lost: the next registration finds what the node lacks. Make it soon,
+            # and a full one.
             self.errors[f"local.{error.code}"] += 1
+            self.full_attach = True
             self.next_attach = min(self.next_attach, time.monotonic() + 0.2)
             return
         self.counters["local_sent"] += int(result.get("accepted", 0))

@@ -167,6 +167,25 @@ def test_an_attached_provider_re_registers_after_its_node_restarts(clusters, sdk
     assert mine.counters["attaches"] >= 2 and not mine.errors.get("internal")
 
 
+def test_a_renewed_registration_does_not_ship_the_whole_table_again(clusters, sdk, examples):
+    cluster = clusters(2).start()
+    n0, n1 = cluster.nodes
+    mine = sdk.attach(examples.lb_app.BackendWeights, n0, reattach_s=0.2)
+    theirs = sdk.attach(examples.lb_app.BackendWeights, n1, reattach_s=0.2)
+    with mine.writing() as weights:
+        for i in range(50):
+            weights.set(f"b{i}", i)
+    wait_until(_holds(theirs, "b49", 49), what="the writes on the other node")
+    wait_until(lambda: mine.counters["renewals"] >= 5, what="five renewals")
+    assert mine.counters["attaches"] == 1  # the whole table travelled once
+    wait_until(lambda: next(a for a in sdk.client(n0).status()["actors"]
+                            if a["name"] == "anti_entropy")["counters"].get("attach_renewed", 0)
+               >= 5, what="the node counting renewals")
+    with mine.writing() as weights:  # replication still works between renewals
+        weights.set("late", 1)
+    wait_until(_holds(theirs, "late", 1), what="a write after the renewals")
+
+
 def test_events_with_a_snapshot_yield_only_newer_events_and_survive_a_restart(clusters, sdk):
     node = clusters(1).start().nodes[0]
     client = sdk.client(node, retry_s=20.0)
