@@ -29,11 +29,13 @@ Theory of operation
   "attach"); from then on that actor sends the provider remote states
   ("apply"), its Lamport clock ("clock") and may ask for its state
   ("sync_state", "digest"). Local writes go the other way as "local"
-  requests. The registration is repeated every `reattach_s`: its reply holds
-  the node's copy of every state of the type; the provider applies what it
-  lacks and sends back what the node lacks, so a restarted node (or
-  anti-entropy actor), a lost "local" or a write made while the node was down
-  are all repaired within one period.
+  requests. The registration is renewed every `reattach_s`. A first
+  registration (and one after a failed request, or after the node forgot the
+  registration: a restarted node or anti-entropy actor, an apply that timed
+  out) is answered with the node's copy of every state of the type; the
+  provider applies what it lacks and sends back what the node lacks. A renewal
+  of a registration that is still current is answered in a few bytes, so the
+  table does not travel every period.
 * Threads: the provider is touched only under one lock, by the host thread
   and by `writing()` / `read()` in the user's threads. `writing()` never
   waits on the network: it queues the drained changes and wakes the host
