@@ -14,6 +14,19 @@ from actors.testing.localcluster import LocalCluster
 from transport.codec import unpack_untrusted
 from transport.sockets import make_socket
 
+# The smallest valid node config (relative paths: write it into a tmp folder).
+MINIMAL_CONFIG = """
+[node]
+id = "a"
+data_dir = "data"
+[network]
+gossip = "tcp://127.0.0.1:7946"
+sync = "tcp://127.0.0.1:7947"
+[local]
+events = "tcp://127.0.0.1:7948"
+control = "ipc://data/control.sock"
+"""
+
 
 @pytest.fixture
 def clusters(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:

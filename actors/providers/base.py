@@ -38,7 +38,7 @@ from transport.protocol import (
     is_tombstone,
     state_key,
 )
-from transport.settings import Field, SettingsError, above_zero, known_keys, read, value_of
+from transport.settings import Field, SettingsError, known_keys, read
 
 # --- options and arguments --------------------------------------------------------------
 
@@ -56,34 +56,6 @@ def read_options(provider: str, options: object, fields: Sequence[Field]) -> dic
     filled in, by attribute name. Raises: ProviderOptionError naming the option."""
     try:
         return read(fields, known_keys(options, [f.key for f in fields], "option"))
-    except SettingsError as exc:
-        raise _option_error(provider, exc) from None
-
-
-def check_known(provider: str, options: object, known: frozenset[str]) -> dict[str, Any]:
-    """Copy `options` into a dict; raise ProviderOptionError on an unknown key."""
-    try:
-        return dict(known_keys(options, known, "option"))
-    except SettingsError as exc:
-        raise _option_error(provider, exc) from None
-
-
-def option_int(provider: str, opts: Mapping[str, Any], name: str, default: int,
-               minimum: int) -> int:
-    """An integer option >= `minimum` (bool refused)."""
-    value: int = _option(provider, opts, Field(name, int, default, low=minimum))
-    return value
-
-
-def option_num(provider: str, opts: Mapping[str, Any], name: str, default: float) -> float:
-    """A finite number option > 0 (bool refused)."""
-    value: float = _option(provider, opts, Field(name, float, default, check=above_zero))
-    return value
-
-
-def _option(provider: str, opts: Mapping[str, Any], field: Field) -> Any:
-    try:
-        return value_of(field, opts.get(field.key, field.default))
     except SettingsError as exc:
         raise _option_error(provider, exc) from None
 

@@ -47,13 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors.providers.base import (
-    ProviderOptionError,
-    ReplicatedTable,
-    arg_name,
-    check_known,
-    option_int,
-)
+from actors.providers.base import ReplicatedTable, arg_name, read_options
 from actors.providers.locked import LockedTableProvider
 from transport.protocol import (
     MAX_KEY_LEN,
@@ -61,6 +55,7 @@ from transport.protocol import (
     SyncableState,
     is_tombstone,
 )
+from transport.settings import Field
 from transport.validate import MAX_ID_LEN, MAX_U63
 
 STATE_TYPE = "rate"
@@ -69,7 +64,6 @@ MAX_RATE_KEY = MAX_KEY_LEN - MAX_ID_LEN - 1  # so every shard key is a valid sta
 MAX_WINDOW_S = 600  # one bucket per second is replicated: bound a shard's size
 MAX_ADD = 2**32  # per call; keeps a bucket far below 2**63
 SWEEP_S = 1.0  # how often idle shards are looked for
-_OPTIONS = frozenset({"window_s", "flush_ms"})
 
 Buckets = dict[int, int]  # wall-clock second -> count
 
@@ -83,15 +77,16 @@ class RateOptions:
     flush_ms: int = 20
 
 
+FIELDS = (
+    Field("window_s", int, 10, low=1, high=MAX_WINDOW_S,
+          why="whole seconds a count stays in the total"),
+    Field("flush_ms", int, 20, low=1, why="how often changed shards are written and sent"),
+)
+
+
 def parse_options(options: object) -> RateOptions:
     """Validate the `[[providers]] options` table. Raises: ProviderOptionError."""
-    opts = check_known(STATE_TYPE, options, _OPTIONS)
-    window_s = option_int(STATE_TYPE, opts, "window_s", 10, 1)
-    if window_s > MAX_WINDOW_S:
-        raise ProviderOptionError(STATE_TYPE, "window_s",
-                                  f"must be at most {MAX_WINDOW_S} (got {window_s})")
-    return RateOptions(window_s=window_s,
-                       flush_ms=option_int(STATE_TYPE, opts, "flush_ms", 20, 1))
+    return RateOptions(**read_options(STATE_TYPE, options, FIELDS))
 
 
 def shard_key(key: str, node: str) -> str:

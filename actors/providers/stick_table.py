@@ -38,13 +38,7 @@ from typing import Any
 
 import msgpack
 
-from actors.providers.base import (
-    ReplicatedTable,
-    arg_name,
-    check_known,
-    option_int,
-    option_num,
-)
+from actors.providers.base import ReplicatedTable, arg_name, read_options
 from actors.providers.locked import LockedTableProvider
 from transport.protocol import (
     MAX_KEY_LEN,
@@ -54,11 +48,11 @@ from transport.protocol import (
     is_tombstone,
     validate_value,
 )
+from transport.settings import Field, above_zero
 
 STATE_TYPE = "stick_table"
 MAX_VALUE_BYTES = 64 * 1024  # an entry's encoded value (a backend name is a few bytes)
 SWEEP_S = 1.0  # how often capacity and tombstone GC are looked at
-_OPTIONS = frozenset({"ttl_s", "max_entries"})
 _DELETED = None  # a pending delete
 
 
@@ -68,11 +62,15 @@ class StickOptions:
     max_entries: int = 100_000
 
 
+FIELDS = (
+    Field("ttl_s", float, 1800.0, check=above_zero, why="an entry's time to live by default"),
+    Field("max_entries", int, 100_000, low=1, why="beyond this, what expires soonest goes"),
+)
+
+
 def parse_options(options: object) -> StickOptions:
     """Validate the `[[providers]] options` table. Raises: ProviderOptionError."""
-    opts = check_known(STATE_TYPE, options, _OPTIONS)
-    return StickOptions(ttl_s=option_num(STATE_TYPE, opts, "ttl_s", 1800.0),
-                        max_entries=option_int(STATE_TYPE, opts, "max_entries", 100_000, 1))
+    return StickOptions(**read_options(STATE_TYPE, options, FIELDS))
 
 
 def valid_value(value: object) -> bool:

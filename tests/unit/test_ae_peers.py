@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import zmq
+from conftest import MINIMAL_CONFIG
 
 from actors.anti_entropy.actor import MEMBERS_REFRESH_S, AntiEntropyActor
 from actors.anti_entropy.core.engine import AntiEntropy, Outbound
@@ -20,18 +21,7 @@ from actors.runtime import NodeEnv
 from transport.peerpool import MAX_PEERS
 from transport.protocol import make_message
 
-CONFIG = """
-[node]
-id = "a"
-cluster = "c1"
-data_dir = "data"
-[network]
-gossip = "tcp://127.0.0.1:7946"
-sync = "tcp://127.0.0.1:7947"
-[local]
-events = "tcp://127.0.0.1:7948"
-control = "ipc://data/control.sock"
-"""
+CONFIG = MINIMAL_CONFIG
 
 
 class FakeMembership:

@@ -4,41 +4,38 @@ from __future__ import annotations
 
 import pytest
 
-from actors.providers.base import (
-    ProviderOptionError,
-    check_known,
-    option_int,
-    option_num,
-    read_options,
-)
-from transport.settings import Field
+from actors.providers.base import ProviderOptionError, read_options
+from transport.settings import Field, above_zero
+
+INT = (Field("n", int, 5, low=1),)
+NUM = (Field("x", float, 1.0, check=above_zero),)
 
 
-def test_check_known_copies_a_table_of_known_options():
-    assert check_known("p", {"a": 1}, frozenset({"a", "b"})) == {"a": 1}
+def test_options_must_be_a_table_of_known_keys():
+    assert read_options("p", {"n": 1}, INT) == {"n": 1}
     with pytest.raises(ProviderOptionError, match="p option c: unknown option") as info:
-        check_known("p", {"c": 1}, frozenset({"a", "b"}))
+        read_options("p", {"c": 1}, INT)
     assert info.value.option == "c"
     with pytest.raises(ProviderOptionError, match="must be a table") as info:
-        check_known("p", [1], frozenset({"a"}))
+        read_options("p", [1], INT)
     assert info.value.option == "options"
 
 
-def test_option_int_takes_the_default_and_refuses_booleans_floats_and_small_values():
-    assert option_int("p", {}, "n", 5, 1) == 5
-    assert option_int("p", {"n": 3}, "n", 5, 1) == 3
+def test_an_int_option_takes_the_default_and_refuses_booleans_floats_and_small_values():
+    assert read_options("p", {}, INT) == {"n": 5}
+    assert read_options("p", {"n": 3}, INT) == {"n": 3}
     for bad in (True, 2.0, "3", 0):
         with pytest.raises(ProviderOptionError) as info:
-            option_int("p", {"n": bad}, "n", 5, 1)
+            read_options("p", {"n": bad}, INT)
         assert (info.value.provider, info.value.option) == ("p", "n")
 
 
-def test_option_num_wants_a_positive_finite_number():
-    assert option_num("p", {"x": 2}, "x", 1.0) == 2.0
-    assert option_num("p", {}, "x", 1.5) == 1.5
+def test_a_number_option_wants_a_positive_finite_number():
+    assert read_options("p", {"x": 2}, NUM) == {"x": 2.0}
+    assert read_options("p", {}, NUM) == {"x": 1.0}
     for bad in (0, -1.0, float("inf"), float("nan"), False, "1"):
         with pytest.raises(ProviderOptionError) as info:
-            option_num("p", {"x": bad}, "x", 1.0)
+            read_options("p", {"x": bad}, NUM)
         assert info.value.option == "x"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import MINIMAL_CONFIG
 
 from actors.node.config import ConfigError, load_config
 from actors.node.plan import plan_actors, plan_routes
@@ -44,19 +45,7 @@ def test_an_actor_cannot_claim_a_supervisor_op():
         RoutingTable([Route("status", "membership")])
 
 
-CONFIG = """
-[node]
-id = "a"
-data_dir = "data"
-[network]
-gossip = "tcp://127.0.0.1:7946"
-sync = "tcp://127.0.0.1:7947"
-[local]
-events = "tcp://127.0.0.1:7948"
-control = "ipc://data/control.sock"
-[[providers]]
-type = "kv"
-"""
+CONFIG = MINIMAL_CONFIG + '[[providers]]\ntype = "kv"\n'
 
 
 def test_the_plan_routes_what_the_actor_classes_declare(tmp_path: Path):

@@ -5,21 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import MINIMAL_CONFIG
 
 from actors.node.config import ConfigError, HandlerSpec, http_address, load_config
 from actors.node.handlers import handler_env, matches
 
-BASE = """
-[node]
-id = "a"
-data_dir = "data"
-[network]
-gossip = "tcp://127.0.0.1:7946"
-sync = "tcp://127.0.0.1:7947"
-[local]
-events = "tcp://127.0.0.1:7948"
-control = "ipc://data/control.sock"
-"""
+BASE = MINIMAL_CONFIG
 
 
 def load(tmp_path: Path, text: str = "", local: str = ""):
