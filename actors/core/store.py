@@ -69,7 +69,7 @@ DEFAULT_TOMBSTONE_GRACE_S = 7200.0  # chitchat / Quickwit use 2 h
 SNAPSHOT_FORMAT = 1
 
 
-class Verdict(enum.Enum):
+class Verdict(enum.StrEnum):  # str: hashed in C, it is looked up per state
     """What `Store.check` says about one incoming state."""
 
     APPLY = "apply"  # newer than the held state, or a key not held: store it
@@ -162,10 +162,16 @@ def _well_formed(state: object) -> bool:
 class Store:
     """Versioned map (state_type, key) -> SyncableState; see the module docstring."""
 
-    def __init__(self, tombstone_grace_s: float = DEFAULT_TOMBSTONE_GRACE_S) -> None:
+    def __init__(self, tombstone_grace_s: float = DEFAULT_TOMBSTONE_GRACE_S, *,
+                 summarised: bool = True) -> None:
+        """`summarised=False` keeps no bucket hashes: for a provider's own table,
+        which anti-entropy never summarises, it saves three hashes per change and a
+        set entry per key; `summary`, `bucket_hashes`, `positions_in` and `count_in`
+        then raise."""
         if not tombstone_grace_s > 0:
             raise ValueError("tombstone_grace_s must be greater than 0")
         self.tombstone_grace_s = float(tombstone_grace_s)
+        self.summarised = summarised
         self._clear()
 
     def _clear(self) -> None:
@@ -178,7 +184,8 @@ class Store:
         # Per state_type: the highest version of a tombstone GC'd (or forgotten) here.
         self._horizons: dict[str, int] = {}
         self._bucket_hash = [0] * DIGEST_BUCKETS
-        self._bucket_keys: list[set[StateKey]] = [set() for _ in range(DIGEST_BUCKETS)]
+        self._bucket_keys: list[set[StateKey]] = (
+            [set() for _ in range(DIGEST_BUCKETS)] if self.summarised else [])
         self._hash = 0
 
     # -- reading ---------------------------------------------------------------------
@@ -199,14 +206,17 @@ class Store:
         return {state_key(s): s.version for s in self.items(state_type)}
 
     def summary(self) -> Summary:
+        self._need_summary()
         return Summary(len(self._states), self._hash)
 
     def bucket_hashes(self) -> dict[int, int]:
         """bucket -> XOR of its entries' hashes, for non-empty buckets only."""
+        self._need_summary()
         return {b: h for b, h in enumerate(self._bucket_hash) if self._bucket_keys[b]}
 
     def positions_in(self, buckets: Iterable[int]) -> list[Position]:
         """Sorted positions of the held keys that fall in `buckets`."""
+        self._need_summary()
         found = [(b, t, k) for b in set(buckets) if 0 <= b < DIGEST_BUCKETS
                  for (t, k) in self._bucket_keys[b]]
         found.sort()
@@ -214,6 +224,7 @@ class Store:
 
     def count_in(self, buckets: Iterable[int]) -> int:
         """How many held keys fall in `buckets` (a digest's cost, before building it)."""
+        self._need_summary()
         return sum(len(self._bucket_keys[b]) for b in set(buckets) if 0 <= b < DIGEST_BUCKETS)
 
     def horizon(self, state_type: str) -> int:
@@ -307,6 +318,10 @@ class Store:
         return removed
 
     # -- internals --------------------------------------------------------------------
+    def _need_summary(self) -> None:
+        if not self.summarised:
+            raise RuntimeError("this store was made with summarised=False")
+
     def _raise_horizon(self, state_type: str, version: int) -> None:
         if version > self._horizons.get(state_type, 0):
             self._horizons[state_type] = version
@@ -319,13 +334,14 @@ class Store:
 
     def _put(self, state: SyncableState, now: float) -> None:
         skey = state_key(state)
-        bucket = bucket_of(*skey)
-        held = self._states.get(skey)
-        if held is not None:
-            self._fold(held, bucket)  # XOR out the old entry
+        if self.summarised:
+            bucket = bucket_of(*skey)
+            held = self._states.get(skey)
+            if held is not None:
+                self._fold(held, bucket)  # XOR out the old entry
+            self._bucket_keys[bucket].add(skey)
+            self._fold(state, bucket)
         self._states[skey] = state
-        self._bucket_keys[bucket].add(skey)
-        self._fold(state, bucket)
         if is_tombstone(state):
             self._tomb_at[skey] = now
             self._tomb_queue.append((now, skey))
@@ -333,9 +349,11 @@ class Store:
             self._tomb_at.pop(skey, None)
 
     def _remove(self, skey: StateKey) -> None:
-        bucket = bucket_of(*skey)
-        self._fold(self._states.pop(skey), bucket)
-        self._bucket_keys[bucket].discard(skey)
+        held = self._states.pop(skey)
+        if self.summarised:
+            bucket = bucket_of(*skey)
+            self._fold(held, bucket)
+            self._bucket_keys[bucket].discard(skey)
         self._tomb_at.pop(skey, None)
 
     # -- persistence ------------------------------------------------------------------

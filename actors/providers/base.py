@@ -91,7 +91,7 @@ class ReplicatedTable:
                  tombstone_grace_s: float = DEFAULT_TOMBSTONE_GRACE_S) -> None:
         self.state_type, self.node_id, self.clock = state_type, node_id, clock
         self._valid_value = valid_value
-        self._store = Store(tombstone_grace_s)
+        self._store = Store(tombstone_grace_s, summarised=False)
         self._changes: dict[tuple[str, str], SyncableState] = {}
 
     def get(self, key: str) -> SyncableState | None:

@@ -158,9 +158,9 @@ def test_forget_drops_an_entry_at_or_below_the_version_and_raises_the_horizon() 
     assert store.check(st(4, key="old")) is Verdict.BELOW_HORIZON
 
 
-def test_the_incremental_summary_equals_one_recomputed_from_scratch() -> None:
-    rng, store, clock = random.Random(0), Store(GRACE), LamportClock()
-    for step in range(3000):
+def random_operations(store: Store, seed: int = 0, steps: int = 3000) -> None:
+    rng, clock = random.Random(seed), LamportClock()
+    for step in range(steps):
         key, now = f"k{rng.randrange(200)}", step * 0.01
         match rng.randrange(5):
             case 0:
@@ -173,8 +173,27 @@ def test_the_incremental_summary_equals_one_recomputed_from_scratch() -> None:
                 store.forget("kv", key, rng.randrange(3000))
             case 4:
                 store.gc(now)
+
+
+def test_the_incremental_summary_equals_one_recomputed_from_scratch() -> None:
+    store = Store(GRACE)
+    random_operations(store)
     summary, buckets = recomputed(store)
     assert store.summary() == summary and store.bucket_hashes() == buckets
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_store_without_summary_holds_exactly_what_a_summarised_one_holds(seed: int) -> None:
+    summarised, plain = Store(GRACE), Store(GRACE, summarised=False)
+    random_operations(summarised, seed)
+    random_operations(plain, seed)
+    assert plain.items() == summarised.items()
+    assert plain.horizons() == summarised.horizons()
+    assert plain.snapshot(30.0) == summarised.snapshot(30.0)
+    for asks_for_summary in (plain.summary, plain.bucket_hashes,
+                             lambda: plain.positions_in([0]), lambda: plain.count_in([0])):
+        with pytest.raises(RuntimeError, match="summarised=False"):
+            asks_for_summary()
 
 
 def test_the_summary_does_not_depend_on_the_order_of_arrival() -> None:
