@@ -530,6 +530,8 @@ def measure_rate_provider(root: Path, args: argparse.Namespace) -> dict[str, Any
             "total_adds_per_s": round(truth / args.rate_s), "true_total": truth,
             "worst_error_after_1s": round(max((e for _, e, _ in errors), default=0.0), 5),
             "worst_error_steady": round(max(steady), 5) if steady else None,
+            "steady_samples_over_1pct": sum(e > 0.01 for e in steady),
+            "steady_samples": len(steady),
             "behind_ms": behind,
             "error_samples": len(errors), "exact_after_stop_ms": exact_after,
             "final_total_minus_true": off_by}
@@ -648,7 +650,8 @@ def report(name: str, r: dict[str, Any]) -> str:
                 f"{r['per_node_adds_per_s']} (total {r['total_adds_per_s']}); worst error "
                 f"while counting: after 1 s {r['worst_error_after_1s'] * 100:.2f} %, steady "
                 f"{'-' if steady is None else f'{steady * 100:.3f} %'} "
-                f"({r['error_samples']} samples); others' counts behind by p50/p99/max ms "
+                f"({r['steady_samples_over_1pct']} of {r['steady_samples']} steady samples "
+                f"over 1 %); others' counts behind by p50/p99/max ms "
                 f"{_p(r['behind_ms'])}; exact on every node after stop (ms): "
                 f"{r['exact_after_stop_ms']} (final total - true: "
                 f"{r['final_total_minus_true']})")
