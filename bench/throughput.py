@@ -16,10 +16,12 @@ Scenarios (each on its own LocalCluster, stopped however the run ends):
   count and a checksum of every agent's table show whether anything was lost;
   `arrived_by_push` / `arrived_by_repair` are the anti-entropy core counters.
 - pipelined: state_bench's pipelined `kv.set` pump (one writer) at N = 5.
-- rate: an agent per node hosts `RateProvider` and counts as fast as it can;
-  every agent logs (time, its own count, its total) so the error against the
-  true cluster sum is computed afterwards, and after counting stops, the time
-  until every node's total is exact.
+- rate: an agent per node hosts `RateProvider` and counts `--rate-per-s` adds
+  a second (the target's 100k; 0: as fast as it can); every agent logs (time,
+  its own count, its total) so the error against the true count of the
+  sliding window (t - window_s, t] over all nodes is computed afterwards, and
+  after counting stops, the time until every node's total is exact (that
+  needs `--rate-window-s` longer than the run, e.g. 600).
 - latency: state_bench's spaced single writes on a rotating origin at N = 20.
 - memory: PSS of each node's processes (membership_bench's helper) idle and
   with 10k / 100k / 1M bulk keys held (loaded through the batched path), and
