@@ -16,10 +16,12 @@ Scenarios (each on its own LocalCluster, stopped however the run ends):
   count and a checksum of every agent's table show whether anything was lost;
   `arrived_by_push` / `arrived_by_repair` are the anti-entropy core counters.
 - pipelined: state_bench's pipelined `kv.set` pump (one writer) at N = 5.
-- rate: an agent per node hosts `RateProvider` and counts as fast as it can;
-  every agent logs (time, its own count, its total) so the error against the
-  true cluster sum is computed afterwards, and after counting stops, the time
-  until every node's total is exact.
+- rate: an agent per node hosts `RateProvider` and counts `--rate-per-s` adds
+  a second (the target's 100k; 0: as fast as it can); every agent logs (time,
+  its own count, its total) so the error against the true count of the
+  sliding window (t - window_s, t] over all nodes is computed afterwards, and
+  after counting stops, the time until every node's total is exact (that
+  needs `--rate-window-s` longer than the run, e.g. 600).
 - latency: state_bench's spaced single writes on a rotating origin at N = 20.
 - memory: PSS of each node's processes (membership_bench's helper) idle and
   with 10k / 100k / 1M bulk keys held (loaded through the batched path), and
@@ -68,11 +70,8 @@ BLOCK = 1_000  # changes per `hosted.writing()`
 BULK = "bulk"
 RATE_KEY = "bench"
 RATE_FLUSH_MS = 20  # the provider's default
-# The counters run with a 600 s window, so nothing leaves it and the true total is the
-# sum of every count; the error "after 10 s" is then the error a node would show in
-# steady state with the default 10 s window (the same counts in flight over the same
-# in-window total).
-STEADY_S = 10.0
+RATE_WINDOW_S = 10  # the provider's default: the truth is the count of the last 10 s
+RATE_PER_S = 100_000  # adds/s per node in the target (0: as fast as one thread can)
 # How often an agent renews its registration (the SDK default is 2 s). Each renewal
 # ships every state of the type, which at 1M keys is heavy, but it is also the only way
 # back for an SDK provider the node detached (the anti-entropy actor detaches one whose
@@ -124,8 +123,9 @@ class Agent:
                                  reattach_s=reattach_s, timeout_s=30.0)
         else:
             from actors.providers.rate import RateProvider  # (not in older trees)
+            window_s = int(kind.partition(":")[2] or RATE_WINDOW_S)  # kind "rate:<window_s>"
             self.hosted = attach(RateProvider, control=control,
-                                 options={"window_s": 600, "flush_ms": RATE_FLUSH_MS},
+                                 options={"window_s": window_s, "flush_ms": RATE_FLUSH_MS},
                                  reattach_s=reattach_s, timeout_s=30.0)
         self.name = self.hosted.node_id
 
@@ -197,10 +197,11 @@ class Agent:
 
     # -- rate ----------------------------------------------------------------------------
     def op_count(self, start_at: float, duration_s: float, settle_s: float,
-                 sample_ms: float) -> dict[str, Any]:
-        """Count as fast as possible from `start_at` for `duration_s`, logging
-        (time, own count, total) every `sample_ms` (a second thread, so the adder
-        never reads); then log every change of the total for `settle_s`."""
+                 sample_ms: float, per_s: float) -> dict[str, Any]:
+        """Count from `start_at` for `duration_s`, `per_s` adds a second (0: as fast as
+        one thread can), logging (time, own count, total) every `sample_ms` (a second
+        thread, so the adder never reads); then log every change of the total for
+        `settle_s`."""
         provider = self.hosted.provider
         done = threading.Event()
         counted = [0]
@@ -214,7 +215,10 @@ class Agent:
         thread.start()
         end = start_at + duration_s
         add, n = provider.add, 0
-        while time.time() < end:
+        while (now := time.time()) < end:
+            if per_s and n > (now - start_at) * per_s:  # ahead of the pace: wait
+                time.sleep(min(end, start_at + n / per_s) - now)
+                continue
             for _ in range(200):
                 add(RATE_KEY, 1)
             n += 200
@@ -466,45 +470,71 @@ def measure_pipelined(root: Path, args: argparse.Namespace) -> dict[str, Any]:
 # == 3. rate ===============================================================================
 
 
-def _own_at(log: list[list[float]], t: float) -> float:
-    """An agent's own count at wall time `t`, interpolated from its log."""
-    prev = (log[0][0], 0.0) if log else (t, 0.0)
-    for when, own, _ in log:
+def _own_at(run: dict[str, Any], t: float) -> float:
+    """An agent's own count at wall time `t`, interpolated from its log (0 before it
+    started, its final count after it stopped)."""
+    if t <= run["started"]:
+        return 0.0
+    if t >= run["stopped"]:
+        return float(run["counted"])
+    prev = (run["started"], 0.0)
+    for when, own, _ in run["log"]:
         if when >= t:
             span = when - prev[0]
             return prev[1] + (own - prev[1]) * ((t - prev[0]) / span if span > 0 else 1.0)
         prev = (when, own)
-    return prev[1]
+    span = run["stopped"] - prev[0]
+    return prev[1] + (run["counted"] - prev[1]) * ((t - prev[0]) / span if span > 0 else 1.0)
+
+
+def _rate_errors(runs: list[dict[str, Any]], window_s: float
+                 ) -> list[tuple[float, float, float]]:
+    """(seconds since start, relative error, ms behind) of every logged total, after the
+    first second. The truth at `t` is every node's count in (t - window_s, t] (the
+    others' interpolated from their logs); "ms behind" is (truth - total) over the
+    others' mean rate: how old, in effect, the others' shards were at that read."""
+    out = []
+    for i, r in enumerate(runs):
+        others_per_s = sum(o["counted"] / (o["stopped"] - o["started"])
+                           for j, o in enumerate(runs) if j != i)
+        for when, own, total in r["log"]:
+            true = sum((own if j == i else _own_at(o, when)) - _own_at(o, when - window_s)
+                       for j, o in enumerate(runs))
+            if when >= r["started"] + 1.0 and true > 0:
+                out.append((when - r["started"], abs(total - true) / true,
+                            (true - total) / others_per_s if others_per_s else 0.0))
+    return out
 
 
 def measure_rate_provider(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    window_s = args.rate_window_s
     with _cluster(root, args.rate_nodes, args) as cluster, _Controls(cluster.nodes) as ctls:
         _wait_peers(ctls)
-        with agents_on(cluster.nodes, "rate", args.reattach_s) as agents:
+        with agents_on(cluster.nodes, f"rate:{window_s}", args.reattach_s) as agents:
             runs = call_all(agents, "count", start_at=time.time() + 0.3,
                             duration_s=args.rate_s, settle_s=args.rate_settle_s,
-                            sample_ms=50.0)
+                            sample_ms=50.0, per_s=args.rate_per_s)
     truth = sum(r["counted"] for r in runs)
-    errors: list[tuple[float, float]] = []  # (seconds since start, relative error)
-    for i, r in enumerate(runs):
-        for when, own, total in r["log"]:
-            true = sum(own if j == i else _own_at(o["log"], when) for j, o in enumerate(runs))
-            if when >= r["started"] + 1.0 and true > 0:  # after the first second
-                errors.append((when - r["started"], abs(total - true) / true))
+    errors = _rate_errors(runs, window_s)
     stop = max(r["stopped"] for r in runs)
     exact_after, off_by = [], []
-    for r in runs:
+    for r in runs:  # exactness after stop needs every count still in the window
         at = next((when for when, total in r["after"] if total == truth), None)
         last = r["after"][-1][1] if r["after"] else 0
         exact_after.append(round((at - stop) * 1000, 1) if at is not None and last == truth
                            else None)
         off_by.append(last - truth)
-    steady = [e for since, e in errors if since >= STEADY_S]
+    steady = [e for since, e, _ in errors if since >= min(window_s, args.rate_s - 1.0)]
+    behind = percentiles([lag for _, _, lag in errors])
     return {"nodes": args.rate_nodes, "duration_s": args.rate_s, "flush_ms": RATE_FLUSH_MS,
+            "window_s": window_s, "per_s_asked": args.rate_per_s,
             "per_node_adds_per_s": [round(r["counted"] / args.rate_s) for r in runs],
             "total_adds_per_s": round(truth / args.rate_s), "true_total": truth,
-            "worst_error_after_1s": round(max((e for _, e in errors), default=0.0), 5),
-            "worst_error_after_10s": round(max(steady), 5) if steady else None,
+            "worst_error_after_1s": round(max((e for _, e, _ in errors), default=0.0), 5),
+            "worst_error_steady": round(max(steady), 5) if steady else None,
+            "steady_samples_over_1pct": sum(e > 0.01 for e in steady),
+            "steady_samples": len(steady),
+            "behind_ms": behind,
             "error_samples": len(errors), "exact_after_stop_ms": exact_after,
             "final_total_minus_true": off_by}
 
@@ -617,12 +647,14 @@ def report(name: str, r: dict[str, Any]) -> str:
                              f"{w['acked']} writes, errors {w['errors'] or 'none'}, {ok}")
         return "\n".join(lines)
     if name == "rate":
-        steady = r["worst_error_after_10s"]
-        return (f"rate N={r['nodes']}: adds/s per node {r['per_node_adds_per_s']} "
-                f"(total {r['total_adds_per_s']}); worst error while counting: after 1 s "
-                f"{r['worst_error_after_1s'] * 100:.2f} %, after 10 s "
+        steady = r["worst_error_steady"]
+        return (f"rate N={r['nodes']} window {r['window_s']} s: adds/s per node "
+                f"{r['per_node_adds_per_s']} (total {r['total_adds_per_s']}); worst error "
+                f"while counting: after 1 s {r['worst_error_after_1s'] * 100:.2f} %, steady "
                 f"{'-' if steady is None else f'{steady * 100:.3f} %'} "
-                f"({r['error_samples']} samples); exact on every node after stop (ms): "
+                f"({r['steady_samples_over_1pct']} of {r['steady_samples']} steady samples "
+                f"over 1 %); others' counts behind by p50/p99/max ms "
+                f"{_p(r['behind_ms'])}; exact on every node after stop (ms): "
                 f"{r['exact_after_stop_ms']} (final total - true: "
                 f"{r['final_total_minus_true']})")
     if name == "latency":
@@ -674,9 +706,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="pipelined: requests in flight")
     parser.add_argument("--pipelined-s", type=float, default=8.0, help="pipelined: seconds")
     parser.add_argument("--rate-nodes", type=int, default=3)
-    parser.add_argument("--rate-s", type=float, default=12.0, help="rate: seconds of counting")
+    parser.add_argument("--rate-s", type=float, default=15.0, help="rate: seconds of counting")
     parser.add_argument("--rate-settle-s", type=float, default=1.5,
                         help="rate: how long totals are watched after counting stops")
+    parser.add_argument("--rate-per-s", type=float, default=RATE_PER_S,
+                        help="rate: adds/s per node (0: as fast as one thread can)")
+    parser.add_argument("--rate-window-s", type=int, default=RATE_WINDOW_S,
+                        help="rate: the counters' window_s (600: nothing leaves it)")
     parser.add_argument("--latency-nodes", type=int, default=20)
     parser.add_argument("--latency-writes", type=int, default=200)
     parser.add_argument("--memory-keys", type=_ints, default=[10_000, 100_000, 1_000_000])

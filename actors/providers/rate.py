@@ -9,15 +9,22 @@ Theory of operation:
   left out. Only the owning node writes its shard (a remote shard whose key
   names another node than its source_node is rejected), so versions of a
   shard only grow and there are no conflicts: the newest version wins.
-* Window. A read at wall second ``s`` counts the buckets with
-  ``s - window_s < second <= s + window_s``: the current second and the
-  ``window_s - 1`` before it, plus buckets stamped ahead by a writer whose
-  clock runs fast (far-future ones are ignored, so a bad clock cannot pin a
-  count forever). The total is a function of the shards and ``s`` alone:
-  every node holding the same shards computes the same total in the same
-  second. Membership is not consulted, so nodes that disagree about who is
-  alive still agree; a failed or departed node's shard simply stops
-  growing, and its counts leave the total once the window has passed them.
+* Window. A read at wall time ``t`` (second ``s = int(t)``) counts the
+  last ``window_s`` seconds, ``(t - window_s, t]``: the buckets with
+  ``s - window_s < second <= s + window_s`` in full (the current second, the
+  ``window_s - 1`` before it, and buckets stamped ahead by a writer whose
+  clock runs fast; far-future ones are ignored, so a bad clock cannot pin a
+  count forever), plus the oldest bucket, ``s - window_s``, in proportion to
+  the part of it still in the window, ``1 - (t - s)``, rounded half up per
+  shard. Whole buckets alone would drop a whole second at every second
+  boundary: at a steady rate the total would read up to 1/window_s (10 %)
+  low. Weighting the oldest bucket is exact at a steady rate, and otherwise
+  off by at most that bucket's unevenness. The total is a function of the
+  shards and ``t`` alone: every node holding the same shards computes the
+  same total at the same instant. Membership is not consulted, so nodes
+  that disagree about who is alive still agree; a failed or departed node's
+  shard simply stops growing, and its counts leave the total once the
+  window has passed them.
 * Clock skew assumption: wall clocks agree to well under a second (NTP).
   A node ``d`` seconds ahead drops a bucket ``d`` seconds before the others
   do, and stamps its own counts ``d`` seconds late in their eyes; totals on
@@ -100,17 +107,24 @@ def split_shard_key(skey: str) -> tuple[str, str] | None:
 
 
 def in_window(second: int, now_sec: int, window_s: int) -> bool:
-    """Whether a bucket counts at wall second `now_sec` (see the module docstring)."""
-    return now_sec - window_s < second <= now_sec + window_s
+    """Whether a bucket still counts, in full or in part, at wall second `now_sec`
+    (see the module docstring): such buckets are kept and replicated."""
+    return now_sec - window_s <= second <= now_sec + window_s
 
 
-def windowed_sum(buckets: Iterable[tuple[int, int]], now_sec: int, window_s: int) -> int:
-    lo, hi = now_sec - window_s, now_sec + window_s
-    total = 0
+def windowed_sum(buckets: Iterable[tuple[int, int]], now: float, window_s: int) -> int:
+    """The count of `buckets` in the window ``(now - window_s, now]``: whole buckets,
+    and the oldest one in proportion to the part of its second still in the window."""
+    now_sec = int(now)
+    oldest, hi = now_sec - window_s, now_sec + window_s
+    total, partial = 0, 0
     for second, n in buckets:  # a plain loop: twice as fast as sum() over a generator
-        if lo < second <= hi:
+        if oldest < second <= hi:
             total += n
-    return total
+        elif second == oldest:
+            partial = n
+    # rounded half up (not to even), so a half bucket reads the same on every node
+    return total + int(partial * (1.0 - (now - now_sec)) + 0.5) if partial else total
 
 
 def valid_value(value: object) -> bool:
@@ -161,9 +175,9 @@ class Own:
             for second in [s for s in buckets if not in_window(s, now_sec, window_s)]:
                 del buckets[second]
 
-    def total(self, now_sec: int, window_s: int) -> int:
-        return (windowed_sum(self.mine.items(), now_sec, window_s)
-                + windowed_sum(self.base.items(), now_sec, window_s))
+    def total(self, now: float, window_s: int) -> int:
+        return windowed_sum(self.merged().items(), now, window_s) if self.base else (
+            windowed_sum(self.mine.items(), now, window_s))
 
 
 # --- the provider -----------------------------------------------------------------------
@@ -222,20 +236,20 @@ class RateProvider(LockedTableProvider):
 
     def total(self, key: str) -> int:
         """The cluster-wide count of `key` over the window, as this node sees it now."""
-        second = int(self._wall_fn())
+        now = self._wall_fn()
         window_s = self._window_s
         with self._lock:  # the hot read: no per-node dict, just the sums
             own = self._own.get(key)
-            total = 0 if own is None else own.total(second, window_s)
+            total = 0 if own is None else own.total(now, window_s)
             for pairs in self._others.get(key, {}).values():
-                total += windowed_sum(pairs, second, window_s)
+                total += windowed_sum(pairs, now, window_s)
             return total
 
     def per_node(self, key: str) -> dict[str, int]:
         """The non-zero windowed count of each node's shard of `key`."""
-        second = int(self._wall_fn())
+        now = self._wall_fn()
         with self._lock:
-            return self._per_node(key, second)
+            return self._per_node(key, now)
 
     # -- StateProvider (the rest comes from LockedTableProvider) ----------------------------
     def _admit(self, states: list[SyncableState]) -> list[SyncableState]:
@@ -280,12 +294,12 @@ class RateProvider(LockedTableProvider):
                 "window_s": self._window_s}
 
     # -- internals (under the lock) --------------------------------------------------------
-    def _per_node(self, key: str, second: int) -> dict[str, int]:
-        counts = {node: windowed_sum(pairs, second, self._window_s)
+    def _per_node(self, key: str, now: float) -> dict[str, int]:
+        counts = {node: windowed_sum(pairs, now, self._window_s)
                   for node, pairs in self._others.get(key, {}).items()}
         own = self._own.get(key)
         if own is not None:
-            counts[self.node_id] = own.total(second, self._window_s)
+            counts[self.node_id] = own.total(now, self._window_s)
         return {node: n for node, n in sorted(counts.items()) if n}
 
     def _flush(self, now: float) -> None:

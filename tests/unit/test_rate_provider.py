@@ -39,15 +39,28 @@ def flush_and_spread(c: FakeNodes[RateProvider]) -> None:
 # --- pure rules -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("second", "counted"), [
-    (100, True), (91, True), (90, False), (110, True), (111, False)])
-def test_a_bucket_counts_from_the_window_start_to_window_s_ahead(second: int,
-                                                                 counted: bool) -> None:
-    assert in_window(second, 100, 10) is counted
+@pytest.mark.parametrize(("second", "kept"), [
+    (100, True), (91, True), (90, True), (89, False), (110, True), (111, False)])
+def test_a_bucket_is_kept_from_the_oldest_partial_one_to_window_s_ahead(second: int,
+                                                                        kept: bool) -> None:
+    assert in_window(second, 100, 10) is kept
 
 
-def test_windowed_sum_adds_only_the_buckets_in_the_window() -> None:
-    assert windowed_sum([(89, 1000), (90, 100), (91, 10), (100, 1), (111, 7)], 100, 10) == 11
+@pytest.mark.parametrize(("now", "oldest_share"), [
+    (100.0, 100), (100.25, 75), (100.5, 50), (100.99, 1)])
+def test_windowed_sum_counts_the_oldest_bucket_by_the_part_still_in_the_window(
+        now: float, oldest_share: int) -> None:
+    buckets = [(89, 1000), (90, 100), (91, 10), (100, 1), (110, 3), (111, 7)]
+    assert windowed_sum(buckets, now, 10) == 14 + oldest_share
+
+
+def test_a_steady_rate_reads_the_same_total_across_second_boundaries() -> None:
+    # 1000 per second for 30 s: the last 10 s always hold 10,000 (no saw tooth)
+    def counted_by(t: float) -> list[tuple[int, int]]:
+        return [(s, 1000 if s + 1 <= t else round(1000 * (t - s))) for s in range(int(t) + 1)
+                if s < t]
+    for t in (20.0, 20.1, 20.5, 20.999, 21.0, 21.3):
+        assert windowed_sum(counted_by(t), t, 10) == 10_000
 
 
 @pytest.mark.parametrize(("skey", "parts"), [
@@ -141,9 +154,15 @@ def test_counts_leave_the_total_once_the_window_has_passed_them() -> None:
     flush_and_spread(c)
     c.wall = WALL0 + 2.99  # still second s + 2: both count
     assert [c[n].total("api") for n in IDS] == [6, 6, 6]
-    c.wall = WALL0 + 3.0  # second s + 3: node-a's bucket of second s is out
+    c.wall = WALL0 + 3.0  # the window (s, s + 3] still holds all of second s
+    assert [c[n].total("api") for n in IDS] == [6, 6, 6]
+    c.wall = WALL0 + 3.8  # a fifth of second s is left in it: 5 * 0.2 of node-a's
+    assert [c[n].total("api") for n in IDS] == [2, 2, 2]
+    c.wall = WALL0 + 4.0  # second s is out; node-b's s + 1 is the oldest, in full
     assert [c[n].total("api") for n in IDS] == [1, 1, 1]
-    c.wall = WALL0 + 4.0
+    c.wall = WALL0 + 4.5  # half of it, rounded up
+    assert [c[n].total("api") for n in IDS] == [1, 1, 1]
+    c.wall = WALL0 + 5.0
     assert [c[n].total("api") for n in IDS] == [0, 0, 0]
 
 
@@ -161,7 +180,9 @@ def test_a_failed_nodes_shard_leaves_the_total_after_the_window() -> None:
         c.spread(among=["node-a", "node-b"])
     c.advance(0.05)
     c.spread(among=["node-a", "node-b"])
-    assert c["node-a"].per_node("api") == c["node-b"].per_node("api") == {"node-a": 2}
+    # at s + 3.1 the window (s + 1.1, s + 3.1] holds 0.9 of node-a's s + 1 (rounded: 1),
+    # its s + 2 and s + 3, and nothing of node-c's second s
+    assert c["node-a"].per_node("api") == c["node-b"].per_node("api") == {"node-a": 3}
 
 
 def test_a_shard_naming_another_node_than_its_writer_is_rejected() -> None:
