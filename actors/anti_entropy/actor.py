@@ -30,11 +30,11 @@ from typing import Any
 import zmq
 
 from actors.anti_entropy.core.engine import AntiEntropy, Outbound
-from actors.core.store import Store, StoreSnapshotError
+from actors.core.store import SnapshotPieces, Store, StoreSnapshotError
 from actors.node.config import SYNC_META_KEY
 from actors.node.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
 from actors.runtime import Actor, NodeEnv
-from actors.storage.snapshot import SnapshotError, load_snapshot, save_snapshot
+from actors.storage.snapshot import SnapshotError, SnapshotWriter, load_snapshot
 from transport.codec import encode
 from transport.peering import INBOX_BATCH, PeerSecurity, read_inbox
 from transport.peerpool import PeerPool
@@ -52,6 +52,7 @@ from transport.views import changed_row, parse_states_untrusted, state_row
 
 PEER_HWM = 256
 SAVE_EVERY_S = 10.0
+SAVE_ROWS_PER_TURN = 20_000  # mirror snapshot rows encoded per loop turn
 RECONCILE_S = 30.0
 APPLY_BATCH = 1000
 RPC_TIMEOUT_S = 5.0
@@ -81,6 +82,7 @@ class AntiEntropyActor(Actor):
         self.next_reconcile = 0.0
         self.next_dirty_check = 0.0
         self.next_save = 0.0
+        self.saving: tuple[SnapshotWriter, SnapshotPieces] | None = None  # one under way
         self.next_members = 0.0
         self.clock_told = 0
 
@@ -115,12 +117,37 @@ class AntiEntropyActor(Actor):
         if versions:
             self.clock.update(max(versions))
 
-    def _save(self, now: float) -> None:
-        save_snapshot(self.mirror_path, self.store.snapshot(now))
-        self.next_save = now + SAVE_EVERY_S
+    def _save_step(self, now: float, rows: int = SAVE_ROWS_PER_TURN) -> None:
+        """One piece of the mirror snapshot per loop turn (a whole one at 1M keys would
+        stall the loop for seconds); a new one starts every SAVE_EVERY_S."""
+        if self.saving is None:
+            if now < self.next_save:
+                return
+            self.next_save = now + SAVE_EVERY_S
+            try:
+                self.saving = (SnapshotWriter(self.mirror_path), self.store.snapshot_in_pieces())
+            except OSError as exc:
+                self.log.bind(error=str(exc)).warning("mirror snapshot not written")
+                return
+        writer, pieces = self.saving
+        try:
+            writer.write(pieces.next(now, rows))
+            if pieces.done:
+                self.saving = None
+                writer.commit()
+        except OSError as exc:
+            self.saving = None
+            writer.abort()
+            self.log.bind(error=str(exc)).warning("mirror snapshot not written")
 
     def shutdown(self, now: float) -> None:
-        self._save(now)
+        if self.saving is not None:  # the one under way is older than the mirror
+            self.saving[0].abort()
+            self.saving = None
+        self.next_save = now
+        self._save_step(now, rows=len(self.store) + 1)
+        while self.saving is not None:
+            self._save_step(now, rows=len(self.store) + 1)
         self.pool.close()
 
     # -- peers -------------------------------------------------------------------
@@ -326,8 +353,7 @@ class AntiEntropyActor(Actor):
             for state_type in list(self.dirty):
                 self.dirty.discard(state_type)
                 self._reconcile(state_type, now)
-        if now >= self.next_save:
-            self._save(now)
+        self._save_step(now)
         if now >= self.next_sweep:
             self.next_sweep = now + 1.0
             self.pool.sweep(now)
@@ -340,7 +366,8 @@ class AntiEntropyActor(Actor):
             client.expire(now)
 
     def next_deadline(self) -> float | None:
-        deadlines: list[float | None] = [self.core.next_deadline(), self.next_members]
+        deadlines: list[float | None] = [self.core.next_deadline(), self.next_members,
+                                         self.next_save if self.saving is None else 0.0]
         deadlines += [c.next_deadline() for c in (*self.providers.values(), self.membership)]
         return min((d for d in deadlines if d is not None), default=None)
 

@@ -346,10 +346,24 @@ class Store:
         age is how long ago a tombstone was stored (None for a value), so the
         grace period survives a restart whatever the monotonic clock's origin.
         """
-        rows = [[s.state_type, s.key, s.value, s.version, s.source_node,
-                 None if not is_tombstone(s) else max(0.0, now - self._tomb_at[state_key(s)])]
-                for s in self._states.values()]
+        rows = self.snapshot_rows(list(self._states), now)
         return {"format": SNAPSHOT_FORMAT, "horizons": dict(self._horizons), "states": rows}
+
+    def snapshot_rows(self, keys: Iterable[StateKey], now: float) -> list[list[Any] | None]:
+        """The snapshot rows of `keys`; None for a key no longer held (restore skips it)."""
+        rows: list[list[Any] | None] = []
+        for skey in keys:
+            s = self._states.get(skey)
+            if s is None:
+                rows.append(None)
+                continue
+            age = None if s.value is not None else max(0.0, now - self._tomb_at[skey])
+            rows.append([s.state_type, s.key, s.value, s.version, s.source_node, age])
+        return rows
+
+    def snapshot_in_pieces(self) -> SnapshotPieces:
+        """The same snapshot as `snapshot()`, as msgpack bytes made a slice at a time."""
+        return SnapshotPieces(self, list(self._states))
 
     def restore(self, snapshot: Mapping[str, Any], now: float) -> None:
         """Replace the contents with a `snapshot()`. Raises: StoreSnapshotError."""
@@ -361,6 +375,40 @@ class Store:
         self._horizons = horizons
 
 
+class SnapshotPieces:
+    """A store's snapshot encoded a slice of keys at a time, so writing a large one never
+    holds up the caller's loop. The key list is taken at the start; a key removed since
+    is written as None (skipped on restore), one added since is left out (the mirror is
+    refilled from its providers anyway), and the horizons are taken at the end, so they
+    cover every tombstone collected while the pieces were made. The concatenated bytes
+    decode to exactly what `Store.snapshot` returns, None rows aside."""
+
+    def __init__(self, store: Store, keys: list[StateKey]) -> None:
+        self._store, self._keys, self._at = store, keys, 0
+        packer = msgpack.Packer(use_bin_type=True)
+        self._head = (packer.pack_map_header(3) + packer.pack("format")
+                      + packer.pack(SNAPSHOT_FORMAT) + packer.pack("states")
+                      + packer.pack_array_header(len(keys)))
+
+    @property
+    def done(self) -> bool:
+        return self._head == b"" and self._at > len(self._keys)
+
+    def next(self, now: float, rows: int) -> bytes:
+        """The next piece: at most `rows` rows (the header first, the horizons last)."""
+        head, self._head = self._head, b""
+        if self._at >= len(self._keys):
+            self._at = len(self._keys) + 1
+            packer = msgpack.Packer(use_bin_type=True)
+            return head + packer.pack("horizons") + packer.pack(dict(self._store._horizons))
+        keys = self._keys[self._at:self._at + rows]
+        self._at += len(keys)
+        packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+        for row in self._store.snapshot_rows(keys, now):
+            packer.pack(row)
+        return head + packer.bytes()
+
+
 def _parse_snapshot(snapshot: object) -> tuple[list[tuple[SyncableState, float | None]],
                                                dict[str, int]]:
     if not isinstance(snapshot, Mapping) or snapshot.get("format") != SNAPSHOT_FORMAT:
@@ -370,7 +418,7 @@ def _parse_snapshot(snapshot: object) -> tuple[list[tuple[SyncableState, float |
         raise StoreSnapshotError("bad_layout")
     try:
         horizons = {check_id(t, "type"): check_u63(v, "horizon") for t, v in raw_h.items()}
-        rows = [_parse_row(row) for row in raw_rows]
+        rows = [_parse_row(row) for row in raw_rows if row is not None]
     except ProtocolError as exc:
         raise StoreSnapshotError(exc.reason) from None
     return rows, horizons
