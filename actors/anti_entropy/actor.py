@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import functools
 import random
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
 import zmq
 
 from actors.anti_entropy.core.engine import AntiEntropy, Outbound
+from actors.anti_entropy.core.reconcile import Walk, compare_slice, read_digest_rows
 from actors.core.store import SnapshotPieces, Store, StoreSnapshotError
 from actors.node.config import SYNC_META_KEY
 from actors.node.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
@@ -43,7 +44,6 @@ from transport.protocol import (
     LamportClock,
     SyncableState,
     is_tombstone,
-    state_key,
     syncable_state_to_map,
 )
 from transport.rpc import AsyncClient, Request, RpcError
@@ -53,6 +53,7 @@ from transport.views import changed_row, parse_states_untrusted, state_row
 PEER_HWM = 256
 SAVE_EVERY_S = 10.0
 SAVE_ROWS_PER_TURN = 20_000  # mirror snapshot rows encoded per loop turn
+REFILL_PER_TURN = 20_000  # states of a provider's whole table taken per loop turn
 RECONCILE_S = 30.0
 APPLY_BATCH = 1000
 RPC_TIMEOUT_S = 5.0
@@ -80,6 +81,9 @@ class AntiEntropyActor(Actor):
         self.mirror_path = env.config.node.data_dir / "anti_entropy.bin"
         self.dirty: set[str] = set()  # types whose provider may lack what the mirror has
         self.next_reconcile = 0.0
+        self.refill: deque[list[Any]] = deque()  # slices of provider tables to take in
+        self.walks: dict[str, Walk] = {}  # state type -> its comparison under way
+        self.last_now = 0.0  # for replies, which arrive without a time
         self.next_dirty_check = 0.0
         self.next_save = 0.0
         self.saving: tuple[SnapshotWriter, SnapshotPieces] | None = None  # one under way
@@ -179,29 +183,44 @@ class AntiEntropyActor(Actor):
     # compared after a provider restart, after a failed apply, and every
     # RECONCILE_S as a safety net: the provider gets what it lacks.
     def _reconcile(self, state_type: str, now: float) -> None:
-        client = self.providers.get(state_type)
-        if client is not None:
+        """Start (or restart) the comparison of the mirror with one provider; it goes a
+        slice of buckets per provider reply, never the whole table in one step."""
+        if state_type in self.providers:
             self.counters["reconciles"] += 1
-            client.request("digest", {}, now, RPC_TIMEOUT_S,
-                           functools.partial(self._on_digest, state_type, now))
+            self.walks[state_type] = Walk(self.store)
+            self._reconcile_next(state_type, now)
 
-    def _on_digest(self, state_type: str, now: float, rows: Any,
+    def _reconcile_next(self, state_type: str, now: float) -> None:
+        walk, client = self.walks.get(state_type), self.providers.get(state_type)
+        buckets = walk.next_slice() if walk is not None else None
+        if walk is None or buckets is None or client is None:
+            self.walks.pop(state_type, None)
+            return
+        client.request("digest", {"buckets": buckets}, now, RPC_TIMEOUT_S,
+                       functools.partial(self._on_digest, state_type, walk, buckets))
+
+    def _on_digest(self, state_type: str, walk: Walk, buckets: list[int], rows: Any,
                    error: RpcError | None) -> None:
-        if error is not None or not isinstance(rows, list):
+        if self.walks.get(state_type) is not walk:
+            return  # a newer comparison started meanwhile
+        held = read_digest_rows(rows) if error is None else None
+        now = self.last_now
+        if held is None:
+            self.walks.pop(state_type, None)
             self.dirty.add(state_type)
             return
-        held = {(r[0], r[1]): r[2] for r in rows
-                if isinstance(r, list) and len(r) == 3 and isinstance(r[2], int)}
-        lacking = [s for s in self.store.items(state_type)
-                   if held.get(state_key(s), -1) < s.version]
-        if lacking:
-            self.counters["reconciled_states"] += len(lacking)
-            self._offer(lacking, now)
-        mirror = self.store.digest(state_type)
-        if any(v > mirror.get(k, -1) for k, v in held.items()):
-            client = self.providers.get(state_type)
-            if client is not None:  # the provider knows more: take it into the mirror
-                client.request("sync_state", {}, now, RPC_TIMEOUT_S, self._on_provider_state)
+        verdict = compare_slice(self.store, state_type, buckets, held)
+        if verdict.lacking:
+            self.counters["reconciled_states"] += len(verdict.lacking)
+            self._offer(verdict.lacking, now)
+        client = self.providers.get(state_type)
+        if verdict.provider_newer and client is not None:
+            # The provider knows more: take it into the mirror (and stop this walk: the
+            # refill makes the mirror current, the next reconcile checks it).
+            self.walks.pop(state_type, None)
+            client.request("sync_state", {}, now, RPC_TIMEOUT_S, self._on_provider_state)
+            return
+        self._reconcile_next(state_type, now)
 
     def _track(self, row: dict[str, Any]) -> None:
         node_id, status = row.get("node_id"), row.get("status")
@@ -280,8 +299,14 @@ class AntiEntropyActor(Actor):
                 self.counters[key] += result[key]
 
     def _on_provider_state(self, raw: Any, error: RpcError | None) -> None:
+        # A whole table: parsed and taken in a slice per loop turn (see _refill_step).
         if error is None and isinstance(raw, list):
-            self.core.applied(_states(raw))
+            self.refill.extend(raw[i:i + REFILL_PER_TURN]
+                               for i in range(0, len(raw), REFILL_PER_TURN))
+
+    def _refill_step(self) -> None:
+        if self.refill:
+            self.core.applied(_states(self.refill.popleft()))
 
     # -- local writes and ticks ---------------------------------------------------
     def handle_request(self, req: Request, now: float) -> Any:
@@ -341,6 +366,8 @@ class AntiEntropyActor(Actor):
         self.publish_many(("state.changed", s.source_node, changed_row(s)) for s in states)
 
     def tick(self, now: float) -> None:
+        self.last_now = now
+        self._refill_step()
         if now >= self.next_members:
             self.next_members = now + MEMBERS_REFRESH_S
             self.membership.request("members", {}, now, RPC_TIMEOUT_S, self._on_members)
@@ -367,7 +394,7 @@ class AntiEntropyActor(Actor):
 
     def next_deadline(self) -> float | None:
         deadlines: list[float | None] = [self.core.next_deadline(), self.next_members,
-                                         self.next_save if self.saving is None else 0.0]
+                                         0.0 if self.saving or self.refill else self.next_save]
         deadlines += [c.next_deadline() for c in (*self.providers.values(), self.membership)]
         return min((d for d in deadlines if d is not None), default=None)
 

@@ -198,6 +198,26 @@ class Store:
     def digest(self, state_type: str | None = None) -> dict[StateKey, int]:
         return {state_key(s): s.version for s in self.items(state_type)}
 
+    def digest_in(self, buckets: Iterable[int], state_type: str | None = None
+                  ) -> dict[StateKey, int]:
+        """`digest(state_type)` restricted to keys in `buckets`: O(keys in them)."""
+        return {(t, k): self._states[(t, k)].version for _, t, k in self.positions_in(buckets)
+                if state_type is None or t == state_type}
+
+    def bucket_slices(self, max_keys: int) -> list[list[int]]:
+        """Every bucket, in order, cut into runs holding at most `max_keys` keys here
+        (a bucket larger than that alone): the pieces of a walk over the whole table."""
+        slices: list[list[int]] = [[]]
+        keys = 0
+        for bucket in range(DIGEST_BUCKETS):
+            size = len(self._bucket_keys[bucket])
+            if slices[-1] and keys + size > max_keys:
+                slices.append([])
+                keys = 0
+            slices[-1].append(bucket)
+            keys += size
+        return slices
+
     def summary(self) -> Summary:
         return Summary(len(self._states), self._hash)
 

@@ -1,0 +1,66 @@
+"""Mirror versus provider a slice of buckets at a time (actors.anti_entropy.core.reconcile)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from actors.anti_entropy.core import reconcile
+from actors.anti_entropy.core.reconcile import Walk, compare_slice, read_digest_rows
+from actors.core.store import DIGEST_BUCKETS, Store
+from transport.protocol import make_syncable_state
+
+# (type index, key, version) rows for the mirror and the provider.
+ROWS = hs.lists(hs.tuples(hs.integers(0, 1), hs.integers(0, 60), hs.integers(1, 9)),
+                max_size=150)
+TYPES = ("bulk", "kv")
+
+
+def store_of(rows: list[tuple[int, int, int]]) -> Store:
+    store = Store()
+    for t, k, v in rows:
+        store.apply([make_syncable_state(TYPES[t], f"k{k}", "x", v, "n")], 0.0)
+    return store
+
+
+@settings(max_examples=80, deadline=None)
+@given(ROWS, ROWS, hs.integers(1, 40))
+def test_walking_every_slice_finds_what_the_whole_table_comparison_finds(
+        mirror_rows: list[tuple[int, int, int]], provider_rows: list[tuple[int, int, int]],
+        slice_keys: int) -> None:
+    mirror, provider = store_of(mirror_rows), store_of(provider_rows)
+    held = provider.digest("bulk")
+    lacking_whole = {s.key for s in mirror.items("bulk")
+                     if held.get((s.state_type, s.key), -1) < s.version}
+    newer_whole = any(v > mirror.digest("bulk").get(k, -1) for k, v in held.items())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(reconcile, "SLICE_KEYS", slice_keys)
+        walk = Walk(mirror)
+    lacking, newer, covered = set(), False, []
+    while (buckets := walk.next_slice()) is not None:
+        covered += buckets
+        assert sum(mirror.count_in((b,)) for b in buckets) <= slice_keys or len(buckets) == 1
+        # the provider answers with its digest of the slice only
+        verdict = compare_slice(mirror, "bulk", buckets, provider.digest_in(buckets, "bulk"))
+        lacking |= {s.key for s in verdict.lacking}
+        newer = newer or verdict.provider_newer
+    assert covered == list(range(DIGEST_BUCKETS))
+    assert lacking == lacking_whole and newer == newer_whole
+
+
+def test_a_provider_that_ignores_the_slice_is_judged_on_the_slice_only() -> None:
+    mirror = store_of([(0, 1, 5)])
+    provider = store_of([(0, k, 9) for k in range(60)])
+    bucket = next(b for b in range(DIGEST_BUCKETS) if mirror.count_in((b,)))
+    elsewhere = [b for b in range(DIGEST_BUCKETS)
+                 if b != bucket and not provider.count_in((b,))][:1]
+    assert not compare_slice(mirror, "bulk", elsewhere, provider.digest("bulk")).provider_newer
+    verdict = compare_slice(mirror, "bulk", [bucket], provider.digest("bulk"))
+    assert verdict.provider_newer and verdict.lacking == []
+
+
+def test_digest_rows_are_read_leniently() -> None:
+    assert read_digest_rows("nope") is None
+    assert read_digest_rows([["bulk", "a", 3], ["bulk", "b"], ["bulk", "c", True], 7]) == {
+        ("bulk", "a"): 3}
