@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import random
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +54,7 @@ from transport.views import changed_row, parse_states_untrusted, state_row
 PEER_HWM = 256
 SAVE_EVERY_S = 10.0
 SAVE_ROWS_PER_TURN = 20_000  # mirror snapshot rows encoded per loop turn
+SAVE_DUTY = 0.05  # share of the time spent writing mirror snapshots, at most
 REFILL_PER_TURN = 20_000  # states of a provider's whole table taken per loop turn
 RECONCILE_S = 30.0
 APPLY_BATCH = 1000
@@ -86,6 +88,7 @@ class AntiEntropyActor(Actor):
         self.last_now = 0.0  # for replies, which arrive without a time
         self.next_dirty_check = 0.0
         self.next_save = 0.0
+        self.save_cost = 0.0  # seconds spent on the snapshot under way
         self.saving: tuple[SnapshotWriter, SnapshotPieces] | None = None  # one under way
         self.next_members = 0.0
         self.clock_told = 0
@@ -123,24 +126,31 @@ class AntiEntropyActor(Actor):
 
     def _save_step(self, now: float, rows: int = SAVE_ROWS_PER_TURN) -> None:
         """One piece of the mirror snapshot per loop turn (a whole one at 1M keys would
-        stall the loop for seconds); a new one starts every SAVE_EVERY_S."""
+        stall the loop for seconds); a new one starts every SAVE_EVERY_S, or less often
+        when writing one costs more than SAVE_DUTY of that time."""
         if self.saving is None:
             if now < self.next_save:
                 return
-            self.next_save = now + SAVE_EVERY_S
+            self.save_cost = 0.0
             try:
                 self.saving = (SnapshotWriter(self.mirror_path), self.store.snapshot_in_pieces())
             except OSError as exc:
+                self.next_save = now + SAVE_EVERY_S
                 self.log.bind(error=str(exc)).warning("mirror snapshot not written")
                 return
         writer, pieces = self.saving
+        started = time.perf_counter()
         try:
             writer.write(pieces.next(now, rows))
+            self.save_cost += time.perf_counter() - started
             if pieces.done:
                 self.saving = None
                 writer.commit()
+                # At most SAVE_DUTY of the time goes to snapshots, however large the mirror.
+                self.next_save = now + max(SAVE_EVERY_S, self.save_cost / SAVE_DUTY)
         except OSError as exc:
             self.saving = None
+            self.next_save = now + SAVE_EVERY_S
             writer.abort()
             self.log.bind(error=str(exc)).warning("mirror snapshot not written")
 
@@ -374,7 +384,9 @@ class AntiEntropyActor(Actor):
         self._send(self.core.tick(now, list(self.peers)))
         if now >= self.next_reconcile:
             self.next_reconcile = now + RECONCILE_S
-            self.dirty.update(self.providers)
+            # The safety net leaves a walk under way alone (at 1M keys one may take longer
+            # than RECONCILE_S on a loaded machine, and restarting it would never finish).
+            self.dirty.update(t for t in self.providers if t not in self.walks)
         if self.dirty and now >= self.next_dirty_check:
             self.next_dirty_check = now + 1.0  # a provider still restarting gets a second
             for state_type in list(self.dirty):

@@ -67,6 +67,9 @@ Position = tuple[int, str, str]  # (bucket, state_type, key): the order digests 
 DIGEST_BUCKETS = 256  # part of the wire protocol: every node must use the same number
 DEFAULT_TOMBSTONE_GRACE_S = 7200.0  # chitchat / Quickwit use 2 h
 SNAPSHOT_FORMAT = 1
+# Distinct type and writer names a store shares one object of (a few per cluster; the
+# bound only keeps a flood of made-up writer ids from growing the table for ever).
+MAX_SHARED_NAMES = 4096
 
 
 class Verdict(enum.Enum):
@@ -180,6 +183,7 @@ class Store:
         self._bucket_hash = [0] * DIGEST_BUCKETS
         self._bucket_keys: list[set[StateKey]] = [set() for _ in range(DIGEST_BUCKETS)]
         self._hash = 0
+        self._names: dict[str, str] = {}  # state types and writers, one object each
 
     # -- reading ---------------------------------------------------------------------
     def __len__(self) -> int:
@@ -337,7 +341,24 @@ class Store:
         self._bucket_hash[bucket] ^= h
         self._hash ^= h
 
+    def _shared(self, state: SyncableState) -> SyncableState:
+        """`state` with its type and writer as the one string object held for each: a
+        decoded message brings fresh copies of them with every state, which would cost
+        over 100 bytes per held key (see MAX_SHARED_NAMES)."""
+        names = self._names
+        stype = names.get(state.state_type)
+        source = names.get(state.source_node)
+        if stype is None or source is None:
+            if len(names) >= MAX_SHARED_NAMES:
+                return state
+            stype = names.setdefault(state.state_type, state.state_type)
+            source = names.setdefault(state.source_node, state.source_node)
+        if stype is state.state_type and source is state.source_node:
+            return state
+        return SyncableState(stype, state.key, state.value, state.version, source)
+
     def _put(self, state: SyncableState, now: float) -> None:
+        state = self._shared(state)
         skey = state_key(state)
         bucket = bucket_of(*skey)
         held = self._states.get(skey)
