@@ -205,8 +205,9 @@ class Store:
     def digest_in(self, buckets: Iterable[int], state_type: str | None = None
                   ) -> dict[StateKey, int]:
         """`digest(state_type)` restricted to keys in `buckets`: O(keys in them)."""
-        return {(t, k): self._states[(t, k)].version for _, t, k in self.positions_in(buckets)
-                if state_type is None or t == state_type}
+        states = self._states
+        return {skey: states[skey].version for b in set(buckets) if 0 <= b < DIGEST_BUCKETS
+                for skey in self._bucket_keys[b] if state_type is None or skey[0] == state_type}
 
     def bucket_slices(self, max_keys: int) -> list[list[int]]:
         """Every bucket, in order, cut into runs holding at most `max_keys` keys here
