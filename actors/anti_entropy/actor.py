@@ -35,7 +35,7 @@ from actors.anti_entropy.core.reconcile import Walk, compare_slice, read_digest_
 from actors.core.store import SnapshotPieces, Store, StoreSnapshotError
 from actors.node.config import SYNC_META_KEY
 from actors.node.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
-from actors.runtime import Actor, NodeEnv
+from actors.runtime import DEFER, Actor, NodeEnv
 from actors.storage.snapshot import SnapshotError, SnapshotWriter, load_snapshot
 from transport.codec import encode
 from transport.peering import INBOX_BATCH, PeerSecurity, read_inbox
@@ -55,6 +55,7 @@ PEER_HWM = 256
 SAVE_EVERY_S = 10.0
 SAVE_ROWS_PER_TURN = 20_000  # mirror snapshot rows encoded per loop turn
 SAVE_DUTY = 0.05  # share of the time spent writing mirror snapshots, at most
+LOCAL_BUDGET_S = 0.05  # "local" work per loop turn; more waits for the next turn
 REFILL_PER_TURN = 20_000  # states of a provider's whole table taken per loop turn
 RECONCILE_S = 30.0
 APPLY_BATCH = 1000
@@ -83,6 +84,8 @@ class AntiEntropyActor(Actor):
         self.mirror_path = env.config.node.data_dir / "anti_entropy.bin"
         self.dirty: set[str] = set()  # types whose provider may lack what the mirror has
         self.next_reconcile = 0.0
+        self.local_queue: deque[Request] = deque()  # "local" requests left for later turns
+        self.local_spent = 0.0  # seconds of "local" work in this loop turn
         self.refill: deque[list[Any]] = deque()  # slices of provider tables to take in
         self.walks: dict[str, Walk] = {}  # state type -> its comparison under way
         self.last_now = 0.0  # for replies, which arrive without a time
@@ -322,11 +325,10 @@ class AntiEntropyActor(Actor):
     def handle_request(self, req: Request, now: float) -> Any:
         match req.op:
             case "local":
-                states = _states(req.args.get("states"))
-                self._send(self.core.local_changes(states, now, list(self.peers)))
-                if states and states[0].state_type in self.attached:
-                    self._publish_changed(states)
-                return {"accepted": len(states), "clock": self.clock.current()}
+                if self.local_queue or self.local_spent >= LOCAL_BUDGET_S:
+                    self.local_queue.append(req)  # answered by _local_step, in order
+                    return DEFER
+                return self._local(req, now)
             case "attach":
                 return self._attach(req.args, now)
             case "state":
@@ -334,6 +336,24 @@ class AntiEntropyActor(Actor):
                 return [state_row(s) for s in self.store.items(wanted)
                         if not is_tombstone(s) or req.args.get("tombstones")]
         raise RpcError("unknown_op", f"anti_entropy has no operation {req.op!r}")
+
+    def _local(self, req: Request, now: float) -> dict[str, Any]:
+        started = time.perf_counter()
+        states = _states(req.args.get("states"))
+        self._send(self.core.local_changes(states, now, list(self.peers)))
+        if states and states[0].state_type in self.attached:
+            self._publish_changed(states)
+        self.local_spent += time.perf_counter() - started
+        return {"accepted": len(states), "clock": self.clock.current()}
+
+    def _local_step(self, now: float) -> None:
+        """A new loop turn: take queued "local" requests for up to LOCAL_BUDGET_S. The
+        runtime reads hundreds of requests per wake-up, and with 500 states each a
+        writing SDK program could otherwise hold one turn for seconds."""
+        self.local_spent = 0.0
+        while self.local_queue and self.local_spent < LOCAL_BUDGET_S:
+            req = self.local_queue.popleft()
+            self.reply(req, self._local(req, now))
 
     def _attach(self, args: dict[str, Any], now: float) -> dict[str, Any]:
         """An SDK-hosted provider (in a user's program) joins this node's replication."""
@@ -377,6 +397,7 @@ class AntiEntropyActor(Actor):
 
     def tick(self, now: float) -> None:
         self.last_now = now
+        self._local_step(now)
         self._refill_step()
         if now >= self.next_members:
             self.next_members = now + MEMBERS_REFRESH_S
@@ -406,7 +427,8 @@ class AntiEntropyActor(Actor):
 
     def next_deadline(self) -> float | None:
         deadlines: list[float | None] = [self.core.next_deadline(), self.next_members,
-                                         0.0 if self.saving or self.refill else self.next_save]
+                                         0.0 if self.saving or self.refill or self.local_queue
+                                         else self.next_save]
         deadlines += [c.next_deadline() for c in (*self.providers.values(), self.membership)]
         return min((d for d in deadlines if d is not None), default=None)
 
