@@ -31,7 +31,12 @@ from typing import Any
 import zmq
 
 from actors.anti_entropy.core.engine import AntiEntropy, Outbound
-from actors.anti_entropy.core.reconcile import Walk, compare_slice, read_digest_rows
+from actors.anti_entropy.core.reconcile import (
+    NewerInProvider,
+    Walk,
+    compare_slice,
+    read_digest_rows,
+)
 from actors.core.store import SnapshotPieces, Store, StoreSnapshotError
 from actors.node.config import SYNC_META_KEY
 from actors.node.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
@@ -88,6 +93,7 @@ class AntiEntropyActor(Actor):
         self.local_spent = 0.0  # seconds of "local" work in this loop turn
         self.refill: deque[list[Any]] = deque()  # slices of provider tables to take in
         self.walks: dict[str, Walk] = {}  # state type -> its comparison under way
+        self.newer: dict[str, NewerInProvider] = {}  # per type: what walks found newer
         self.last_now = 0.0  # for replies, which arrive without a time
         self.next_dirty_check = 0.0
         self.next_save = 0.0
@@ -227,12 +233,17 @@ class AntiEntropyActor(Actor):
             self.counters["reconciled_states"] += len(verdict.lacking)
             self._offer(verdict.lacking, now)
         client = self.providers.get(state_type)
-        if verdict.provider_newer and client is not None:
+        newer = self.newer.setdefault(state_type, NewerInProvider())
+        if newer.confirmed(verdict.newer) and client is not None:
             # The provider knows more: take it into the mirror (and stop this walk: the
             # refill makes the mirror current, the next reconcile checks it).
+            self.counters["provider_newer_refills"] += 1
             self.walks.pop(state_type, None)
+            newer.walk_done()
             client.request("sync_state", {}, now, RPC_TIMEOUT_S, self._on_provider_state)
             return
+        if not walk.slices:
+            newer.walk_done()
         self._reconcile_next(state_type, now)
 
     def _track(self, row: dict[str, Any]) -> None:

@@ -7,7 +7,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from actors.anti_entropy.core import reconcile
-from actors.anti_entropy.core.reconcile import Walk, compare_slice, read_digest_rows
+from actors.anti_entropy.core.reconcile import (
+    NewerInProvider,
+    Walk,
+    compare_slice,
+    read_digest_rows,
+)
 from actors.core.store import DIGEST_BUCKETS, Store
 from transport.protocol import make_syncable_state
 
@@ -44,7 +49,7 @@ def test_walking_every_slice_finds_what_the_whole_table_comparison_finds(
         # the provider answers with its digest of the slice only
         verdict = compare_slice(mirror, "bulk", buckets, provider.digest_in(buckets, "bulk"))
         lacking |= {s.key for s in verdict.lacking}
-        newer = newer or verdict.provider_newer
+        newer = newer or bool(verdict.newer)
     assert covered == list(range(DIGEST_BUCKETS))
     assert lacking == lacking_whole and newer == newer_whole
 
@@ -55,12 +60,30 @@ def test_a_provider_that_ignores_the_slice_is_judged_on_the_slice_only() -> None
     bucket = next(b for b in range(DIGEST_BUCKETS) if mirror.count_in((b,)))
     elsewhere = [b for b in range(DIGEST_BUCKETS)
                  if b != bucket and not provider.count_in((b,))][:1]
-    assert not compare_slice(mirror, "bulk", elsewhere, provider.digest("bulk")).provider_newer
+    assert not compare_slice(mirror, "bulk", elsewhere, provider.digest("bulk")).newer
     verdict = compare_slice(mirror, "bulk", [bucket], provider.digest("bulk"))
-    assert verdict.provider_newer and verdict.lacking == []
+    assert verdict.newer == [(("bulk", "k1"), 9)] and verdict.lacking == []
 
 
 def test_digest_rows_are_read_leniently() -> None:
     assert read_digest_rows("nope") is None
     assert read_digest_rows([["bulk", "a", 3], ["bulk", "b"], ["bulk", "c", True], 7]) == {
         ("bulk", "a"): 3}
+
+
+def test_only_what_stays_newer_in_the_provider_for_a_whole_walk_asks_for_a_refill() -> None:
+    newer = NewerInProvider()
+    in_flight, lost = (("bulk", "a"), 5), (("bulk", "b"), 7)
+    assert not newer.confirmed([in_flight, lost])  # first seen: may be on its way
+    newer.walk_done()
+    assert not newer.confirmed([(("bulk", "a"), 6)])  # rewritten since: on its way again
+    assert newer.confirmed([lost])  # still newer a walk later: the mirror lacks it
+    newer.walk_done()
+    assert not newer.confirmed([in_flight])  # a walk without it: forgotten
+
+
+def test_suspects_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconcile, "SUSPECTS_MAX", 3)
+    newer = NewerInProvider()
+    newer.confirmed([(("bulk", f"k{i}"), 1) for i in range(10)])
+    assert len(newer.current) == 3

@@ -9,7 +9,9 @@ of those buckets only, and `compare_slice` says what to do with that slice.
 
 Guarantee, the same as a whole-table comparison: once every slice is compared,
 every state the mirror holds newer than the provider (or the provider lacks)
-has been offered to it, and a provider newer anywhere has been noticed.
+has been offered to it. A state the provider holds newer than the mirror and
+still does a walk later (not a write on its way) makes the mirror refill from
+the provider's whole table (see NewerInProvider).
 """
 
 from __future__ import annotations
@@ -24,10 +26,40 @@ from transport.protocol import SyncableState
 SLICE_KEYS = 20_000  # mirror keys compared per provider digest request
 
 
+SUSPECTS_MAX = 10_000  # provider-newer keys remembered from one walk to the next
+
+
 @dataclass
 class SliceVerdict:
     lacking: list[SyncableState] = field(default_factory=list)  # offer these to the provider
-    provider_newer: bool = False  # it holds something newer: refill the mirror from it
+    # (key, version) the provider holds newer than the mirror (see NewerInProvider)
+    newer: list[tuple[StateKey, int]] = field(default_factory=list)
+
+
+class NewerInProvider:
+    """Whether the mirror really lacks what a provider holds newer, over two walks.
+
+    While a provider writes, its digest shows writes whose "local" message is still on
+    its way to the mirror; refilling the mirror from the provider's whole table for
+    those would cost a step of O(keys) for nothing. A (key, version) still newer in
+    the provider a whole walk later did not get here: that one asks for a refill.
+    """
+
+    def __init__(self) -> None:
+        self.previous: set[tuple[StateKey, int]] = set()
+        self.current: set[tuple[StateKey, int]] = set()
+
+    def confirmed(self, newer: Iterable[tuple[StateKey, int]]) -> bool:
+        found = False
+        for item in newer:
+            if item in self.previous:
+                found = True
+            elif len(self.current) < SUSPECTS_MAX:
+                self.current.add(item)
+        return found
+
+    def walk_done(self) -> None:
+        self.previous, self.current = self.current, set()
 
 
 def read_digest_rows(rows: Any) -> dict[StateKey, int] | None:
@@ -52,9 +84,9 @@ def compare_slice(store: Store, state_type: str, buckets: Iterable[int],
             assert state is not None  # from the store's own digest
             verdict.lacking.append(state)
     # A provider that ignores the slice sends every key: only the slice's count here.
-    verdict.provider_newer = any(
-        v > mine.get(k, -1) for k, v in held.items()
-        if k[0] == state_type and (k in mine or bucket_of(*k) in wanted))
+    verdict.newer = [(k, v) for k, v in held.items()
+                     if k[0] == state_type and v > mine.get(k, -1)
+                     and (k in mine or bucket_of(*k) in wanted)]
     return verdict
 
 
