@@ -206,7 +206,9 @@ class AntiEntropyActor(Actor):
         slice of buckets per provider reply, never the whole table in one step."""
         if state_type in self.providers:
             self.counters["reconciles"] += 1
-            self.walks[state_type] = Walk(self.store)
+            under_way = self.walks.get(state_type)
+            self.walks[state_type] = (Walk(self.store) if under_way is None
+                                      else under_way.restarted(self.store))
             self._reconcile_next(state_type, now)
 
     def _reconcile_next(self, state_type: str, now: float) -> None:

@@ -87,3 +87,15 @@ def test_suspects_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     newer = NewerInProvider()
     newer.confirmed([(("bulk", f"k{i}"), 1) for i in range(10)])
     assert len(newer.current) == 3
+
+
+def test_a_restarted_walk_goes_on_from_where_it_was_and_still_covers_every_bucket(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconcile, "SLICE_KEYS", 20)
+    mirror = store_of([(0, k, 1) for k in range(60)] + [(1, k, 1) for k in range(60)])
+    walk = Walk(mirror)
+    first = [walk.next_slice(), walk.next_slice()]
+    again = walk.restarted(mirror)
+    assert again.slices[0] == walk.slices[0]  # goes on, not back to the start
+    covered = [b for s in again.slices for b in s]
+    assert sorted(covered) == list(range(DIGEST_BUCKETS)) and first[0] in again.slices

@@ -93,8 +93,17 @@ def compare_slice(store: Store, state_type: str, buckets: Iterable[int],
 class Walk:
     """The slices still to compare for one provider type."""
 
-    def __init__(self, store: Store) -> None:
-        self.slices = store.bucket_slices(SLICE_KEYS)
+    def __init__(self, store: Store, start: int = 0) -> None:
+        """Every bucket, beginning with the slice that holds bucket `start`."""
+        slices = store.bucket_slices(SLICE_KEYS)
+        first = next(i for i, s in enumerate(slices) if s[-1] >= start)
+        self.slices = slices[first:] + slices[:first]
 
     def next_slice(self) -> list[int] | None:
         return self.slices.pop(0) if self.slices else None
+
+    def restarted(self, store: Store) -> Walk:
+        """A walk over every bucket again, going on from where this one is: a comparison
+        asked for again and again (failed applies under load) still gets round, where
+        starting from the first slice each time would never reach the last."""
+        return Walk(store, self.slices[0][0] if self.slices else 0)
