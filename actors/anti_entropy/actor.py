@@ -63,6 +63,7 @@ SAVE_DUTY = 0.05  # share of the time spent writing mirror snapshots, at most
 LOCAL_BUDGET_S = 0.05  # "local" work per loop turn; more waits for the next turn
 REFILL_PER_TURN = 20_000  # states of a provider's whole table taken per loop turn
 RECONCILE_S = 30.0
+RECONCILE_DUTY = 0.02  # share of the time the periodic reconcile may take, at most
 APPLY_BATCH = 1000
 RPC_TIMEOUT_S = 5.0
 # The peer list follows membership events; an event can be missed (a subscription
@@ -93,6 +94,7 @@ class AntiEntropyActor(Actor):
         self.local_spent = 0.0  # seconds of "local" work in this loop turn
         self.refill: deque[list[Any]] = deque()  # slices of provider tables to take in
         self.walks: dict[str, Walk] = {}  # state type -> its comparison under way
+        self.walk_cost = 0.0  # seconds spent comparing slices since the last safety net
         self.newer: dict[str, NewerInProvider] = {}  # per type: what walks found newer
         self.last_now = 0.0  # for replies, which arrive without a time
         self.next_dirty_check = 0.0
@@ -222,8 +224,17 @@ class AntiEntropyActor(Actor):
 
     def _on_digest(self, state_type: str, walk: Walk, buckets: list[int], rows: Any,
                    error: RpcError | None) -> None:
+        """One slice's digest from the provider: compare it, then ask for the next."""
         if self.walks.get(state_type) is not walk:
             return  # a newer comparison started meanwhile
+        started = time.perf_counter()
+        try:
+            self._compare(state_type, walk, buckets, rows, error)
+        finally:
+            self.walk_cost += time.perf_counter() - started
+
+    def _compare(self, state_type: str, walk: Walk, buckets: list[int], rows: Any,
+                 error: RpcError | None) -> None:
         held = read_digest_rows(rows) if error is None else None
         now = self.last_now
         if held is None:
@@ -417,7 +428,10 @@ class AntiEntropyActor(Actor):
             self.membership.request("members", {}, now, RPC_TIMEOUT_S, self._on_members)
         self._send(self.core.tick(now, list(self.peers)))
         if now >= self.next_reconcile:
-            self.next_reconcile = now + RECONCILE_S
+            # A whole walk costs O(keys) in all (seconds at 1M keys): the safety net
+            # takes at most RECONCILE_DUTY of the actor's time, however large the table.
+            self.next_reconcile = now + max(RECONCILE_S, self.walk_cost / RECONCILE_DUTY)
+            self.walk_cost = 0.0
             # The safety net leaves a walk under way alone (at 1M keys one may take longer
             # than RECONCILE_S on a loaded machine, and restarting it would never finish).
             self.dirty.update(t for t in self.providers if t not in self.walks)
