@@ -209,8 +209,12 @@ class AntiEntropyActor(Actor):
         if state_type in self.providers:
             self.counters["reconciles"] += 1
             under_way = self.walks.get(state_type)
-            self.walks[state_type] = (Walk(self.store) if under_way is None
-                                      else under_way.restarted(self.store))
+            if under_way is not None:
+                # Its request in flight carries on (a reply or a timeout always comes),
+                # so a walk asked for every second still makes progress.
+                under_way.restart(self.store)
+                return
+            self.walks[state_type] = Walk(self.store)
             self._reconcile_next(state_type, now)
 
     def _reconcile_next(self, state_type: str, now: float) -> None:

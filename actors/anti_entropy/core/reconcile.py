@@ -102,8 +102,8 @@ class Walk:
     def next_slice(self) -> list[int] | None:
         return self.slices.pop(0) if self.slices else None
 
-    def restarted(self, store: Store) -> Walk:
-        """A walk over every bucket again, going on from where this one is: a comparison
+    def restart(self, store: Store) -> None:
+        """Walk over every bucket again, going on from where this walk is: a comparison
         asked for again and again (failed applies under load) still gets round, where
         starting from the first slice each time would never reach the last."""
-        return Walk(store, self.slices[0][0] if self.slices else 0)
+        self.slices = Walk(store, self.slices[0][0] if self.slices else 0).slices
