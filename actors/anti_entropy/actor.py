@@ -23,18 +23,25 @@ from __future__ import annotations
 
 import functools
 import random
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
 import zmq
 
 from actors.anti_entropy.core.engine import AntiEntropy, Outbound
-from actors.core.store import Store, StoreSnapshotError
+from actors.anti_entropy.core.reconcile import (
+    NewerInProvider,
+    Walk,
+    compare_slice,
+    read_digest_rows,
+)
+from actors.core.store import SnapshotPieces, Store, StoreSnapshotError
 from actors.node.config import SYNC_META_KEY
 from actors.node.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
-from actors.runtime import Actor, NodeEnv
-from actors.storage.snapshot import SnapshotError, load_snapshot, save_snapshot
+from actors.runtime import DEFER, Actor, NodeEnv
+from actors.storage.snapshot import SnapshotError, SnapshotWriter, load_snapshot
 from transport.codec import encode
 from transport.peering import INBOX_BATCH, PeerSecurity, read_inbox
 from transport.peerpool import PeerPool
@@ -43,7 +50,6 @@ from transport.protocol import (
     LamportClock,
     SyncableState,
     is_tombstone,
-    state_key,
     syncable_state_to_map,
 )
 from transport.rpc import AsyncClient, Request, RpcError
@@ -52,7 +58,12 @@ from transport.views import changed_row, parse_states_untrusted, state_row
 
 PEER_HWM = 256
 SAVE_EVERY_S = 10.0
+SAVE_ROWS_PER_TURN = 20_000  # mirror snapshot rows encoded per loop turn
+SAVE_DUTY = 0.05  # share of the time spent writing mirror snapshots, at most
+LOCAL_BUDGET_S = 0.05  # "local" work per loop turn; more waits for the next turn
+REFILL_PER_TURN = 20_000  # states of a provider's whole table taken per loop turn
 RECONCILE_S = 30.0
+RECONCILE_DUTY = 0.02  # share of the time the periodic reconcile may take, at most
 APPLY_BATCH = 1000
 RPC_TIMEOUT_S = 5.0
 # The peer list follows membership events; an event can be missed (a subscription
@@ -79,8 +90,17 @@ class AntiEntropyActor(Actor):
         self.mirror_path = env.config.node.data_dir / "anti_entropy.bin"
         self.dirty: set[str] = set()  # types whose provider may lack what the mirror has
         self.next_reconcile = 0.0
+        self.local_queue: deque[Request] = deque()  # "local" requests left for later turns
+        self.local_spent = 0.0  # seconds of "local" work in this loop turn
+        self.refill: deque[list[Any]] = deque()  # slices of provider tables to take in
+        self.walks: dict[str, Walk] = {}  # state type -> its comparison under way
+        self.walk_cost = 0.0  # seconds spent comparing slices since the last safety net
+        self.newer: dict[str, NewerInProvider] = {}  # per type: what walks found newer
+        self.last_now = 0.0  # for replies, which arrive without a time
         self.next_dirty_check = 0.0
         self.next_save = 0.0
+        self.save_cost = 0.0  # seconds spent on the snapshot under way
+        self.saving: tuple[SnapshotWriter, SnapshotPieces] | None = None  # one under way
         self.next_members = 0.0
         self.clock_told = 0
 
@@ -115,12 +135,44 @@ class AntiEntropyActor(Actor):
         if versions:
             self.clock.update(max(versions))
 
-    def _save(self, now: float) -> None:
-        save_snapshot(self.mirror_path, self.store.snapshot(now))
-        self.next_save = now + SAVE_EVERY_S
+    def _save_step(self, now: float, rows: int = SAVE_ROWS_PER_TURN) -> None:
+        """One piece of the mirror snapshot per loop turn (a whole one at 1M keys would
+        stall the loop for seconds); a new one starts every SAVE_EVERY_S, or less often
+        when writing one costs more than SAVE_DUTY of that time."""
+        if self.saving is None:
+            if now < self.next_save:
+                return
+            self.save_cost = 0.0
+            try:
+                self.saving = (SnapshotWriter(self.mirror_path), self.store.snapshot_in_pieces())
+            except OSError as exc:
+                self.next_save = now + SAVE_EVERY_S
+                self.log.bind(error=str(exc)).warning("mirror snapshot not written")
+                return
+        writer, pieces = self.saving
+        started = time.perf_counter()
+        try:
+            writer.write(pieces.next(now, rows))
+            self.save_cost += time.perf_counter() - started
+            if pieces.done:
+                self.saving = None
+                writer.commit()
+                # At most SAVE_DUTY of the time goes to snapshots, however large the mirror.
+                self.next_save = now + max(SAVE_EVERY_S, self.save_cost / SAVE_DUTY)
+        except OSError as exc:
+            self.saving = None
+            self.next_save = now + SAVE_EVERY_S
+            writer.abort()
+            self.log.bind(error=str(exc)).warning("mirror snapshot not written")
 
     def shutdown(self, now: float) -> None:
-        self._save(now)
+        if self.saving is not None:  # the one under way is older than the mirror
+            self.saving[0].abort()
+            self.saving = None
+        self.next_save = now
+        self._save_step(now, rows=len(self.store) + 1)
+        while self.saving is not None:
+            self._save_step(now, rows=len(self.store) + 1)
         self.pool.close()
 
     # -- peers -------------------------------------------------------------------
@@ -152,29 +204,64 @@ class AntiEntropyActor(Actor):
     # compared after a provider restart, after a failed apply, and every
     # RECONCILE_S as a safety net: the provider gets what it lacks.
     def _reconcile(self, state_type: str, now: float) -> None:
-        client = self.providers.get(state_type)
-        if client is not None:
+        """Start (or restart) the comparison of the mirror with one provider; it goes a
+        slice of buckets per provider reply, never the whole table in one step."""
+        if state_type in self.providers:
             self.counters["reconciles"] += 1
-            client.request("digest", {}, now, RPC_TIMEOUT_S,
-                           functools.partial(self._on_digest, state_type, now))
+            under_way = self.walks.get(state_type)
+            if under_way is not None:
+                # Its request in flight carries on (a reply or a timeout always comes),
+                # so a walk asked for every second still makes progress.
+                under_way.restart(self.store)
+                return
+            self.walks[state_type] = Walk(self.store)
+            self._reconcile_next(state_type, now)
 
-    def _on_digest(self, state_type: str, now: float, rows: Any,
+    def _reconcile_next(self, state_type: str, now: float) -> None:
+        walk, client = self.walks.get(state_type), self.providers.get(state_type)
+        buckets = walk.next_slice() if walk is not None else None
+        if walk is None or buckets is None or client is None:
+            self.walks.pop(state_type, None)
+            return
+        client.request("digest", {"buckets": buckets}, now, RPC_TIMEOUT_S,
+                       functools.partial(self._on_digest, state_type, walk, buckets))
+
+    def _on_digest(self, state_type: str, walk: Walk, buckets: list[int], rows: Any,
                    error: RpcError | None) -> None:
-        if error is not None or not isinstance(rows, list):
+        """One slice's digest from the provider: compare it, then ask for the next."""
+        if self.walks.get(state_type) is not walk:
+            return  # a newer comparison started meanwhile
+        started = time.perf_counter()
+        try:
+            self._compare(state_type, walk, buckets, rows, error)
+        finally:
+            self.walk_cost += time.perf_counter() - started
+
+    def _compare(self, state_type: str, walk: Walk, buckets: list[int], rows: Any,
+                 error: RpcError | None) -> None:
+        held = read_digest_rows(rows) if error is None else None
+        now = self.last_now
+        if held is None:
+            self.walks.pop(state_type, None)
             self.dirty.add(state_type)
             return
-        held = {(r[0], r[1]): r[2] for r in rows
-                if isinstance(r, list) and len(r) == 3 and isinstance(r[2], int)}
-        lacking = [s for s in self.store.items(state_type)
-                   if held.get(state_key(s), -1) < s.version]
-        if lacking:
-            self.counters["reconciled_states"] += len(lacking)
-            self._offer(lacking, now)
-        mirror = self.store.digest(state_type)
-        if any(v > mirror.get(k, -1) for k, v in held.items()):
-            client = self.providers.get(state_type)
-            if client is not None:  # the provider knows more: take it into the mirror
-                client.request("sync_state", {}, now, RPC_TIMEOUT_S, self._on_provider_state)
+        verdict = compare_slice(self.store, state_type, buckets, held)
+        if verdict.lacking:
+            self.counters["reconciled_states"] += len(verdict.lacking)
+            self._offer(verdict.lacking, now)
+        client = self.providers.get(state_type)
+        newer = self.newer.setdefault(state_type, NewerInProvider())
+        if newer.confirmed(verdict.newer) and client is not None:
+            # The provider knows more: take it into the mirror (and stop this walk: the
+            # refill makes the mirror current, the next reconcile checks it).
+            self.counters["provider_newer_refills"] += 1
+            self.walks.pop(state_type, None)
+            newer.walk_done()
+            client.request("sync_state", {}, now, RPC_TIMEOUT_S, self._on_provider_state)
+            return
+        if not walk.slices:
+            newer.walk_done()
+        self._reconcile_next(state_type, now)
 
     def _track(self, row: dict[str, Any]) -> None:
         node_id, status = row.get("node_id"), row.get("status")
@@ -253,18 +340,23 @@ class AntiEntropyActor(Actor):
                 self.counters[key] += result[key]
 
     def _on_provider_state(self, raw: Any, error: RpcError | None) -> None:
+        # A whole table: parsed and taken in a slice per loop turn (see _refill_step).
         if error is None and isinstance(raw, list):
-            self.core.applied(_states(raw))
+            self.refill.extend(raw[i:i + REFILL_PER_TURN]
+                               for i in range(0, len(raw), REFILL_PER_TURN))
+
+    def _refill_step(self) -> None:
+        if self.refill:
+            self.core.applied(_states(self.refill.popleft()))
 
     # -- local writes and ticks ---------------------------------------------------
     def handle_request(self, req: Request, now: float) -> Any:
         match req.op:
             case "local":
-                states = _states(req.args.get("states"))
-                self._send(self.core.local_changes(states, now, list(self.peers)))
-                if states and states[0].state_type in self.attached:
-                    self._publish_changed(states)
-                return {"accepted": len(states), "clock": self.clock.current()}
+                if self.local_queue or self.local_spent >= LOCAL_BUDGET_S:
+                    self.local_queue.append(req)  # answered by _local_step, in order
+                    return DEFER
+                return self._local(req, now)
             case "attach":
                 return self._attach(req.args, now)
             case "state":
@@ -272,6 +364,24 @@ class AntiEntropyActor(Actor):
                 return [state_row(s) for s in self.store.items(wanted)
                         if not is_tombstone(s) or req.args.get("tombstones")]
         raise RpcError("unknown_op", f"anti_entropy has no operation {req.op!r}")
+
+    def _local(self, req: Request, now: float) -> dict[str, Any]:
+        started = time.perf_counter()
+        states = _states(req.args.get("states"))
+        self._send(self.core.local_changes(states, now, list(self.peers)))
+        if states and states[0].state_type in self.attached:
+            self._publish_changed(states)
+        self.local_spent += time.perf_counter() - started
+        return {"accepted": len(states), "clock": self.clock.current()}
+
+    def _local_step(self, now: float) -> None:
+        """A new loop turn: take queued "local" requests for up to LOCAL_BUDGET_S. The
+        runtime reads hundreds of requests per wake-up, and with 500 states each a
+        writing SDK program could otherwise hold one turn for seconds."""
+        self.local_spent = 0.0
+        while self.local_queue and self.local_spent < LOCAL_BUDGET_S:
+            req = self.local_queue.popleft()
+            self.reply(req, self._local(req, now))
 
     def _attach(self, args: dict[str, Any], now: float) -> dict[str, Any]:
         """An SDK-hosted provider (in a user's program) joins this node's replication."""
@@ -314,20 +424,27 @@ class AntiEntropyActor(Actor):
         self.publish_many(("state.changed", s.source_node, changed_row(s)) for s in states)
 
     def tick(self, now: float) -> None:
+        self.last_now = now
+        self._local_step(now)
+        self._refill_step()
         if now >= self.next_members:
             self.next_members = now + MEMBERS_REFRESH_S
             self.membership.request("members", {}, now, RPC_TIMEOUT_S, self._on_members)
         self._send(self.core.tick(now, list(self.peers)))
         if now >= self.next_reconcile:
-            self.next_reconcile = now + RECONCILE_S
-            self.dirty.update(self.providers)
+            # A whole walk costs O(keys) in all (seconds at 1M keys): the safety net
+            # takes at most RECONCILE_DUTY of the actor's time, however large the table.
+            self.next_reconcile = now + max(RECONCILE_S, self.walk_cost / RECONCILE_DUTY)
+            self.walk_cost = 0.0
+            # The safety net leaves a walk under way alone (at 1M keys one may take longer
+            # than RECONCILE_S on a loaded machine, and restarting it would never finish).
+            self.dirty.update(t for t in self.providers if t not in self.walks)
         if self.dirty and now >= self.next_dirty_check:
             self.next_dirty_check = now + 1.0  # a provider still restarting gets a second
             for state_type in list(self.dirty):
                 self.dirty.discard(state_type)
                 self._reconcile(state_type, now)
-        if now >= self.next_save:
-            self._save(now)
+        self._save_step(now)
         if now >= self.next_sweep:
             self.next_sweep = now + 1.0
             self.pool.sweep(now)
@@ -340,7 +457,9 @@ class AntiEntropyActor(Actor):
             client.expire(now)
 
     def next_deadline(self) -> float | None:
-        deadlines: list[float | None] = [self.core.next_deadline(), self.next_members]
+        deadlines: list[float | None] = [self.core.next_deadline(), self.next_members,
+                                         0.0 if self.saving or self.refill or self.local_queue
+                                         else self.next_save]
         deadlines += [c.next_deadline() for c in (*self.providers.values(), self.membership)]
         return min((d for d in deadlines if d is not None), default=None)
 

@@ -67,6 +67,9 @@ Position = tuple[int, str, str]  # (bucket, state_type, key): the order digests 
 DIGEST_BUCKETS = 256  # part of the wire protocol: every node must use the same number
 DEFAULT_TOMBSTONE_GRACE_S = 7200.0  # chitchat / Quickwit use 2 h
 SNAPSHOT_FORMAT = 1
+# Distinct type and writer names a store shares one object of (a few per cluster; the
+# bound only keeps a flood of made-up writer ids from growing the table for ever).
+MAX_SHARED_NAMES = 4096
 
 
 class Verdict(enum.StrEnum):  # str: hashed in C, it is looked up per state
@@ -187,6 +190,7 @@ class Store:
         self._bucket_keys: list[set[StateKey]] = (
             [set() for _ in range(DIGEST_BUCKETS)] if self.summarised else [])
         self._hash = 0
+        self._names: dict[str, str] = {}  # state types and writers, one object each
 
     # -- reading ---------------------------------------------------------------------
     def __len__(self) -> int:
@@ -204,6 +208,27 @@ class Store:
 
     def digest(self, state_type: str | None = None) -> dict[StateKey, int]:
         return {state_key(s): s.version for s in self.items(state_type)}
+
+    def digest_in(self, buckets: Iterable[int], state_type: str | None = None
+                  ) -> dict[StateKey, int]:
+        """`digest(state_type)` restricted to keys in `buckets`: O(keys in them)."""
+        states = self._states
+        return {skey: states[skey].version for b in set(buckets) if 0 <= b < DIGEST_BUCKETS
+                for skey in self._bucket_keys[b] if state_type is None or skey[0] == state_type}
+
+    def bucket_slices(self, max_keys: int) -> list[list[int]]:
+        """Every bucket, in order, cut into runs holding at most `max_keys` keys here
+        (a bucket larger than that alone): the pieces of a walk over the whole table."""
+        slices: list[list[int]] = [[]]
+        keys = 0
+        for bucket in range(DIGEST_BUCKETS):
+            size = len(self._bucket_keys[bucket])
+            if slices[-1] and keys + size > max_keys:
+                slices.append([])
+                keys = 0
+            slices[-1].append(bucket)
+            keys += size
+        return slices
 
     def summary(self) -> Summary:
         self._need_summary()
@@ -332,7 +357,24 @@ class Store:
         self._bucket_hash[bucket] ^= h
         self._hash ^= h
 
+    def _shared(self, state: SyncableState) -> SyncableState:
+        """`state` with its type and writer as the one string object held for each: a
+        decoded message brings fresh copies of them with every state, which would cost
+        over 100 bytes per held key (see MAX_SHARED_NAMES)."""
+        names = self._names
+        stype = names.get(state.state_type)
+        source = names.get(state.source_node)
+        if stype is None or source is None:
+            if len(names) >= MAX_SHARED_NAMES:
+                return state
+            stype = names.setdefault(state.state_type, state.state_type)
+            source = names.setdefault(state.source_node, state.source_node)
+        if stype is state.state_type and source is state.source_node:
+            return state
+        return SyncableState(stype, state.key, state.value, state.version, source)
+
     def _put(self, state: SyncableState, now: float) -> None:
+        state = self._shared(state)
         skey = state_key(state)
         if self.summarised:
             bucket = bucket_of(*skey)
@@ -364,10 +406,24 @@ class Store:
         age is how long ago a tombstone was stored (None for a value), so the
         grace period survives a restart whatever the monotonic clock's origin.
         """
-        rows = [[s.state_type, s.key, s.value, s.version, s.source_node,
-                 None if not is_tombstone(s) else max(0.0, now - self._tomb_at[state_key(s)])]
-                for s in self._states.values()]
+        rows = self.snapshot_rows(list(self._states), now)
         return {"format": SNAPSHOT_FORMAT, "horizons": dict(self._horizons), "states": rows}
+
+    def snapshot_rows(self, keys: Iterable[StateKey], now: float) -> list[list[Any] | None]:
+        """The snapshot rows of `keys`; None for a key no longer held (restore skips it)."""
+        rows: list[list[Any] | None] = []
+        for skey in keys:
+            s = self._states.get(skey)
+            if s is None:
+                rows.append(None)
+                continue
+            age = None if s.value is not None else max(0.0, now - self._tomb_at[skey])
+            rows.append([s.state_type, s.key, s.value, s.version, s.source_node, age])
+        return rows
+
+    def snapshot_in_pieces(self) -> SnapshotPieces:
+        """The same snapshot as `snapshot()`, as msgpack bytes made a slice at a time."""
+        return SnapshotPieces(self, list(self._states))
 
     def restore(self, snapshot: Mapping[str, Any], now: float) -> None:
         """Replace the contents with a `snapshot()`. Raises: StoreSnapshotError."""
@@ -379,6 +435,40 @@ class Store:
         self._horizons = horizons
 
 
+class SnapshotPieces:
+    """A store's snapshot encoded a slice of keys at a time, so writing a large one never
+    holds up the caller's loop. The key list is taken at the start; a key removed since
+    is written as None (skipped on restore), one added since is left out (the mirror is
+    refilled from its providers anyway), and the horizons are taken at the end, so they
+    cover every tombstone collected while the pieces were made. The concatenated bytes
+    decode to exactly what `Store.snapshot` returns, None rows aside."""
+
+    def __init__(self, store: Store, keys: list[StateKey]) -> None:
+        self._store, self._keys, self._at = store, keys, 0
+        packer = msgpack.Packer(use_bin_type=True)
+        self._head = (packer.pack_map_header(3) + packer.pack("format")
+                      + packer.pack(SNAPSHOT_FORMAT) + packer.pack("states")
+                      + packer.pack_array_header(len(keys)))
+
+    @property
+    def done(self) -> bool:
+        return self._head == b"" and self._at > len(self._keys)
+
+    def next(self, now: float, rows: int) -> bytes:
+        """The next piece: at most `rows` rows (the header first, the horizons last)."""
+        head, self._head = self._head, b""
+        if self._at >= len(self._keys):
+            self._at = len(self._keys) + 1
+            packer = msgpack.Packer(use_bin_type=True)
+            return head + packer.pack("horizons") + packer.pack(dict(self._store._horizons))
+        keys = self._keys[self._at:self._at + rows]
+        self._at += len(keys)
+        packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+        for row in self._store.snapshot_rows(keys, now):
+            packer.pack(row)
+        return head + packer.bytes()
+
+
 def _parse_snapshot(snapshot: object) -> tuple[list[tuple[SyncableState, float | None]],
                                                dict[str, int]]:
     if not isinstance(snapshot, Mapping) or snapshot.get("format") != SNAPSHOT_FORMAT:
@@ -388,7 +478,7 @@ def _parse_snapshot(snapshot: object) -> tuple[list[tuple[SyncableState, float |
         raise StoreSnapshotError("bad_layout")
     try:
         horizons = {check_id(t, "type"): check_u63(v, "horizon") for t, v in raw_h.items()}
-        rows = [_parse_row(row) for row in raw_rows]
+        rows = [_parse_row(row) for row in raw_rows if row is not None]
     except ProtocolError as exc:
         raise StoreSnapshotError(exc.reason) from None
     return rows, horizons

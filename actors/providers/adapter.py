@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from actors.core.store import bucket_of
 from transport.protocol import (
     LamportClock,
     ProtocolError,
@@ -120,7 +121,9 @@ class ProviderAdapter:
             case "sync_state":
                 return [syncable_state_to_map(s) for s in self.sync_state(now)]
             case "digest":
-                return [[t, k, v] for (t, k), v in self.digest(now).items()]
+                buckets = args.get("buckets")
+                wanted = set(buckets) if isinstance(buckets, list) else None
+                return [[t, k, v] for (t, k), v in self.digest(now, wanted).items()]
             case "apply":
                 self.witness(args.get("clock"))
                 states, malformed = parse_states_untrusted(args.get("states"))
@@ -164,10 +167,21 @@ class ProviderAdapter:
             states = list(states)
         return states
 
-    def digest(self, now: float) -> dict[Key, int]:
-        """The provider's digest, with quarantined states reported as held (see module doc)."""
-        held = dict(self._call("digest", now, self.provider.get_state_digest))
+    def digest(self, now: float, buckets: set[int] | None = None) -> dict[Key, int]:
+        """The provider's digest, with quarantined states reported as held (see module doc);
+        only keys in summary `buckets` if given (the anti-entropy actor asks a slice at a
+        time: `get_state_digest_in(buckets)` if the provider has it, else filtered here)."""
+        by_bucket = _hook(self.provider, "get_state_digest_in")
+        if buckets is None:
+            held = dict(self._call("digest", now, self.provider.get_state_digest))
+        elif by_bucket is not None:
+            held = dict(self._call("digest", now, by_bucket, buckets))
+        else:
+            held = {k: v for k, v in self._call("digest", now, self.provider.get_state_digest)
+                    .items() if bucket_of(*k) in buckets}
         for key, q in self._quarantine.items():
+            if buckets is not None and bucket_of(*key) not in buckets:
+                continue
             if held.get(key, -1) < q.state.version:
                 held[key] = q.state.version
         return held

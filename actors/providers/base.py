@@ -24,7 +24,7 @@ Theory of operation:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from actors.core.store import DEFAULT_TOMBSTONE_GRACE_S, Store
@@ -117,6 +117,10 @@ class ReplicatedTable:
     def digest(self) -> dict[tuple[str, str], int]:
         return self._store.digest(self.state_type)
 
+    def digest_in(self, buckets: Iterable[int]) -> dict[tuple[str, str], int]:
+        """`digest()` of the keys in summary `buckets` only (O(keys in them))."""
+        return self._store.digest_in(buckets, self.state_type)
+
     def write(self, key: str, value: Any, now: float) -> SyncableState:
         state = self._store.write(self.state_type, key, value, self.clock, self.node_id, now)
         self._changes[state_key(state)] = state
@@ -167,6 +171,9 @@ class TableProvider:
 
     def get_state_digest(self) -> dict[tuple[str, str], int]:
         return self._table.digest()
+
+    def get_state_digest_in(self, buckets: Iterable[int]) -> dict[tuple[str, str], int]:
+        return self._table.digest_in(buckets)
 
     def drain_changes(self) -> list[SyncableState]:
         """States changed (locally or remotely) since the last call, latest per key."""

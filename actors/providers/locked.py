@@ -17,7 +17,7 @@ so the sleeping host can look at `next_deadline()` again.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from actors.providers.base import TableProvider
 from transport.protocol import ApplyResult, SyncableState
@@ -66,6 +66,10 @@ class LockedTableProvider(TableProvider):
     def get_state_digest(self) -> dict[tuple[str, str], int]:
         with self._lock:
             return self._table.digest()
+
+    def get_state_digest_in(self, buckets: Iterable[int]) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return self._table.digest_in(buckets)
 
     def drain_changes(self) -> list[SyncableState]:
         """States written or accepted since the last call, latest per key."""

@@ -85,22 +85,51 @@ def save_snapshot(path: str | os.PathLike[str], obj: Any) -> None:
     Raises: OSError from the file system; TypeError/ValueError for a value
     msgpack cannot encode (the old file is then untouched).
     """
-    target = Path(path)
-    data = encode_snapshot(obj)
-    folder = target.parent
-    _remove_stale_temporaries(target)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=_TMP_SUFFIX)
+    body: bytes = msgpack.packb(obj, use_bin_type=True)
+    writer = SnapshotWriter(path)
     try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, target)
+        writer.write(body)
+        writer.commit()
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
+        writer.abort()
         raise
-    _fsync_dir(folder)
+
+
+class SnapshotWriter:
+    """One snapshot file written in pieces (the body's msgpack bytes, in order), so a
+    caller can spread a large one over many turns of its loop. Nothing is visible at
+    `path` until `commit` (header filled in, fsync, atomic rename); `abort`, or a crash
+    at any point, leaves the old file as it was. Raises: OSError from the file system."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.target = Path(path)
+        _remove_stale_temporaries(self.target)
+        fd, self._tmp_name = tempfile.mkstemp(dir=self.target.parent,
+                                              prefix=f".{self.target.name}.",
+                                              suffix=_TMP_SUFFIX)
+        self._file = os.fdopen(fd, "wb")
+        self._file.write(bytes(_HEADER.size))  # filled in by commit
+        self._length, self._crc = 0, 0
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._length += len(data)
+        self._crc = zlib.crc32(data, self._crc)
+
+    def commit(self) -> None:
+        self._file.seek(0)
+        self._file.write(_HEADER.pack(MAGIC, FORMAT_VERSION, self._length, self._crc))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self._tmp_name, self.target)
+        _fsync_dir(self.target.parent)
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp_name)
 
 
 def load_snapshot(path: str | os.PathLike[str]) -> Any | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from actors.anti_entropy.core import engine
 from actors.anti_entropy.core.engine import (
     DIRECT_PUSH_MAX,
     RESEND_HOLD_ROUNDS,
@@ -491,3 +492,25 @@ def test_a_busy_node_starts_no_session_and_answers_no_syn_but_takes_pushes() -> 
     b.ae.busy = False
     wire.run(a.ae.tick(2.0, ["b"]), 2.0)
     assert same_store(a, b)
+
+
+def test_a_session_compares_a_bounded_share_of_a_large_difference_and_rounds_finish_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each session's digest covers at most SESSION_DIGEST_KEYS keys on either side (here
+    500): a node that lacks everything gets it over several sessions, never one huge step."""
+    monkeypatch.setattr(engine, "SESSION_DIGEST_KEYS", 500)
+    a, b, wire = pair()
+    b.store.apply([st(i + 1, "b", i, f"key-{i}") for i in range(5_000)], 0.0)
+    sessions = 0
+    while not same_store(a, b):
+        before = len(wire.sent)
+        session(wire, a, b, now=float(sessions) * CFG.interval_s)
+        sessions += 1
+        for msg, _ in wire.sent[before:]:
+            if msg.msg_type == "pull":
+                assert len(msg.digest or {}) <= 500
+        deltas = [m for m, _ in wire.sent[before:] if m.msg_type in ("push", "push-pull")]
+        assert sum(len(m.states) for m in deltas) <= 500 + 100  # one bucket over, at most
+        assert sessions < 200
+    assert sessions >= 10
+    assert a.ae.counters["session_buckets_deferred"] > 0

@@ -249,3 +249,23 @@ def test_restoring_a_malformed_snapshot_raises_store_snapshot_error(snap: Any) -
 def test_a_store_needs_a_positive_grace_period() -> None:
     with pytest.raises(ValueError, match="tombstone_grace_s"):
         Store(0)
+
+
+def test_held_states_share_one_object_per_type_and_writer() -> None:
+    store = Store()
+    # strings built at run time, as a decoder makes them: equal, distinct objects
+    states = [make_syncable_state("".join(["b", "ulk"]), f"k{i}", i, i + 1,
+                                  "".join(["node", "-a"])) for i in range(3)]
+    store.apply(states, 0.0)
+    held = store.items()
+    assert held == states  # the same states, by value
+    assert len({id(s.state_type) for s in held}) == len({id(s.source_node) for s in held}) == 1
+
+
+def test_names_beyond_the_bound_are_kept_as_they_come(monkeypatch: pytest.MonkeyPatch) -> None:
+    from actors.core import store as store_module
+    monkeypatch.setattr(store_module, "MAX_SHARED_NAMES", 2)
+    store = Store()
+    store.apply([make_syncable_state("kv", f"k{i}", i, 1, f"writer-{i}") for i in range(5)],
+                0.0)
+    assert sorted(s.source_node for s in store.items()) == [f"writer-{i}" for i in range(5)]

@@ -13,9 +13,12 @@ Theory of operation (pure: no sockets, no clock reads; randomness from the
 
     1. A -> B  summary {ae: "syn", count, hash, horizon}. Equal: done (one
        short message, whatever the number of keys).
-    2. B -> A  summary {ae: "buckets", b: [[bucket, xor], ...]} (non-empty
-       buckets; `DIGEST_BUCKETS` of them at most).
-    3. A -> B  pull, digest = A's versions in the differing buckets, payload
+    2. B -> A  summary {ae: "buckets", b: [[bucket, xor], ...], n: [[bucket,
+       keys], ...]} (non-empty buckets; `DIGEST_BUCKETS` of them at most; `n`
+       is optional, older nodes send none).
+    3. A -> B  pull, digest = A's versions in a share of the differing buckets
+       (at most `SESSION_DIGEST_KEYS` keys here, so no step grows with the
+       table; later rounds take the rest), payload
        {ae: "digest", buckets, after, last, horizon, srcs, src}, chunked in
        position order (bucket, type, key); a chunk covers positions in
        (after, its greatest digest key], or (after, end) when `last`.
@@ -73,6 +76,7 @@ from actors.anti_entropy.core.wire import (
     Cover,
     Malformed,
     encoded_size,
+    read_bucket_counts,
     read_bucket_hashes,
     read_cover,
     read_forget,
@@ -117,6 +121,10 @@ RESEND_HOLD_ROUNDS = 4
 # Up to this many live peers a fresh change goes to all of them at once (see the docstring).
 DIRECT_PUSH_MAX = 64
 STREAM_ROUNDS = 10  # while changes stream, one repair round in this many (see the docstring)
+# A session's digest covers differing buckets holding at most this many keys (at least
+# one bucket): building and answering it is one step of each actor's loop, so it must
+# not grow with the table. The other differing buckets wait for later rounds.
+SESSION_DIGEST_KEYS = 20_000
 _WINS = (Order.NEWER, Order.CONFLICT_WIN)
 _LOSES = (Order.OLDER, Order.CONFLICT_LOSE)
 
@@ -293,7 +301,9 @@ class AntiEntropy:
                     return HandleResult()
                 self.counters["out_of_sync"] += 1
                 rows = [[b, h] for b, h in sorted(self.store.bucket_hashes().items())]
-                reply = self._message(msg.sender, "summary", payload={"ae": "buckets", "b": rows})
+                counts = [[b, self.store.count_in((b,))] for b, _ in rows]
+                reply = self._message(msg.sender, "summary",
+                                      payload={"ae": "buckets", "b": rows, "n": counts})
                 return HandleResult([reply])
             case "buckets":
                 theirs_b, mine = read_bucket_hashes(payload), self.store.bucket_hashes()
@@ -302,10 +312,27 @@ class AntiEntropy:
                 if not differing:
                     self.counters["in_sync"] += 1
                     return HandleResult()
+                differing = self._session_share(differing, read_bucket_counts(payload))
                 if not self._ask_allowed(msg.sender, self.store.count_in(differing)):
                     return HandleResult()
                 return HandleResult(self._digest_messages(msg.sender, differing))
         raise Malformed("bad_phase")
+
+    def _session_share(self, differing: list[int], theirs: Mapping[int, int]) -> list[int]:
+        """The differing buckets this session compares: a random share holding at most
+        SESSION_DIGEST_KEYS keys on either side (`theirs`: the peer's bucket sizes, if
+        it sent them), always one bucket, sorted. Random, so every bucket gets its turn."""
+        chosen: list[int] = []
+        keys = 0
+        for bucket in self.rng.sample(differing, len(differing)):
+            size = max(self.store.count_in((bucket,)), theirs.get(bucket, 0))
+            if chosen and keys + size > SESSION_DIGEST_KEYS:
+                continue
+            chosen.append(bucket)
+            keys += size
+        if len(chosen) < len(differing):
+            self.counters["session_buckets_deferred"] += len(differing) - len(chosen)
+        return sorted(chosen)
 
     def _digest_messages(self, peer: str, buckets: list[int]) -> list[Outbound]:
         positions = self.store.positions_in(buckets)

@@ -74,6 +74,16 @@ def read_bucket_hashes(payload: Mapping[str, Any]) -> dict[int, int]:
     return {_int(b, "bad_b", DIGEST_BUCKETS - 1): _int(h, "bad_b") for b, h in rows}
 
 
+def read_bucket_counts(payload: Mapping[str, Any]) -> dict[int, int]:
+    """"n": [[bucket, keys], ...] -> {bucket: keys}; optional (older nodes send none)."""
+    if "n" not in payload:
+        return {}
+    rows = _rows(payload, "n", 2)
+    if len(rows) > DIGEST_BUCKETS:
+        raise Malformed("bad_n")
+    return {_int(b, "bad_n", DIGEST_BUCKETS - 1): _int(n, "bad_n") for b, n in rows}
+
+
 def read_seen(payload: Mapping[str, Any]) -> list[str]:
     """"seen": the node ids a fast push has reached (at most MAX_SEEN)."""
     raw = payload.get("seen", [])
