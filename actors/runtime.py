@@ -290,7 +290,18 @@ class _Runtime:
         return 0
 
 
+_logging_for: tuple[str, bool] | None = None  # what the inherited handler was made for
+
+
 def configure_logging(cfg: Config) -> None:
+    """Send logs to stderr at `[log] level`. A process forked from one that already did
+    this for the same settings keeps the inherited handler: building one again costs each
+    actor over a megabyte of copied pages (loguru compiles its format anew)."""
+    global _logging_for
+    wanted = (cfg.log.level, cfg.log.json)
+    if _logging_for == wanted:
+        return
+    _logging_for = wanted
     logger.remove()
     fmt = ("<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
            "{extra[node]}/{extra[actor]} {message} {extra}")
