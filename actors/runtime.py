@@ -37,6 +37,7 @@ from actors.node.memory import Trimmer
 from actors.node.proctitle import set_title
 from actors.node.wakeup import WakeupPipe
 from transport.codec import LOCAL_LIMITS, pack, unpack_untrusted
+from transport.peerpool import MAX_PEERS, sockets_for
 from transport.protocol import make_event
 from transport.rpc import Request, RpcError, error_frames, parse_request_untrusted, reply_frames
 from transport.sockets import bind, make_socket, private_endpoint
@@ -317,6 +318,9 @@ def run_actor_process(actor_factory: Callable[[str, NodeEnv, zmq.Context], Actor
     configure_logging(env.config)
     set_title(name, env.node_id)
     ctx = zmq.Context()
+    # Before any socket exists, or never: room for a peer pool, which dials through
+    # this context rather than open another (see transport/peerpool.py).
+    ctx.set(zmq.MAX_SOCKETS, sockets_for(MAX_PEERS))
     actor = actor_factory(name, env, ctx)
     runtime = _Runtime(actor, zygote_pid, stamps)
     actor._rt = runtime

@@ -155,7 +155,9 @@ def _zygote_main(cmd_fd: int, evt_fd: int, run_actor: Callable[[str, int], int])
     keep = {cmd_fd, evt_fd, *wakeup.fds()}
     while not commands.eof:
         with contextlib.suppress(InterruptedError):
-            select.select([cmd_fd, wakeup.fd], [], [], 1.0)
+            # No timeout: a command, the supervisor's exit (EOF) and SIGCHLD (through
+            # the wakeup pipe) all wake this select; an idle zygote never runs.
+            select.select([cmd_fd, wakeup.fd], [], [])
         wakeup.drain()
         _reap(evt_fd)
         for cmd in commands.read():
