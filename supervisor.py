@@ -33,12 +33,10 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psutil
 import zmq
 from loguru import logger
-from prometheus_client import CollectorRegistry
 
 from actors.node.config import Config, ConfigError, advertised, http_address, load_config
 from actors.node.control import ControlServer
@@ -47,10 +45,8 @@ from actors.node.gateway import open_gateway
 from actors.node.lifecycle import Lifecycle
 from actors.node.liveness import beat_interval
 from actors.node.memory import Trimmer
-from actors.node.metrics import NodeCollector, node_health
-from actors.node.monitor import MonitorServer
 from actors.node.plan import is_essential, make_actor, node_id_for, plan_actors, plan_routes
-from actors.node.usage import usage_of
+from actors.node.usage import process_of, usage_of
 from actors.node.wakeup import WakeupPipe
 from actors.node.zygote import Zygote, die_with_parent
 from actors.runtime import BATCH, NodeEnv, configure_logging, run_actor_process
@@ -66,6 +62,9 @@ from transport.sockets import (
     private_umask,
     unix_socket_listening,
 )
+
+if TYPE_CHECKING:
+    from actors.node.monitor import MonitorServer
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 EVENTS_HWM = 10_000
@@ -123,9 +122,15 @@ class Supervisor:
 
     def _open_monitor(self) -> MonitorServer | None:
         """`[local] http`: /metrics and /health on their own threads; a port in use
-        is a config error like any other bind."""
+        is a config error like any other bind. prometheus_client is imported only
+        here, after the zygote forked: no actor carries it."""
         if self.cfg.local.http is None:
             return None
+        from prometheus_client import CollectorRegistry
+
+        from actors.node.metrics import NodeCollector, node_health
+        from actors.node.monitor import MonitorServer
+
         registry = CollectorRegistry(auto_describe=False)
         registry.register(NodeCollector(self.node_id, self.events, self.life, self._counters))
         host, port = http_address(self.cfg.local.http)
@@ -243,7 +248,7 @@ class Supervisor:
         own = {"name": "supervisor", "pid": os.getpid(), "ready": True, "restarts": 0,
                "state": "ready", "counters": self._counters(),
                "status": {}}
-        own.update(usage_of(psutil.Process()))
+        own.update(usage_of(process_of(os.getpid())))
         return {"node_id": self.node_id, "cluster": self.cfg.node.cluster,
                 "gossip": self.gossip_endpoint, "sync": self.sync_endpoint,
                 "events": self.cfg.local.events, "uptime_s": round(now - self.started, 3),

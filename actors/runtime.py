@@ -37,6 +37,7 @@ from actors.node.memory import Trimmer
 from actors.node.proctitle import set_title
 from actors.node.wakeup import WakeupPipe
 from transport.codec import LOCAL_LIMITS, pack, unpack_untrusted
+from transport.peerpool import MAX_PEERS, sockets_for
 from transport.protocol import make_event
 from transport.rpc import Request, RpcError, error_frames, parse_request_untrusted, reply_frames
 from transport.sockets import bind, make_socket, private_endpoint
@@ -290,7 +291,18 @@ class _Runtime:
         return 0
 
 
+_logging_for: tuple[str, bool] | None = None  # what the inherited handler was made for
+
+
 def configure_logging(cfg: Config) -> None:
+    """Send logs to stderr at `[log] level`. A process forked from one that already did
+    this for the same settings keeps the inherited handler: building one again costs each
+    actor over a megabyte of copied pages (loguru compiles its format anew)."""
+    global _logging_for
+    wanted = (cfg.log.level, cfg.log.json)
+    if _logging_for == wanted:
+        return
+    _logging_for = wanted
     logger.remove()
     fmt = ("<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
            "{extra[node]}/{extra[actor]} {message} {extra}")
@@ -306,6 +318,9 @@ def run_actor_process(actor_factory: Callable[[str, NodeEnv, zmq.Context], Actor
     configure_logging(env.config)
     set_title(name, env.node_id)
     ctx = zmq.Context()
+    # Before any socket exists, or never: room for a peer pool, which dials through
+    # this context rather than open another (see transport/peerpool.py).
+    ctx.set(zmq.MAX_SOCKETS, sockets_for(MAX_PEERS))
     actor = actor_factory(name, env, ctx)
     runtime = _Runtime(actor, zygote_pid, stamps)
     actor._rt = runtime

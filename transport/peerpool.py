@@ -22,11 +22,13 @@ CLOSED after CONNECT_DELAYED, with no CONNECTED between) means nothing
 listens on that address any more: `on_refused` reports it, as early
 evidence of a crashed process; `on_connected` reports every connection.
 
-The pool owns its ZeroMQ context: a context's socket limit (1,023 by
-default) can be raised only before its first socket exists, and an actor's
-runtime creates its sockets before the actor can act. Each peer costs three
-sockets (the DEALER and the two ends of its monitor pair), so the pool's
-context is sized for `max_peers` of them.
+Each peer costs three sockets (the DEALER and the two ends of its monitor
+pair), and a context's socket limit (1,023 by default) can be raised only
+before its first socket exists. The actor runtime sizes its context for
+`sockets_for(MAX_PEERS)` before it makes any socket, and the pool dials
+through that context (the watcher's `ctx`): one more context would cost each
+actor two more threads (I/O and reaper) and their memory for nothing. A
+watcher without a context that large (a test's) gets a pool-owned one.
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ _MONITOR_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOS
                    | zmq.EVENT_CONNECT_DELAYED)
 
 PeerCallback = Callable[[str, float], None]
+
+
+def sockets_for(max_peers: int) -> int:
+    """The MAX_SOCKETS a context needs to hold a pool of `max_peers` (and 64 others)."""
+    return CLOSING_ROOM * max_peers * SOCKETS_PER_PEER + 64
 
 
 class Watcher(Protocol):
@@ -110,7 +117,8 @@ class PeerPool:
         self._hwm, self.max_peers = hwm, max_peers
         self._on_connected, self._on_refused = on_connected, on_refused
         self._peers: dict[str, Peer] = {}  # least recently used first
-        self._ctx: zmq.Context | None = None  # made at the first dial
+        self._ctx: zmq.Context | None = None  # found or made at the first dial
+        self._owns_ctx = False
         self.unsent = 0  # sum of Peer.unsent
 
     def __len__(self) -> int:
@@ -129,9 +137,13 @@ class PeerPool:
     @property
     def context(self) -> zmq.Context:
         if self._ctx is None:
-            ctx = zmq.Context()
-            ctx.set(zmq.MAX_SOCKETS, CLOSING_ROOM * self.max_peers * SOCKETS_PER_PEER + 64)
-            self._ctx = ctx
+            shared = getattr(self._watcher, "ctx", None)
+            need = sockets_for(self.max_peers)
+            if isinstance(shared, zmq.Context) and shared.get(zmq.MAX_SOCKETS) >= need:
+                self._ctx = shared
+            else:
+                self._ctx, self._owns_ctx = zmq.Context(), True
+                self._ctx.set(zmq.MAX_SOCKETS, need)
         return self._ctx
 
     # -- sending -------------------------------------------------------------------
@@ -249,11 +261,12 @@ class PeerPool:
             self.counters["peers_unreachable_dropped"] += 1
 
     def close(self, linger: int = 0) -> None:
-        """Hang up every peer (`linger` ms for what is queued), then end the context."""
+        """Hang up every peer (`linger` ms for what is queued), then end the context if
+        the pool made it (a shared one waits out the linger when its owner ends it)."""
         self.hang_up_all(linger)
-        if self._ctx is not None:
+        if self._ctx is not None and self._owns_ctx:
             self._ctx.term()  # waits out the linger of what was just closed
-            self._ctx = None
+        self._ctx, self._owns_ctx = None, False
 
     def _settle(self, peer: Peer) -> None:
         self.unsent -= peer.unsent

@@ -17,9 +17,8 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psutil
 from loguru import logger
 
 from actors.node.config import SupervisorSection
@@ -28,6 +27,9 @@ from actors.node.restart import GiveUp, RestartBook, RestartPolicy
 from actors.node.usage import process_of, usage_of
 from actors.node.zygote import Zygote
 from transport.rpc import AsyncClient
+
+if TYPE_CHECKING:  # imported at the first status call (actors.node.usage)
+    import psutil
 
 Emit = Callable[[str, dict[str, Any]], None]
 EXIT_ERROR = 1

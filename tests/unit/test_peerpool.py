@@ -179,3 +179,38 @@ def test_socket_errors_are_counted_never_raised(make_pool, monkeypatch):
     monkeypatch.setattr(peerpool, "make_socket", no_sockets)
     assert not pool.send("tcp://127.0.0.1:1", b"ping", None)
     assert pool.counters["dial_failed"] == 1 and len(pool) == 0
+
+
+class ActorLikeWatcher(PollWatcher):
+    """A watcher with a context, as an actor has (its runtime sizes it)."""
+
+    def __init__(self, ctx: zmq.Context) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+
+def test_pool_dials_through_the_actors_context_when_it_is_large_enough() -> None:
+    ctx = zmq.Context()
+    ctx.set(zmq.MAX_SOCKETS, peerpool.sockets_for(8))
+    try:
+        pool = PeerPool(ActorLikeWatcher(ctx), None, Counter(), hwm=16, max_peers=8)
+        assert pool.send("tcp://127.0.0.1:9", b"x", None)
+        assert pool.context is ctx
+        pool.close()
+        assert not ctx.closed  # the actor's context is the actor's to end
+        ctx.socket(zmq.PAIR).close()
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_pool_makes_its_own_context_when_the_actors_is_too_small() -> None:
+    ctx = zmq.Context()  # the default 1,023 sockets: short of 256 peers' worth
+    try:
+        pool = PeerPool(ActorLikeWatcher(ctx), None, Counter(), hwm=16)
+        assert pool.send("tcp://127.0.0.1:9", b"x", None)
+        own = pool.context
+        assert own is not ctx and own.get(zmq.MAX_SOCKETS) >= peerpool.sockets_for(256)
+        pool.close()
+        assert own.closed
+    finally:
+        ctx.destroy(linger=0)
