@@ -38,7 +38,7 @@ import zmq
 
 from actors.testing.localcluster import LocalCluster, LocalNode
 from transport.codec import DecodeError, pack, unpack_untrusted
-from transport.rpc import RpcError, RpcTimeout, parse_reply_untrusted
+from transport.rpc import RpcError, RpcTimeout, parse_reply_untrusted, recv_frames
 from transport.sockets import make_socket
 
 REPLY_GRACE_S = 15.0  # after the last send: a request still unanswered counts as lost
@@ -64,8 +64,8 @@ class Control:
     def replies(self) -> list[tuple[int, RpcError | None]]:
         """Every reply already here, as (id, error or None); never blocks."""
         out = []
-        while self.sock.poll(0, zmq.POLLIN):
-            rid, _, error = _parse_reply(self.sock.recv())
+        while (frames := recv_frames(self.sock)) is not None:
+            rid, _, error = _parse_reply(frames[-1])
             if rid is not None:
                 out.append((rid, error))
         return out
@@ -178,9 +178,7 @@ class StateEvents(threading.Thread):
                 if not sub.poll(50, zmq.POLLIN):
                     continue
                 for _ in range(10_000):
-                    try:
-                        frames = sub.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
+                    if (frames := recv_frames(sub)) is None:
                         break
                     event = _unpack_or_none(frames[-1])
                     if isinstance(event, dict) and isinstance(event.get("data"), dict):
