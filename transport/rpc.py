@@ -35,9 +35,10 @@ _NOBLOCK = int(zmq.NOBLOCK)
 def send_frames(sock: zmq.Socket, frames: Sequence[bytes], flags: int = 0) -> None:
     """`send_multipart`, at a third of its cost per message (it builds enum flags
     per frame); raises zmq.Again like it when `flags` has NOBLOCK and no room."""
-    send = sock.send
+    send, flags = sock.send, int(flags)
+    more = _SNDMORE | flags
     for frame in frames[:-1]:
-        send(frame, _SNDMORE | flags)
+        send(frame, more)
     send(frames[-1], flags)
 
 
