@@ -39,7 +39,15 @@ from actors.node.wakeup import WakeupPipe
 from transport.codec import LOCAL_LIMITS, pack, unpack_untrusted
 from transport.peerpool import MAX_PEERS, sockets_for
 from transport.protocol import make_event
-from transport.rpc import Request, RpcError, error_frames, parse_request_untrusted, reply_frames
+from transport.rpc import (
+    Request,
+    RpcError,
+    error_frames,
+    parse_request_untrusted,
+    recv_frames,
+    reply_frames,
+    send_frames,
+)
 from transport.sockets import bind, make_socket, private_endpoint
 
 BATCH = 500  # messages read from one socket per wake-up
@@ -150,10 +158,10 @@ class Actor:
             self.rt.push({"kind": "events", "events": batch[start:start + EVENTS_PER_MESSAGE]})
 
     def reply(self, req: Request, result: Any) -> None:
-        self.rt.rpc.send_multipart(reply_frames(req, result))
+        send_frames(self.rt.rpc, reply_frames(req, result))
 
     def fail(self, req: Request, code: str, message: str) -> None:
-        self.rt.rpc.send_multipart(error_frames(req, code, message))
+        send_frames(self.rt.rpc, error_frames(req, code, message))
 
     def stop(self) -> None:
         """Ask the loop to finish (graceful: `shutdown` still runs)."""
@@ -217,9 +225,9 @@ class _Runtime:
     def serve_rpc(self, now: float) -> None:
         # Bounded batches: a stream of requests must not starve heartbeats and timers.
         for _ in range(BATCH):
-            if not self.rpc.poll(0, zmq.POLLIN):
+            frames = recv_frames(self.rpc)
+            if frames is None:
                 return
-            frames = self.rpc.recv_multipart()
             try:
                 req = parse_request_untrusted(frames, LOCAL_LIMITS)
             except RpcError as exc:
@@ -252,9 +260,9 @@ class _Runtime:
     def read_events(self, now: float) -> None:
         assert self.sub is not None
         for _ in range(BATCH):
-            if not self.sub.poll(0, zmq.POLLIN):
+            frames = recv_frames(self.sub)
+            if frames is None:
                 return
-            frames = self.sub.recv_multipart()
             try:
                 event = unpack_untrusted(frames[-1])
             except Exception:  # the bus is ours, but a bug must not kill the actor

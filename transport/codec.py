@@ -124,36 +124,40 @@ def _body_frame(frames: Frames) -> memoryview:
 
 
 def _unpack_one(data: memoryview, limits: Limits) -> Any:
-    """Unpack exactly one msgpack object from `data`, within `limits`."""
+    """Unpack exactly one msgpack object from `data`, within `limits`.
+
+    `unpackb`, not an `Unpacker`: an Unpacker allocates its read buffer (up to
+    1 MiB) for every message, which cost several times the decode itself on
+    the per-request paths (see RESULTS-percall.md).
+    """
     if data.nbytes > limits.max_message_bytes:
         raise DecodeError("oversized")
-    unpacker = msgpack.Unpacker(
-        raw=False,
-        use_list=True,
-        strict_map_key=True,
-        max_buffer_size=max(limits.max_message_bytes, 1),
-        max_str_len=limits.max_str_len,
-        max_bin_len=limits.max_bin_len,
-        max_array_len=limits.max_array_len,
-        max_map_len=limits.max_map_len,
-        max_ext_len=0,  # no ext types on the wire
-    )
     try:
-        unpacker.feed(data)
-        obj = unpacker.unpack()
-    except msgpack.OutOfData:
-        raise DecodeError("truncated") from None
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_str_len=limits.max_str_len,
+            max_bin_len=limits.max_bin_len,
+            max_array_len=limits.max_array_len,
+            max_map_len=limits.max_map_len,
+            max_ext_len=0,  # no ext types on the wire
+        )
+    except msgpack.ExtraData:
+        raise DecodeError("trailing_data") from None
     except msgpack.StackError:
         raise DecodeError("too_deep") from None
     except UnicodeDecodeError:
         raise DecodeError("bad_utf8") from None
+    except ValueError as exc:
+        # unpackb says "incomplete input" for a value cut short; anything else
+        # (a max_*_len breach, a non-str map key, ...) is malformed.
+        cut = type(exc) is ValueError and "incomplete" in str(exc)
+        raise DecodeError("truncated" if cut else "malformed") from None
     except Exception:
-        # FormatError, a max_*_len breach, a non-str map key, ...: the decode
-        # contract is DecodeError and nothing else.
+        # FormatError and the like: the decode contract is DecodeError and nothing else.
         raise DecodeError("malformed") from None
-    if unpacker.tell() != data.nbytes:
-        raise DecodeError("trailing_data")
-    return obj
 
 
 def _check_depth(obj: object, limits: Limits) -> None:

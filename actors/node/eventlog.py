@@ -19,6 +19,7 @@ import zmq
 
 from transport.codec import pack
 from transport.protocol import make_event
+from transport.rpc import send_frames
 
 # Distinct event types counted one by one (`lbcluster_events_total{type}`); past it they
 # are counted as "other", so a buggy publisher cannot grow the table without end.
@@ -45,7 +46,7 @@ class EventLog:
         frames = [kind.encode(), pack(event)]
         for sock in self.sinks:
             with contextlib.suppress(zmq.Again):
-                sock.send_multipart(frames, zmq.NOBLOCK)
+                send_frames(sock, frames, zmq.NOBLOCK)
         if kind not in self.by_type and len(self.by_type) >= MAX_TYPES:
             kind = "other"
         self.by_type[kind] += 1
