@@ -46,6 +46,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import psutil
+
 try:
     from actors.testing.localcluster import LocalCluster, LocalNode
 except ImportError:  # the tree before issue 13 (for comparison runs against older code)
@@ -78,6 +80,8 @@ STEADY_S = 10.0
 # back for an SDK provider the node detached (the anti-entropy actor detaches one whose
 # "apply" timed out, as happens under full load at N = 10): too long and a run waits.
 DEFAULT_REATTACH_S = 5.0
+# A paced writer writes what is due this often, as one block (see Agent.op_write).
+PACE_TICK_S = 0.005
 COUNTERS_AGE_S = 1.0  # `status` counters are as of the actor's last heartbeat (<= 0.5 s)
 AE_MAX_KEYS = 5_000_000  # the mirror refuses remote keys beyond [anti_entropy] max_keys
 
@@ -151,22 +155,32 @@ class Agent:
         return {"flushed": self.hosted.flush(600.0)}
 
     def op_write(self, writes: int, keys: int, offset: int, sample_every: int,
-                 start_at: float) -> dict[str, Any]:
+                 start_at: float, pace: float = 0.0) -> dict[str, Any]:
         """`writes` updates over k0..k<keys-1> (from `offset`), every `sample_every`-th
-        to a fresh key s.<node>.<i> holding its send time, then the marker m.<node>."""
+        to a fresh key s.<node>.<i> holding its send time, then the marker m.<node>.
+
+        `pace` > 0: at most that many writes/s, written every PACE_TICK_S as one block
+        of what is due (as an LB flushes what it counted); 0: as fast as possible."""
         time.sleep(max(0.0, start_at - time.time()))
         landed = self.hosted.provider.landed
         first = time.time()
-        for lo in range(0, writes, BLOCK):
+        done = 0
+        while done < writes:
+            due = writes if pace <= 0 else min(writes, int((time.time() - first) * pace) + 1)
+            if due <= done:
+                time.sleep(PACE_TICK_S)
+                continue
+            upto = min(due, done + BLOCK)
             with self.hosted.writing() as p:
                 now = time.monotonic()
-                for i in range(lo, min(lo + BLOCK, writes)):
+                for i in range(done, upto):
                     if i % sample_every == 0:
                         key, t = f"s.{self.name}.{i}", time.time()
                         p.set(key, {"t": t}, now)
                         landed[key] = t
                     else:
                         p.set(f"k{(offset + i) % keys}", i, now)
+            done = upto
         with self.hosted.writing() as p:
             t = time.time()
             p.set(f"m.{self.name}", {"t": t}, time.monotonic())
@@ -349,8 +363,9 @@ def ae_counts(ctls: list[Control]) -> dict[str, dict[str, int]]:
 
 
 def batched_run(ctls: list[Control], agents: list[AgentProc], writers: list[AgentProc],
-                keys: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One measured run: `args.writes` changes split over `writers`."""
+                keys: int, args: argparse.Namespace, pace: float = 0.0) -> dict[str, Any]:
+    """One measured run: `args.writes` changes split over `writers`, at `pace` writes/s
+    in all (0: as fast as they can)."""
     call_all(agents, "forget")
     time.sleep(COUNTERS_AGE_S)  # status counters come with heartbeats: let them catch up
     before = ae_counts(ctls)
@@ -358,7 +373,7 @@ def batched_run(ctls: list[Control], agents: list[AgentProc], writers: list[Agen
     start_at = time.time() + 0.2
     for i, w in enumerate(writers):
         w.send("write", writes=share, keys=keys, offset=i * (keys // len(writers)),
-               sample_every=args.sample_every, start_at=start_at)
+               sample_every=args.sample_every, start_at=start_at, pace=pace / len(writers))
     wrote = [w.reply() for w in writers]
     markers = [f"m.{w.node.name}" for w in writers]
     landed = call_all(agents, "wait", markers=markers, timeout_s=args.timeout)
@@ -381,7 +396,7 @@ def batched_run(ctls: list[Control], agents: list[AgentProc], writers: list[Agen
     push = sum(a["arrived_by_push"] for a in arrivals.values())
     repair = sum(a["arrived_by_repair"] for a in arrivals.values())
     elapsed = done_at - first
-    return {"writers": len(writers), "writes": total, "keys": keys,
+    return {"writers": len(writers), "writes": total, "keys": keys, "pace": pace or None,
             "write_s": round(max(w["last"] for w in wrote) - first, 3),
             "written_per_s": round(total / max(max(w["last"] for w in wrote) - first, 1e-9)),
             "replicated_s": round(elapsed, 3) if complete else None,
@@ -430,6 +445,10 @@ def measure_batched(root: Path, n: int, args: argparse.Namespace, secure: bool
         with agents_on(cluster.nodes, BULK, args.reattach_s) as agents:
             out: dict[str, Any] = {"nodes": n, "secure": secure, "keys": keys,
                                    "preload": preload(ctls, agents, 0, keys, args)}
+            if args.pace:  # paced runs only: latency under a load the cluster sustains
+                out["paced"] = [batched_run(ctls, agents, agents, keys, args, pace)
+                                for pace in args.pace]
+                return out
             out["one_writer"] = batched_run(ctls, agents, agents[:1], keys, args)
             out["all_writers"] = batched_run(ctls, agents, agents, keys, args)
             return out
@@ -520,11 +539,36 @@ def measure_idle_latency(root: Path, args: argparse.Namespace) -> dict[str, Any]
             _wait_peers(ctls, 120.0)
             tally = Tally(events)
             subscribe_all(ctls, tally)
-            result = measure_latency(ctls, tally, args.latency_writes, 0.02)
-            return {"nodes": args.latency_nodes, **result}
+            cpu_before = _cpu_by_role(cluster.nodes)
+            wall = time.monotonic()
+            result = measure_latency(ctls, tally, args.latency_writes,
+                                     args.latency_spacing_ms / 1000)
+            wall = time.monotonic() - wall
+            used = {role: t - cpu_before.get(role, 0.0)
+                    for role, t in _cpu_by_role(cluster.nodes).items()}
+            share = sum(used.values()) / wall / (os.cpu_count() or 1)
+            return {"nodes": args.latency_nodes, **result, "cluster_cpu_share": round(share, 3),
+                    "cpu_ms_per_write": {role: round(t * 1000 / args.latency_writes, 2)
+                                         for role, t in sorted(used.items())}}
         finally:
             events.stopping.set()
             events.join(5)
+
+
+def _cpu_by_role(nodes: list[LocalNode]) -> dict[str, float]:
+    """CPU seconds used so far by every node's processes, summed by role (the process
+    title after the node id: supervisor, zygote, an actor's name)."""
+    out: dict[str, float] = {}
+    for node in nodes:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(node.proc.pid)  # type: ignore[union-attr]
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    title = " ".join(proc.cmdline())
+                    role = title.split("] ", 1)[1] if "] " in title else "supervisor"
+                    times = proc.cpu_times()
+                    out[role] = out.get(role, 0.0) + times.user + times.system
+    return out
 
 
 # == 5. memory per key (and the write rate as the table grows) =============================
@@ -601,6 +645,10 @@ def _batched_line(label: str, r: dict[str, Any]) -> str:
 
 
 def report(name: str, r: dict[str, Any]) -> str:
+    if name.startswith("batched") and "paced" in r:
+        return "\n".join([f"batched N={r['nodes']}{' (CURVE on)' if r['secure'] else ''}, "
+                          f"{r['keys']} keys, paced, every node writing",
+                          *(_batched_line(f"{run['pace']} w/s", run) for run in r["paced"])])
     if name.startswith("batched"):
         return "\n".join([f"batched N={r['nodes']}{' (CURVE on)' if r['secure'] else ''}, "
                           f"{r['keys']} keys (preloaded in {r['preload']['everywhere_s']} s)",
@@ -628,7 +676,9 @@ def report(name: str, r: dict[str, Any]) -> str:
     if name == "latency":
         return (f"latency N={r['nodes']} idle: write to every node p50/p99/max ms "
                 f"{_p(r['all_nodes'])}, per remote node {_p(r['per_remote_node'])} "
-                f"({r['writes']} writes, {r['incomplete']} incomplete)")
+                f"({r['writes']} writes {r['spacing_ms']} ms apart, {r['incomplete']} "
+                f"incomplete); cluster CPU {r['cluster_cpu_share'] * 100:.0f} % of the "
+                f"machine, CPU ms per write by role {r['cpu_ms_per_write']}")
     lines = [f"memory N=3: idle node PSS {r['idle_pss_mib']} MiB "
              f"(agent {r['agent_idle_pss_mib']} MiB)"]
     lines += [_memory_line(int(level), row) for level, row in r["levels"].items()]
@@ -669,6 +719,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--verify-s", type=float, default=30.0,
                         help="batched: longest wait for every table to match")
     parser.add_argument("--secure", action="store_true", help="CURVE on (batched only)")
+    parser.add_argument("--pace", type=_ints, default=[],
+                        help="batched: paced runs instead, at these total writes/s "
+                             "(every node writing)")
     parser.add_argument("--pipelined-nodes", type=int, default=5)
     parser.add_argument("--windows", type=_ints, default=[32, 128],
                         help="pipelined: requests in flight")
@@ -679,6 +732,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="rate: how long totals are watched after counting stops")
     parser.add_argument("--latency-nodes", type=int, default=20)
     parser.add_argument("--latency-writes", type=int, default=200)
+    parser.add_argument("--latency-spacing-ms", type=float, default=20.0,
+                        help="latency: time between two writes' starts")
     parser.add_argument("--memory-keys", type=_ints, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--memory-reattach-s", type=float, default=60.0,
                         help="memory: SDK renewal period (each ships the whole table)")
