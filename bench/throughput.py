@@ -80,8 +80,6 @@ STEADY_S = 10.0
 # back for an SDK provider the node detached (the anti-entropy actor detaches one whose
 # "apply" timed out, as happens under full load at N = 10): too long and a run waits.
 DEFAULT_REATTACH_S = 5.0
-# A paced writer writes what is due this often, as one block (see Agent.op_write).
-PACE_TICK_S = 0.005
 COUNTERS_AGE_S = 1.0  # `status` counters are as of the actor's last heartbeat (<= 0.5 s)
 AE_MAX_KEYS = 5_000_000  # the mirror refuses remote keys beyond [anti_entropy] max_keys
 
@@ -155,12 +153,12 @@ class Agent:
         return {"flushed": self.hosted.flush(600.0)}
 
     def op_write(self, writes: int, keys: int, offset: int, sample_every: int,
-                 start_at: float, pace: float = 0.0) -> dict[str, Any]:
+                 start_at: float, pace: float = 0.0, tick_s: float = 0.02) -> dict[str, Any]:
         """`writes` updates over k0..k<keys-1> (from `offset`), every `sample_every`-th
         to a fresh key s.<node>.<i> holding its send time, then the marker m.<node>.
 
-        `pace` > 0: at most that many writes/s, written every PACE_TICK_S as one block
-        of what is due (as an LB flushes what it counted); 0: as fast as possible."""
+        `pace` > 0: at most that many writes/s, written every `tick_s` as one block of
+        what is due (as an LB flushes what it counted); 0: as fast as possible."""
         time.sleep(max(0.0, start_at - time.time()))
         landed = self.hosted.provider.landed
         first = time.time()
@@ -168,7 +166,7 @@ class Agent:
         while done < writes:
             due = writes if pace <= 0 else min(writes, int((time.time() - first) * pace) + 1)
             if due <= done:
-                time.sleep(PACE_TICK_S)
+                time.sleep(tick_s)
                 continue
             upto = min(due, done + BLOCK)
             with self.hosted.writing() as p:
@@ -373,7 +371,8 @@ def batched_run(ctls: list[Control], agents: list[AgentProc], writers: list[Agen
     start_at = time.time() + 0.2
     for i, w in enumerate(writers):
         w.send("write", writes=share, keys=keys, offset=i * (keys // len(writers)),
-               sample_every=args.sample_every, start_at=start_at, pace=pace / len(writers))
+               sample_every=args.sample_every, start_at=start_at, pace=pace / len(writers),
+               tick_s=args.pace_tick_ms / 1000)
     wrote = [w.reply() for w in writers]
     markers = [f"m.{w.node.name}" for w in writers]
     landed = call_all(agents, "wait", markers=markers, timeout_s=args.timeout)
@@ -446,6 +445,7 @@ def measure_batched(root: Path, n: int, args: argparse.Namespace, secure: bool
             out: dict[str, Any] = {"nodes": n, "secure": secure, "keys": keys,
                                    "preload": preload(ctls, agents, 0, keys, args)}
             if args.pace:  # paced runs only: latency under a load the cluster sustains
+                out["pace_tick_ms"] = args.pace_tick_ms
                 out["paced"] = [batched_run(ctls, agents, agents, keys, args, pace)
                                 for pace in args.pace]
                 return out
@@ -565,7 +565,7 @@ def _cpu_by_role(nodes: list[LocalNode]) -> dict[str, float]:
             for proc in [root, *root.children(recursive=True)]:
                 with contextlib.suppress(psutil.Error):
                     title = " ".join(proc.cmdline())
-                    role = title.split("] ", 1)[1] if "] " in title else "supervisor"
+                    role = title.split("] ", 1)[1].strip() if "] " in title else "supervisor"
                     times = proc.cpu_times()
                     out[role] = out.get(role, 0.0) + times.user + times.system
     return out
@@ -647,7 +647,8 @@ def _batched_line(label: str, r: dict[str, Any]) -> str:
 def report(name: str, r: dict[str, Any]) -> str:
     if name.startswith("batched") and "paced" in r:
         return "\n".join([f"batched N={r['nodes']}{' (CURVE on)' if r['secure'] else ''}, "
-                          f"{r['keys']} keys, paced, every node writing",
+                          f"{r['keys']} keys, paced, every node writing a block every "
+                          f"{r['pace_tick_ms']} ms",
                           *(_batched_line(f"{run['pace']} w/s", run) for run in r["paced"])])
     if name.startswith("batched"):
         return "\n".join([f"batched N={r['nodes']}{' (CURVE on)' if r['secure'] else ''}, "
@@ -722,6 +723,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pace", type=_ints, default=[],
                         help="batched: paced runs instead, at these total writes/s "
                              "(every node writing)")
+    parser.add_argument("--pace-tick-ms", type=float, default=20.0,
+                        help="paced: a writer writes what is due this often (the rate "
+                             "provider's flush_ms default)")
     parser.add_argument("--pipelined-nodes", type=int, default=5)
     parser.add_argument("--windows", type=_ints, default=[32, 128],
                         help="pipelined: requests in flight")
