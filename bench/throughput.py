@@ -368,6 +368,8 @@ def batched_run(ctls: list[Control], agents: list[AgentProc], writers: list[Agen
     time.sleep(COUNTERS_AGE_S)  # status counters come with heartbeats: let them catch up
     before = ae_counts(ctls)
     share = args.writes // len(writers)
+    nodes = [c.node for c in ctls]
+    cpu_before, wall = _cpu_by_role(nodes, agents), time.monotonic()
     start_at = time.time() + 0.2
     for i, w in enumerate(writers):
         w.send("write", writes=share, keys=keys, offset=i * (keys // len(writers)),
@@ -376,6 +378,9 @@ def batched_run(ctls: list[Control], agents: list[AgentProc], writers: list[Agen
     wrote = [w.reply() for w in writers]
     markers = [f"m.{w.node.name}" for w in writers]
     landed = call_all(agents, "wait", markers=markers, timeout_s=args.timeout)
+    wall = time.monotonic() - wall
+    cpu = {role: round((t - cpu_before.get(role, 0.0)) / wall / (os.cpu_count() or 1), 3)
+           for role, t in sorted(_cpu_by_role(nodes, agents).items())}
     first = min(w["first"] for w in wrote)
     done_at = max(max(r["landed"].get(m, float("inf")) for m in markers) for r in landed)
     complete = all(r["complete"] for r in landed)
@@ -402,6 +407,8 @@ def batched_run(ctls: list[Control], agents: list[AgentProc], writers: list[Agen
             "replicated_per_s": round(total / elapsed) if complete else None,
             "delay_every_node": percentiles(delays), "samples": samples,
             "samples_incomplete": samples - len(delays),
+            # share of the machine's CPU, by role, from the first write to the markers
+            "cpu_share": cpu,
             "markers_complete": complete, "arrivals": arrivals,
             # None: the node has no arrival counters (older code)
             "push_share": round(push / (push + repair), 5) if push + repair else None,
@@ -555,10 +562,16 @@ def measure_idle_latency(root: Path, args: argparse.Namespace) -> dict[str, Any]
             events.join(5)
 
 
-def _cpu_by_role(nodes: list[LocalNode]) -> dict[str, float]:
+def _cpu_by_role(nodes: list[LocalNode], agents: list[AgentProc] | None = None
+                 ) -> dict[str, float]:
     """CPU seconds used so far by every node's processes, summed by role (the process
-    title after the node id: supervisor, zygote, an actor's name)."""
+    title after the node id: supervisor, zygote, an actor's name; "agent": the SDK
+    programs)."""
     out: dict[str, float] = {}
+    for agent in agents or []:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(agent.proc.pid).cpu_times()
+            out["agent"] = out.get("agent", 0.0) + times.user + times.system
     for node in nodes:
         with contextlib.suppress(psutil.Error):
             root = psutil.Process(node.proc.pid)  # type: ignore[union-attr]
@@ -641,7 +654,8 @@ def _batched_line(label: str, r: dict[str, Any]) -> str:
             f"delay to every node p50/p99/max ms {_p(r['delay_every_node'])} "
             f"({r['samples_incomplete']} of {r['samples']} samples incomplete); "
             f"by push {'n/a' if share is None else f'{share * 100:.3f} %'}; {lost}\n"
-            f"      arrived push/repair per node: {arrivals}")
+            f"      arrived push/repair per node: {arrivals}\n"
+            f"      machine CPU share by role while writing: {r.get('cpu_share')}")
 
 
 def report(name: str, r: dict[str, Any]) -> str:
