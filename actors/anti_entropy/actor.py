@@ -253,7 +253,10 @@ class AntiEntropyActor(Actor):
                 self.core.applied(batch)
                 self._publish_changed(batch)
             return
-        self.core.applied(batch)
+        # A state the mirror still holds as offered (the usual case: `_on_delta` stored
+        # that very object) would be a no-op to apply again, at the cost of a full store
+        # check; only the rest (a forget's tombstone, a reconcile) go through the store.
+        self.core.applied([s for s in batch if self.store.get(s.state_type, s.key) is not s])
         if batch and batch[0].state_type in self.attached:
             self._publish_changed(batch)  # no provider host publishes for an SDK provider
         for key in ("applied", "conflicts", "rejected", "quarantined"):
