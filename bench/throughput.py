@@ -15,12 +15,16 @@ Scenarios (each on its own LocalCluster, stopped however the run ends):
   measured where the state lands. Afterwards each node's anti-entropy key
   count and a checksum of every agent's table show whether anything was lost;
   `arrived_by_push` / `arrived_by_repair` are the anti-entropy core counters.
+  With `--pace W`, the batched runs are paced instead: every node's agent writes
+  W/N per second, what is due as one block every `--pace-tick-ms`, so the delay
+  is measured at a rate the cluster may sustain rather than in a burst.
 - pipelined: state_bench's pipelined `kv.set` pump (one writer) at N = 5.
 - rate: an agent per node hosts `RateProvider` and counts as fast as it can;
   every agent logs (time, its own count, its total) so the error against the
   true cluster sum is computed afterwards, and after counting stops, the time
   until every node's total is exact.
-- latency: state_bench's spaced single writes on a rotating origin at N = 20.
+- latency: state_bench's spaced single writes on a rotating origin at N = 20
+  (`--latency-spacing-ms`, 20 by default), with the cluster's CPU per write.
 - memory: PSS of each node's processes (membership_bench's helper) idle and
   with 10k / 100k / 1M bulk keys held (loaded through the batched path), and
   a batched write run at each size (does the write rate hold as the table grows).
