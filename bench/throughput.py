@@ -15,6 +15,9 @@ Scenarios (each on its own LocalCluster, stopped however the run ends):
   measured where the state lands. Afterwards each node's anti-entropy key
   count and a checksum of every agent's table show whether anything was lost;
   `arrived_by_push` / `arrived_by_repair` are the anti-entropy core counters.
+  With `--pace W`, the batched runs are paced instead: every node's agent writes
+  W/N per second, what is due as one block every `--pace-tick-ms`, so the delay
+  is measured at a rate the cluster may sustain rather than in a burst.
 - pipelined: state_bench's pipelined `kv.set` pump (one writer) at N = 5.
 - rate: an agent per node hosts `RateProvider` and counts `--rate-per-s` adds
   a second (the target's 100k; 0: as fast as it can); every agent logs (time,
@@ -22,7 +25,8 @@ Scenarios (each on its own LocalCluster, stopped however the run ends):
   sliding window (t - window_s, t] over all nodes is computed afterwards, and
   after counting stops, the time until every node's total is exact (that
   needs `--rate-window-s` longer than the run, e.g. 600).
-- latency: state_bench's spaced single writes on a rotating origin at N = 20.
+- latency: state_bench's spaced single writes on a rotating origin at N = 20
+  (`--latency-spacing-ms`, 20 by default), with the cluster's CPU per write.
 - memory: PSS of each node's processes (membership_bench's helper) idle and
   with 10k / 100k / 1M bulk keys held (loaded through the batched path), and
   a batched write run at each size (does the write rate hold as the table grows).
@@ -47,6 +51,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+import psutil
 
 try:
     from actors.testing.localcluster import LocalCluster, LocalNode
@@ -151,22 +157,32 @@ class Agent:
         return {"flushed": self.hosted.flush(600.0)}
 
     def op_write(self, writes: int, keys: int, offset: int, sample_every: int,
-                 start_at: float) -> dict[str, Any]:
+                 start_at: float, pace: float = 0.0, tick_s: float = 0.02) -> dict[str, Any]:
         """`writes` updates over k0..k<keys-1> (from `offset`), every `sample_every`-th
-        to a fresh key s.<node>.<i> holding its send time, then the marker m.<node>."""
+        to a fresh key s.<node>.<i> holding its send time, then the marker m.<node>.
+
+        `pace` > 0: at most that many writes/s, written every `tick_s` as one block of
+        what is due (as an LB flushes what it counted); 0: as fast as possible."""
         time.sleep(max(0.0, start_at - time.time()))
         landed = self.hosted.provider.landed
         first = time.time()
-        for lo in range(0, writes, BLOCK):
+        done = 0
+        while done < writes:
+            due = writes if pace <= 0 else min(writes, int((time.time() - first) * pace) + 1)
+            if due <= done:
+                time.sleep(tick_s)
+                continue
+            upto = min(due, done + BLOCK)
             with self.hosted.writing() as p:
                 now = time.monotonic()
-                for i in range(lo, min(lo + BLOCK, writes)):
+                for i in range(done, upto):
                     if i % sample_every == 0:
                         key, t = f"s.{self.name}.{i}", time.time()
                         p.set(key, {"t": t}, now)
                         landed[key] = t
                     else:
                         p.set(f"k{(offset + i) % keys}", i, now)
+            done = upto
         with self.hosted.writing() as p:
             t = time.time()
             p.set(f"m.{self.name}", {"t": t}, time.monotonic())
@@ -353,19 +369,26 @@ def ae_counts(ctls: list[Control]) -> dict[str, dict[str, int]]:
 
 
 def batched_run(ctls: list[Control], agents: list[AgentProc], writers: list[AgentProc],
-                keys: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One measured run: `args.writes` changes split over `writers`."""
+                keys: int, args: argparse.Namespace, pace: float = 0.0) -> dict[str, Any]:
+    """One measured run: `args.writes` changes split over `writers`, at `pace` writes/s
+    in all (0: as fast as they can)."""
     call_all(agents, "forget")
     time.sleep(COUNTERS_AGE_S)  # status counters come with heartbeats: let them catch up
     before = ae_counts(ctls)
     share = args.writes // len(writers)
+    nodes = [c.node for c in ctls]
+    cpu_before, wall = _cpu_by_role(nodes, agents), time.monotonic()
     start_at = time.time() + 0.2
     for i, w in enumerate(writers):
         w.send("write", writes=share, keys=keys, offset=i * (keys // len(writers)),
-               sample_every=args.sample_every, start_at=start_at)
+               sample_every=args.sample_every, start_at=start_at, pace=pace / len(writers),
+               tick_s=args.pace_tick_ms / 1000)
     wrote = [w.reply() for w in writers]
     markers = [f"m.{w.node.name}" for w in writers]
     landed = call_all(agents, "wait", markers=markers, timeout_s=args.timeout)
+    wall = time.monotonic() - wall
+    cpu = {role: round((t - cpu_before.get(role, 0.0)) / wall / (os.cpu_count() or 1), 3)
+           for role, t in sorted(_cpu_by_role(nodes, agents).items())}
     first = min(w["first"] for w in wrote)
     done_at = max(max(r["landed"].get(m, float("inf")) for m in markers) for r in landed)
     complete = all(r["complete"] for r in landed)
@@ -385,13 +408,15 @@ def batched_run(ctls: list[Control], agents: list[AgentProc], writers: list[Agen
     push = sum(a["arrived_by_push"] for a in arrivals.values())
     repair = sum(a["arrived_by_repair"] for a in arrivals.values())
     elapsed = done_at - first
-    return {"writers": len(writers), "writes": total, "keys": keys,
+    return {"writers": len(writers), "writes": total, "keys": keys, "pace": pace or None,
             "write_s": round(max(w["last"] for w in wrote) - first, 3),
             "written_per_s": round(total / max(max(w["last"] for w in wrote) - first, 1e-9)),
             "replicated_s": round(elapsed, 3) if complete else None,
             "replicated_per_s": round(total / elapsed) if complete else None,
             "delay_every_node": percentiles(delays), "samples": samples,
             "samples_incomplete": samples - len(delays),
+            # share of the machine's CPU, by role, from the first write to the markers
+            "cpu_share": cpu,
             "markers_complete": complete, "arrivals": arrivals,
             # None: the node has no arrival counters (older code)
             "push_share": round(push / (push + repair), 5) if push + repair else None,
@@ -434,6 +459,11 @@ def measure_batched(root: Path, n: int, args: argparse.Namespace, secure: bool
         with agents_on(cluster.nodes, BULK, args.reattach_s) as agents:
             out: dict[str, Any] = {"nodes": n, "secure": secure, "keys": keys,
                                    "preload": preload(ctls, agents, 0, keys, args)}
+            if args.pace:  # paced runs only: latency under a load the cluster sustains
+                out["pace_tick_ms"] = args.pace_tick_ms
+                out["paced"] = [batched_run(ctls, agents, agents, keys, args, pace)
+                                for pace in args.pace]
+                return out
             out["one_writer"] = batched_run(ctls, agents, agents[:1], keys, args)
             out["all_writers"] = batched_run(ctls, agents, agents, keys, args)
             return out
@@ -550,11 +580,42 @@ def measure_idle_latency(root: Path, args: argparse.Namespace) -> dict[str, Any]
             _wait_peers(ctls, 120.0)
             tally = Tally(events)
             subscribe_all(ctls, tally)
-            result = measure_latency(ctls, tally, args.latency_writes, 0.02)
-            return {"nodes": args.latency_nodes, **result}
+            cpu_before = _cpu_by_role(cluster.nodes)
+            wall = time.monotonic()
+            result = measure_latency(ctls, tally, args.latency_writes,
+                                     args.latency_spacing_ms / 1000)
+            wall = time.monotonic() - wall
+            used = {role: t - cpu_before.get(role, 0.0)
+                    for role, t in _cpu_by_role(cluster.nodes).items()}
+            share = sum(used.values()) / wall / (os.cpu_count() or 1)
+            return {"nodes": args.latency_nodes, **result, "cluster_cpu_share": round(share, 3),
+                    "cpu_ms_per_write": {role: round(t * 1000 / args.latency_writes, 2)
+                                         for role, t in sorted(used.items())}}
         finally:
             events.stopping.set()
             events.join(5)
+
+
+def _cpu_by_role(nodes: list[LocalNode], agents: list[AgentProc] | None = None
+                 ) -> dict[str, float]:
+    """CPU seconds used so far by every node's processes, summed by role (the process
+    title after the node id: supervisor, zygote, an actor's name; "agent": the SDK
+    programs)."""
+    out: dict[str, float] = {}
+    for agent in agents or []:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(agent.proc.pid).cpu_times()
+            out["agent"] = out.get("agent", 0.0) + times.user + times.system
+    for node in nodes:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(node.proc.pid)  # type: ignore[union-attr]
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    title = " ".join(proc.cmdline())
+                    role = title.split("] ", 1)[1].strip() if "] " in title else "supervisor"
+                    times = proc.cpu_times()
+                    out[role] = out.get(role, 0.0) + times.user + times.system
+    return out
 
 
 # == 5. memory per key (and the write rate as the table grows) =============================
@@ -627,10 +688,16 @@ def _batched_line(label: str, r: dict[str, Any]) -> str:
             f"delay to every node p50/p99/max ms {_p(r['delay_every_node'])} "
             f"({r['samples_incomplete']} of {r['samples']} samples incomplete); "
             f"by push {'n/a' if share is None else f'{share * 100:.3f} %'}; {lost}\n"
-            f"      arrived push/repair per node: {arrivals}")
+            f"      arrived push/repair per node: {arrivals}\n"
+            f"      machine CPU share by role while writing: {r.get('cpu_share')}")
 
 
 def report(name: str, r: dict[str, Any]) -> str:
+    if name.startswith("batched") and "paced" in r:
+        return "\n".join([f"batched N={r['nodes']}{' (CURVE on)' if r['secure'] else ''}, "
+                          f"{r['keys']} keys, paced, every node writing a block every "
+                          f"{r['pace_tick_ms']} ms",
+                          *(_batched_line(f"{run['pace']} w/s", run) for run in r["paced"])])
     if name.startswith("batched"):
         return "\n".join([f"batched N={r['nodes']}{' (CURVE on)' if r['secure'] else ''}, "
                           f"{r['keys']} keys (preloaded in {r['preload']['everywhere_s']} s)",
@@ -660,7 +727,9 @@ def report(name: str, r: dict[str, Any]) -> str:
     if name == "latency":
         return (f"latency N={r['nodes']} idle: write to every node p50/p99/max ms "
                 f"{_p(r['all_nodes'])}, per remote node {_p(r['per_remote_node'])} "
-                f"({r['writes']} writes, {r['incomplete']} incomplete)")
+                f"({r['writes']} writes {r['spacing_ms']} ms apart, {r['incomplete']} "
+                f"incomplete); cluster CPU {r['cluster_cpu_share'] * 100:.0f} % of the "
+                f"machine, CPU ms per write by role {r['cpu_ms_per_write']}")
     lines = [f"memory N=3: idle node PSS {r['idle_pss_mib']} MiB "
              f"(agent {r['agent_idle_pss_mib']} MiB)"]
     lines += [_memory_line(int(level), row) for level, row in r["levels"].items()]
@@ -701,6 +770,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--verify-s", type=float, default=30.0,
                         help="batched: longest wait for every table to match")
     parser.add_argument("--secure", action="store_true", help="CURVE on (batched only)")
+    parser.add_argument("--pace", type=_ints, default=[],
+                        help="batched: paced runs instead, at these total writes/s "
+                             "(every node writing)")
+    parser.add_argument("--pace-tick-ms", type=float, default=20.0,
+                        help="paced: a writer writes what is due this often (the rate "
+                             "provider's flush_ms default)")
     parser.add_argument("--pipelined-nodes", type=int, default=5)
     parser.add_argument("--windows", type=_ints, default=[32, 128],
                         help="pipelined: requests in flight")
@@ -715,6 +790,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="rate: the counters' window_s (600: nothing leaves it)")
     parser.add_argument("--latency-nodes", type=int, default=20)
     parser.add_argument("--latency-writes", type=int, default=200)
+    parser.add_argument("--latency-spacing-ms", type=float, default=20.0,
+                        help="latency: time between two writes' starts")
     parser.add_argument("--memory-keys", type=_ints, default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--memory-reattach-s", type=float, default=60.0,
                         help="memory: SDK renewal period (each ships the whole table)")

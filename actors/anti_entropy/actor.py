@@ -50,6 +50,7 @@ from transport.protocol import (
     LamportClock,
     SyncableState,
     is_tombstone,
+    state_key,
     syncable_state_to_map,
 )
 from transport.rpc import AsyncClient, Request, RpcError
@@ -102,7 +103,7 @@ class AntiEntropyActor(Actor):
         self.save_cost = 0.0  # seconds spent on the snapshot under way
         self.saving: tuple[SnapshotWriter, SnapshotPieces] | None = None  # one under way
         self.next_members = 0.0
-        self.clock_told = 0
+        self.clock_told: dict[str, int] = {}  # state type -> clock its provider has
 
     def setup(self, now: float) -> None:
         self._restore(now)
@@ -280,12 +281,18 @@ class AntiEntropyActor(Actor):
     # -- inbound -----------------------------------------------------------------
     def _on_inbox(self, now: float) -> None:
         yielded, handled = self.counters["inbox_yielded"], 0
+        # What this wake-up drained goes to the providers as one apply per type (newest
+        # per key), not one per message: a backlog of small pushes (many writers, or a
+        # node that was descheduled) costs the provider one batch and one wake-up.
+        to_apply: dict[tuple[str, str], SyncableState] = {}
         for msg in read_inbox(self.inbox, self.cluster, self.security, self.counters):
             handled += 1
             result = self.core.handle(msg, now)
             self._send(result.replies)
-            if result.to_apply:
-                self._offer(result.to_apply, now)
+            for state in result.to_apply:  # a later message's state for a key is newer
+                to_apply[state_key(state)] = state
+        if to_apply:
+            self._offer(list(to_apply.values()), now)
         # More than one batch was waiting: shed repair work until the backlog drains.
         # Only while something still waits: one slow message on a loaded machine also
         # ends a batch early, and a flag left set with an empty inbox would stop this
@@ -314,8 +321,9 @@ class AntiEntropyActor(Actor):
             return
         # The clock rides along: a provider must write above every version and GC
         # horizon this node has seen, or its next write would be forgotten.
-        args = {"states": [syncable_state_to_map(s) for s in batch],
-                "clock": self.clock.current()}
+        clock = self.clock.current()
+        args = {"states": [syncable_state_to_map(s) for s in batch], "clock": clock}
+        self._told(state_type, clock)  # so no "clock" notify follows every apply
         client.request("apply", args, now, RPC_TIMEOUT_S,
                        functools.partial(self._on_applied, batch))
 
@@ -324,6 +332,7 @@ class AntiEntropyActor(Actor):
         if error is not None:
             self.counters["apply_failed"] += len(batch)
             state_type = batch[0].state_type
+            self.clock_told.pop(state_type, None)  # the clock it carried may be lost too
             self.dirty.add(state_type)
             if error.code == "timeout" and state_type in self.attached:
                 # The program hosting it is gone: stop waiting on it (a live SDK
@@ -332,7 +341,10 @@ class AntiEntropyActor(Actor):
                 self.core.applied(batch)
                 self._publish_changed(batch)
             return
-        self.core.applied(batch)
+        # A state the mirror still holds as offered (the usual case: `_on_delta` stored
+        # that very object) would be a no-op to apply again, at the cost of a full store
+        # check; only the rest (a forget's tombstone, a reconcile) go through the store.
+        self.core.applied([s for s in batch if self.store.get(s.state_type, s.key) is not s])
         if batch and batch[0].state_type in self.attached:
             self._publish_changed(batch)  # no provider host publishes for an SDK provider
         for key in ("applied", "conflicts", "rejected", "quarantined"):
@@ -368,7 +380,12 @@ class AntiEntropyActor(Actor):
     def _local(self, req: Request, now: float) -> dict[str, Any]:
         started = time.perf_counter()
         states = _states(req.args.get("states"))
+        before = self.clock.current()
         self._send(self.core.local_changes(states, now, list(self.peers)))
+        if states and self.clock_told.get(states[0].state_type, 0) >= before:
+            # Its own writes raised our clock no higher than its own: nothing
+            # to tell it (one "clock" message less per local write).
+            self._told(states[0].state_type, self.clock.current())
         if states and states[0].state_type in self.attached:
             self._publish_changed(states)
         self.local_spent += time.perf_counter() - started
@@ -420,6 +437,9 @@ class AntiEntropyActor(Actor):
         client.close()
         self.counters["detached"] += 1
 
+    def _told(self, state_type: str, clock: int) -> None:
+        self.clock_told[state_type] = max(self.clock_told.get(state_type, 0), clock)
+
     def _publish_changed(self, states: list[SyncableState]) -> None:
         self.publish_many(("state.changed", s.source_node, changed_row(s)) for s in states)
 
@@ -449,9 +469,9 @@ class AntiEntropyActor(Actor):
             self.next_sweep = now + 1.0
             self.pool.sweep(now)
         clock = self.clock.current()
-        if clock > self.clock_told:  # keep providers' clocks above our horizons
-            self.clock_told = clock
-            for client in self.providers.values():
+        for state_type, client in self.providers.items():
+            if clock > self.clock_told.get(state_type, 0):  # keep providers' clocks above
+                self._told(state_type, clock)  # our horizons
                 client.notify("clock", {"clock": clock})
         for client in (*self.providers.values(), self.membership):
             client.expire(now)
