@@ -167,10 +167,10 @@ class Store:
 
     def __init__(self, tombstone_grace_s: float = DEFAULT_TOMBSTONE_GRACE_S, *,
                  summarised: bool = True) -> None:
-        """`summarised=False` keeps no bucket hashes: for a provider's own table,
-        which anti-entropy never summarises, it saves three hashes per change and a
-        set entry per key; `summary`, `bucket_hashes`, `positions_in` and `count_in`
-        then raise."""
+        """`summarised=False` keeps no hashes, only the bucket of each key: for a
+        provider's own table, which anti-entropy never summarises but reads a bucket
+        slice at a time (`digest_in`), it saves two of three hashes per change;
+        `summary` and `bucket_hashes` then raise."""
         if not tombstone_grace_s > 0:
             raise ValueError("tombstone_grace_s must be greater than 0")
         self.tombstone_grace_s = float(tombstone_grace_s)
@@ -187,8 +187,7 @@ class Store:
         # Per state_type: the highest version of a tombstone GC'd (or forgotten) here.
         self._horizons: dict[str, int] = {}
         self._bucket_hash = [0] * DIGEST_BUCKETS
-        self._bucket_keys: list[set[StateKey]] = (
-            [set() for _ in range(DIGEST_BUCKETS)] if self.summarised else [])
+        self._bucket_keys: list[set[StateKey]] = [set() for _ in range(DIGEST_BUCKETS)]
         self._hash = 0
         self._names: dict[str, str] = {}  # state types and writers, one object each
 
@@ -241,7 +240,6 @@ class Store:
 
     def positions_in(self, buckets: Iterable[int]) -> list[Position]:
         """Sorted positions of the held keys that fall in `buckets`."""
-        self._need_summary()
         found = [(b, t, k) for b in set(buckets) if 0 <= b < DIGEST_BUCKETS
                  for (t, k) in self._bucket_keys[b]]
         found.sort()
@@ -249,7 +247,6 @@ class Store:
 
     def count_in(self, buckets: Iterable[int]) -> int:
         """How many held keys fall in `buckets` (a digest's cost, before building it)."""
-        self._need_summary()
         return sum(len(self._bucket_keys[b]) for b in set(buckets) if 0 <= b < DIGEST_BUCKETS)
 
     def horizon(self, state_type: str) -> int:
@@ -376,13 +373,14 @@ class Store:
     def _put(self, state: SyncableState, now: float) -> None:
         state = self._shared(state)
         skey = state_key(state)
-        if self.summarised:
+        held = self._states.get(skey)
+        if held is None or self.summarised:
             bucket = bucket_of(*skey)
-            held = self._states.get(skey)
-            if held is not None:
-                self._fold(held, bucket)  # XOR out the old entry
             self._bucket_keys[bucket].add(skey)
-            self._fold(state, bucket)
+            if self.summarised:
+                if held is not None:
+                    self._fold(held, bucket)  # XOR out the old entry
+                self._fold(state, bucket)
         self._states[skey] = state
         if is_tombstone(state):
             self._tomb_at[skey] = now
@@ -392,10 +390,10 @@ class Store:
 
     def _remove(self, skey: StateKey) -> None:
         held = self._states.pop(skey)
+        bucket = bucket_of(*skey)
+        self._bucket_keys[bucket].discard(skey)
         if self.summarised:
-            bucket = bucket_of(*skey)
             self._fold(held, bucket)
-            self._bucket_keys[bucket].discard(skey)
         self._tomb_at.pop(skey, None)
 
     # -- persistence ------------------------------------------------------------------

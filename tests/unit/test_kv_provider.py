@@ -174,3 +174,19 @@ def test_node_failure_changes_nothing() -> None:
     provider.set("k", 1, 0.0)
     provider.on_node_failure("b")
     assert provider.items() == [("k", 1)]
+
+
+def test_the_digest_by_buckets_covers_the_whole_digest() -> None:
+    """Reconcile reads a provider's table a bucket slice at a time: the slices of a
+    provider's own (unsummarised) table must add up to its whole digest."""
+    from actors.core.store import DIGEST_BUCKETS
+
+    p = kv()
+    for i in range(300):
+        p.set(f"k{i}", i, 0.0)
+    p.delete("k7", 0.0)
+    whole = p.get_state_digest()
+    halves = (p.get_state_digest_in(range(0, DIGEST_BUCKETS // 2)),
+              p.get_state_digest_in(range(DIGEST_BUCKETS // 2, DIGEST_BUCKETS)))
+    assert len(whole) == 300 and {**halves[0], **halves[1]} == whole
+    assert not set(halves[0]) & set(halves[1])
