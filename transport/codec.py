@@ -128,7 +128,7 @@ def _unpack_one(data: memoryview, limits: Limits) -> Any:
 
     `unpackb`, not an `Unpacker`: an Unpacker allocates its read buffer (up to
     1 MiB) for every message, which cost several times the decode itself on
-    the per-request paths (see RESULTS-percall.md).
+    the per-request paths (see docs/perf/issue15-percall.md).
     """
     if data.nbytes > limits.max_message_bytes:
         raise DecodeError("oversized")
