@@ -35,6 +35,7 @@ from transport.rpc import AsyncClient, Request, RpcError
 from transport.views import changed_row
 
 # Requests that reach the provider's own code as a local write (a command).
+MEMBERS_REFRESH_S = 5.0
 _QUERIES = frozenset({"sync_state", "digest", "apply", "clock", "node_failed", "state",
                       "quarantine"})
 
@@ -58,6 +59,7 @@ class ProviderActor(Actor):
         self._remote: dict[tuple[str, str], SyncableState] = {}
         self._replies: list[tuple[Request, Any]] = []
         self.live: dict[str, bool] = {env.node_id: True}
+        self.next_members = 0.0
 
     def setup(self, now: float) -> None:
         restored = self.journal.load()
@@ -77,17 +79,27 @@ class ProviderActor(Actor):
         self.watch(self.ae.sock, lambda now: self.ae.on_readable() if self.ae else None)
         self.membership = AsyncClient.connect(self.ctx, self.env.rpc_endpoint("membership"))
         self.watch(self.membership.sock, lambda now: self.membership.on_readable())
+        self._ask_members(now)
+        self._members_changed(now)
+
+    def _ask_members(self, now: float) -> None:
+        # At setup and then every MEMBERS_REFRESH_S: a join published while this actor's
+        # event subscription was still connecting is never delivered to it, and a provider
+        # with a stale view would compute other owners than its peers do, for good.
+        self.next_members = now + MEMBERS_REFRESH_S
         self.membership.request("members", {}, now, 5.0,
                                 lambda rows, error: self._on_members(rows, error, now))
-        self._members_changed(now)
 
     def _on_members(self, rows: Any, error: RpcError | None, now: float) -> None:
         if error is not None or not isinstance(rows, list):
             return
-        for row in rows:
-            if isinstance(row, dict) and isinstance(row.get("node_id"), str):
-                self.live[row["node_id"]] = row.get("status") in LIVE
-        self._members_changed(now)
+        live = {row["node_id"]: row.get("status") in LIVE for row in rows
+                if isinstance(row, dict) and isinstance(row.get("node_id"), str)}
+        live.update({n: False for n in self.live if n not in live})  # reaped unseen
+        live[self.env.node_id] = True
+        if live != self.live:
+            self.live = live
+            self._members_changed(now)
 
     def _members_changed(self, now: float) -> None:
         self.adapter.members(sorted(n for n, up in self.live.items() if up), now)
@@ -129,11 +141,14 @@ class ProviderActor(Actor):
         self._flush()
         self._flush_outbox()
         self.membership.expire(now)
+        if now >= self.next_members:
+            self._ask_members(now)
         if self.ae is not None:
             self.ae.expire(now)
 
     def next_deadline(self) -> float | None:
-        return self.adapter.next_deadline()
+        due = self.adapter.next_deadline()
+        return self.next_members if due is None else min(due, self.next_members)
 
     @property
     def _unsaved(self) -> bool:
