@@ -111,3 +111,31 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0,
                     detail = f"; explain failed: {exc!r}"
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{detail}")
         time.sleep(interval_s)
+
+
+@pytest.fixture
+def ae_actor(tmp_path: Path) -> Iterator[Callable[[str], Any]]:
+    """Makes anti-entropy actors of node "a" (no runtime: tests drive them by hand),
+    with a fixed random source; their peer pools are closed after the test."""
+    import random
+
+    from actors.anti_entropy.actor import AntiEntropyActor
+    from actors.anti_entropy.core.engine import AntiEntropy
+    from actors.node.config import load_config
+    from actors.runtime import NodeEnv
+
+    made: list[AntiEntropyActor] = []
+
+    def make(config: str = MINIMAL_CONFIG) -> AntiEntropyActor:
+        path = tmp_path / "node.toml"
+        path.write_text(config)
+        env = NodeEnv(load_config(path), "a", "t")
+        actor = AntiEntropyActor("anti_entropy", env, zmq.Context.instance())
+        actor.core = AntiEntropy("a", actor.store, actor.config, random.Random(1), actor.clock)
+        env.config.node.data_dir.mkdir(parents=True, exist_ok=True)
+        made.append(actor)
+        return actor
+
+    yield make
+    for actor in made:
+        actor.pool.close()

@@ -3,20 +3,13 @@ and no `clock` notify the provider does not need (each is a provider wake-up).""
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import zmq
-from conftest import MINIMAL_CONFIG
 
 import actors.anti_entropy.actor as ae_actor
 from actors.anti_entropy.actor import AntiEntropyActor
-from actors.anti_entropy.core.engine import AntiEntropy
-from actors.node.config import load_config
-from actors.runtime import NodeEnv
 from transport.protocol import SyncableState, make_message, syncable_state_to_map
 from transport.rpc import Request, RpcError
 
@@ -49,28 +42,12 @@ class FakeClient:
         return [args["clock"] for op, args in self.notes if op == "clock"]
 
 
-_made: list[AntiEntropyActor] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_pools() -> Iterator[None]:
-    yield
-    while _made:
-        _made.pop().pool.close()
-
-
-def _actor(tmp_path: Path) -> tuple[AntiEntropyActor, FakeClient]:
-    path = tmp_path / "node.toml"
-    path.write_text(MINIMAL_CONFIG)
-    env = NodeEnv(load_config(path), "a", "t")
-    actor = AntiEntropyActor("anti_entropy", env, zmq.Context.instance())
-    actor.core = AntiEntropy("a", actor.store, actor.config, random.Random(1), actor.clock)
+def _actor(ae_actor: Callable[[], AntiEntropyActor]) -> tuple[AntiEntropyActor, FakeClient]:
+    actor = ae_actor()
     actor.membership = FakeClient()  # type: ignore[assignment]
     provider = FakeClient()
     actor.providers["kv"] = provider  # type: ignore[assignment]
     actor.next_members = actor.next_reconcile = actor.next_save = float("inf")
-    env.config.node.data_dir.mkdir(parents=True, exist_ok=True)
-    _made.append(actor)
     return actor, provider
 
 
@@ -96,16 +73,16 @@ def _drain(monkeypatch: pytest.MonkeyPatch, actor: AntiEntropyActor, msgs: list[
 
 
 def test_what_one_wake_up_drained_goes_to_the_provider_as_one_apply(
-        tmp_path, monkeypatch):
-    actor, provider = _actor(tmp_path)
+        ae_actor, monkeypatch):
+    actor, provider = _actor(ae_actor)
     msgs = [_push("b", _kv("x", 5)), _push("c", _kv("y", 6, "c")), _push("b", _kv("x", 7))]
     _drain(monkeypatch, actor, msgs)
     (args, _), = provider.applies()
     assert sorted((m["k"], m["ver"]) for m in args["states"]) == [("x", 7), ("y", 6)]
 
 
-def test_no_clock_notify_after_an_apply_that_carried_the_clock(tmp_path, monkeypatch):
-    actor, provider = _actor(tmp_path)
+def test_no_clock_notify_after_an_apply_that_carried_the_clock(ae_actor, monkeypatch):
+    actor, provider = _actor(ae_actor)
     actor.tick(0.5)
     provider.notes.clear()
     _drain(monkeypatch, actor, [_push("b", _kv("x", 40))])
@@ -116,8 +93,8 @@ def test_no_clock_notify_after_an_apply_that_carried_the_clock(tmp_path, monkeyp
     assert provider.clocks() == []
 
 
-def test_a_failed_apply_is_followed_by_a_clock_notify(tmp_path, monkeypatch):
-    actor, provider = _actor(tmp_path)
+def test_a_failed_apply_is_followed_by_a_clock_notify(ae_actor, monkeypatch):
+    actor, provider = _actor(ae_actor)
     actor.tick(0.5)
     provider.notes.clear()
     _drain(monkeypatch, actor, [_push("b", _kv("x", 40))])
@@ -127,8 +104,8 @@ def test_a_failed_apply_is_followed_by_a_clock_notify(tmp_path, monkeypatch):
     assert provider.clocks() == [actor.clock.current()]
 
 
-def test_a_providers_own_write_needs_no_clock_notify_but_a_higher_clock_does(tmp_path):
-    actor, provider = _actor(tmp_path)
+def test_a_providers_own_write_needs_no_clock_notify_but_a_higher_clock_does(ae_actor):
+    actor, provider = _actor(ae_actor)
     actor.tick(0.5)
     provider.notes.clear()
     own = syncable_state_to_map(_kv("mine", 12, "a"))

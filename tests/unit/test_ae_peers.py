@@ -3,21 +3,17 @@
 
 from __future__ import annotations
 
-import random
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import zmq
 from conftest import MINIMAL_CONFIG
 
 from actors.anti_entropy.actor import MEMBERS_REFRESH_S, AntiEntropyActor
-from actors.anti_entropy.core.engine import AntiEntropy, Outbound
-from actors.node.config import SYNC_META_KEY, load_config
-from actors.runtime import NodeEnv
+from actors.anti_entropy.core.engine import Outbound
+from actors.node.config import SYNC_META_KEY
 from transport.peerpool import MAX_PEERS
 from transport.protocol import make_message
 
@@ -49,34 +45,18 @@ def _row(node_id: str, status: str = "alive") -> dict[str, Any]:
             "metadata": {SYNC_META_KEY: f"tcp://127.0.0.1:1{len(node_id)}000"}}
 
 
-_made: list[AntiEntropyActor] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_pools() -> Iterator[None]:
-    yield
-    while _made:
-        _made.pop().pool.close()
-
-
-def _actor(tmp_path: Path) -> tuple[AntiEntropyActor, FakeMembership]:
-    path = tmp_path / "node.toml"
-    path.write_text(CONFIG)
-    env = NodeEnv(load_config(path), "a", "t")
-    actor = AntiEntropyActor("anti_entropy", env, zmq.Context.instance())
-    actor.core = AntiEntropy("a", actor.store, actor.config, random.Random(1), actor.clock)
+def _actor(ae_actor: Callable[[str], AntiEntropyActor]) -> tuple[AntiEntropyActor, FakeMembership]:
+    actor = ae_actor(CONFIG)
     fake = FakeMembership()
     actor.membership = fake  # type: ignore[assignment]
     # No runtime polls here: the peer pool's monitors go unwatched.
     actor.watch = lambda sock, handler: None  # type: ignore[method-assign]
     actor.unwatch = lambda sock: None  # type: ignore[method-assign]
-    env.config.node.data_dir.mkdir(parents=True, exist_ok=True)
-    _made.append(actor)
     return actor, fake
 
 
-def test_a_peer_whose_join_event_was_missed_is_found_by_the_refresh(tmp_path):
-    actor, members = _actor(tmp_path)
+def test_a_peer_whose_join_event_was_missed_is_found_by_the_refresh(ae_actor):
+    actor, members = _actor(ae_actor)
     members.rows = [_row("a"), _row("b")]
     actor.tick(0.0)
     assert set(actor.peers) == {"b"}
@@ -87,8 +67,8 @@ def test_a_peer_whose_join_event_was_missed_is_found_by_the_refresh(tmp_path):
     assert set(actor.peers) == {"b", "c"} and members.asked == 2
 
 
-def test_a_peer_failed_or_reaped_unseen_is_dropped_by_the_refresh(tmp_path):
-    actor, members = _actor(tmp_path)
+def test_a_peer_failed_or_reaped_unseen_is_dropped_by_the_refresh(ae_actor):
+    actor, members = _actor(ae_actor)
     members.rows = [_row("a"), _row("b"), _row("c")]
     actor.tick(0.0)
     assert set(actor.peers) == {"b", "c"}
@@ -97,8 +77,8 @@ def test_a_peer_failed_or_reaped_unseen_is_dropped_by_the_refresh(tmp_path):
     assert actor.peers == {}
 
 
-def test_the_refresh_is_due_in_the_actor_deadline(tmp_path):
-    actor, _ = _actor(tmp_path)
+def test_the_refresh_is_due_in_the_actor_deadline(ae_actor):
+    actor, _ = _actor(ae_actor)
     actor.tick(10.0)
     deadline = actor.next_deadline()
     assert deadline is not None and deadline <= 10.0 + MEMBERS_REFRESH_S
@@ -110,9 +90,9 @@ def _cut_short(sock, cluster, security, counters):
     yield from ()
 
 
-def test_busy_only_while_something_still_waits_in_the_inbox(tmp_path, monkeypatch):
+def test_busy_only_while_something_still_waits_in_the_inbox(ae_actor, monkeypatch):
     monkeypatch.setattr("actors.anti_entropy.actor.read_inbox", _cut_short)
-    actor, _ = _actor(tmp_path)
+    actor, _ = _actor(ae_actor)
     ctx = zmq.Context.instance()
     actor.inbox = ctx.socket(zmq.PULL)
     actor.inbox.bind("inproc://ae-busy-test")
@@ -139,8 +119,8 @@ def _refusing(count: int, held: list[socket.socket]) -> list[str]:
     return [f"tcp://127.0.0.1:{s.getsockname()[1]}" for s in held[-count:]]
 
 
-def test_fifteen_hundred_live_peers_cost_at_most_the_pool_cap_and_never_crash(tmp_path):
-    actor, members = _actor(tmp_path)
+def test_fifteen_hundred_live_peers_cost_at_most_the_pool_cap_and_never_crash(ae_actor):
+    actor, members = _actor(ae_actor)
     held: list[socket.socket] = []
     try:
         endpoints = _refusing(1500, held)
@@ -161,8 +141,8 @@ def test_fifteen_hundred_live_peers_cost_at_most_the_pool_cap_and_never_crash(tm
             s.close()
 
 
-def test_a_peer_that_fails_is_hung_up(tmp_path):
-    actor, members = _actor(tmp_path)
+def test_a_peer_that_fails_is_hung_up(ae_actor):
+    actor, members = _actor(ae_actor)
     held: list[socket.socket] = []
     try:
         (endpoint,) = _refusing(1, held)
