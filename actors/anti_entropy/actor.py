@@ -22,9 +22,10 @@ messages, not everyone's).
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +67,7 @@ REFILL_PER_TURN = 20_000  # states of a provider's whole table taken per loop tu
 RECONCILE_S = 30.0
 RECONCILE_DUTY = 0.02  # share of the time the periodic reconcile may take, at most
 APPLY_BATCH = 1000
+APPLIES_IN_FLIGHT = 2  # per provider; more waits in `to_offer`, coalesced
 RPC_TIMEOUT_S = 5.0
 # The peer list follows membership events; an event can be missed (a subscription
 # still being set up, a full queue), so the whole list is asked for this often too.
@@ -104,6 +106,9 @@ class AntiEntropyActor(Actor):
         self.saving: tuple[SnapshotWriter, SnapshotPieces] | None = None  # one under way
         self.next_members = 0.0
         self.clock_told: dict[str, int] = {}  # state type -> clock its provider has
+        # Remote states waiting for their provider's `apply` (see `_offer`), by type.
+        self.to_offer: dict[str, dict[tuple[str, str], SyncableState]] = {}
+        self.applies_in_flight: Counter[str] = Counter()
 
     def setup(self, now: float) -> None:
         self._restore(now)
@@ -195,7 +200,9 @@ class AntiEntropyActor(Actor):
         if event.get("type") == "actor.started":
             actor = str(data.get("actor", ""))
             if actor.startswith("provider."):  # it restarted from its own journal
-                self._reconcile(actor[len("provider."):], now)
+                state_type = actor[len("provider."):]
+                self.clock_told.pop(state_type, None)  # its clock came from that journal
+                self._reconcile(state_type, now)
         else:
             self._track(data)
 
@@ -302,36 +309,55 @@ class AntiEntropyActor(Actor):
         self.core.busy = cut_short and bool(self.inbox.poll(0, zmq.POLLIN))
 
     def _offer(self, states: list[SyncableState], now: float) -> None:
-        """Hand remote states to the providers that own their types."""
+        """Hand remote states to the providers that own their types.
+
+        At most APPLIES_IN_FLIGHT `apply` requests wait on a provider; what arrives
+        meanwhile waits here, newest per key, and leaves as one batch when a reply
+        comes. A loaded provider so gets fewer, larger batches instead of a queue of
+        small ones (each a wake-up on both sides), and a backlog never piles up in
+        front of it, where it would add to every later change's delay."""
         by_type: dict[str, list[SyncableState]] = defaultdict(list)
         for s in states:
             by_type[s.state_type].append(s)
         for state_type, whole in by_type.items():
-            client = self.providers.get(state_type)
-            for start in range(0, len(whole), APPLY_BATCH):
-                self._offer_batch(state_type, client, whole[start:start + APPLY_BATCH], now)
+            if state_type not in self.providers:
+                # No provider of this type here: keep relaying it for those who have one.
+                self.core.applied(whole)
+                self.counters["relayed_unowned"] += len(whole)
+                self._publish_changed(whole)  # it changed this node's copy: say so
+                continue
+            waiting = self.to_offer.setdefault(state_type, {})
+            for s in whole:  # a later offer of a key is the mirror's newer state
+                waiting[state_key(s)] = s
+            self._offer_waiting(state_type, now)
 
-    def _offer_batch(self, state_type: str, client: AsyncClient | None,
-                     batch: list[SyncableState], now: float) -> None:
-        if client is None:
-            # No provider of this type here: keep relaying it for those who have one.
-            self.core.applied(batch)
-            self.counters["relayed_unowned"] += len(batch)
-            self._publish_changed(batch)  # it changed this node's copy: say so
-            return
-        # The clock rides along: a provider must write above every version and GC
-        # horizon this node has seen, or its next write would be forgotten.
-        clock = self.clock.current()
-        args = {"states": [syncable_state_to_map(s) for s in batch], "clock": clock}
-        self._told(state_type, clock)  # so no "clock" notify follows every apply
-        client.request("apply", args, now, RPC_TIMEOUT_S,
-                       functools.partial(self._on_applied, batch))
+    def _offer_waiting(self, state_type: str, now: float) -> None:
+        waiting, client = self.to_offer.get(state_type), self.providers.get(state_type)
+        while waiting and client is not None and \
+                self.applies_in_flight[state_type] < APPLIES_IN_FLIGHT:
+            keys = list(itertools.islice(waiting, APPLY_BATCH))
+            batch = [waiting.pop(k) for k in keys]
+            # The clock rides along: a provider must write above every version and GC
+            # horizon this node has seen, or its next write would be forgotten.
+            clock = self.clock.current()
+            args = {"states": [syncable_state_to_map(s) for s in batch], "clock": clock}
+            self._told(state_type, clock)  # so no "clock" notify follows every apply
+            self.applies_in_flight[state_type] += 1
+            sent = self.applies_in_flight[state_type]
+            client.request("apply", args, now, RPC_TIMEOUT_S,
+                           functools.partial(self._on_applied, batch))
+            if self.applies_in_flight[state_type] < sent:
+                break  # refused at once (its queue is full): the rest waits for a tick
+        if not waiting and state_type in self.to_offer:
+            self.to_offer.pop(state_type, None)
 
     def _on_applied(self, batch: list[SyncableState], result: Any,
                     error: RpcError | None) -> None:
+        state_type = batch[0].state_type
+        if self.applies_in_flight[state_type] > 0:  # (not after a detach forgot them)
+            self.applies_in_flight[state_type] -= 1
         if error is not None:
             self.counters["apply_failed"] += len(batch)
-            state_type = batch[0].state_type
             self.clock_told.pop(state_type, None)  # the clock it carried may be lost too
             self.dirty.add(state_type)
             if error.code == "timeout" and state_type in self.attached:
@@ -340,16 +366,19 @@ class AntiEntropyActor(Actor):
                 self._detach(state_type)
                 self.core.applied(batch)
                 self._publish_changed(batch)
+            # What waits is offered at the next tick, not from inside this callback (a
+            # request refused at once, "busy", would call it again without end).
             return
         # A state the mirror still holds as offered (the usual case: `_on_delta` stored
         # that very object) would be a no-op to apply again, at the cost of a full store
         # check; only the rest (a forget's tombstone, a reconcile) go through the store.
         self.core.applied([s for s in batch if self.store.get(s.state_type, s.key) is not s])
-        if batch and batch[0].state_type in self.attached:
+        if state_type in self.attached:
             self._publish_changed(batch)  # no provider host publishes for an SDK provider
         for key in ("applied", "conflicts", "rejected", "quarantined"):
             if isinstance(result, dict) and isinstance(result.get(key), int):
                 self.counters[key] += result[key]
+        self._offer_waiting(state_type, self.last_now)
 
     def _on_provider_state(self, raw: Any, error: RpcError | None) -> None:
         # A whole table: parsed and taken in a slice per loop turn (see _refill_step).
@@ -436,6 +465,23 @@ class AntiEntropyActor(Actor):
         self.unwatch(client.sock)
         client.close()
         self.counters["detached"] += 1
+        self.applies_in_flight.pop(state_type, None)  # closed: no reply will come
+        waiting = list(self.to_offer.pop(state_type, {}).values())
+        if waiting:  # this node's copy changed: say so, as for a batch that timed out
+            self.core.applied(waiting)
+            self._publish_changed(waiting)
+
+    def _tell_clocks(self) -> None:
+        """A provider hears the clock when it has not yet (a new or restarted one, or
+        an apply failed), or when its type's GC horizon rose above what it was told.
+        Not on every remote write of another type: each notify is a wake-up of that
+        provider's process, and at LB write rates it was one per push received."""
+        for state_type, client in self.providers.items():
+            told = self.clock_told.get(state_type)
+            if told is None or self.core.clock_floor(state_type) > told:
+                clock = self.clock.current()
+                self._told(state_type, clock)
+                client.notify("clock", {"clock": clock})
 
     def _told(self, state_type: str, clock: int) -> None:
         self.clock_told[state_type] = max(self.clock_told.get(state_type, 0), clock)
@@ -468,11 +514,9 @@ class AntiEntropyActor(Actor):
         if now >= self.next_sweep:
             self.next_sweep = now + 1.0
             self.pool.sweep(now)
-        clock = self.clock.current()
-        for state_type, client in self.providers.items():
-            if clock > self.clock_told.get(state_type, 0):  # keep providers' clocks above
-                self._told(state_type, clock)  # our horizons
-                client.notify("clock", {"clock": clock})
+        self._tell_clocks()
+        for state_type in list(self.to_offer):
+            self._offer_waiting(state_type, now)
         for client in (*self.providers.values(), self.membership):
             client.expire(now)
 

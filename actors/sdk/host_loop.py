@@ -20,7 +20,7 @@ import zmq
 from actors.node.wakeup import WakeupPipe
 from actors.providers.adapter import ProviderAdapter
 from transport.codec import DecodeError, unpack_untrusted
-from transport.protocol import SyncableState, syncable_state_to_map
+from transport.protocol import SyncableState, state_key, syncable_state_to_map
 from transport.rpc import (
     AsyncClient,
     Request,
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from actors.sdk.client import NodeClient
 
 LOCAL_BATCH = 500  # states per "local" request, well under the codec's message bound
+LOCALS_IN_FLIGHT = 4  # "local" requests waiting on the node; more changes wait queued
 IDLE_WAKE_S = 0.5  # the loop checks its stop flag at least this often
 
 log = logging.getLogger("lbcluster.sdk")
@@ -50,16 +51,25 @@ class ChangeQueue:
         self._pipe = WakeupPipe()
         self.wake_fd = self._pipe.fd
 
-    def put(self, states: list[SyncableState]) -> None:
+    def put(self, states: list[SyncableState], wake: bool = True) -> None:
         with self._lock:
             self._items.extend(states)
-        self.wake()
+        if wake:
+            self.wake()
 
-    def take(self) -> list[SyncableState]:
+    def take(self, limit: int | None = None) -> list[SyncableState]:
+        """Up to `limit` of the oldest changes (all by default); the rest stay."""
         self._pipe.drain()
         with self._lock:
-            items, self._items = self._items, []
+            if limit is None or len(self._items) <= limit:
+                items, self._items = self._items, []
+            else:
+                items, self._items = self._items[:limit], self._items[limit:]
         return items
+
+    def drain_wakeups(self) -> None:
+        """Forget the wake-ups without taking anything (so a poll does not spin)."""
+        self._pipe.drain()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -148,7 +158,9 @@ class HostLoop:
             self.adapter.tick(now)  # e.g. a rate provider's flush every flush_ms
             changes = self.adapter.changes(now)
         self._report_faults()
-        self._send_local(changes)
+        if changes:  # behind what the user's threads queued, and under the same cap
+            self.queue.put(changes, wake=False)
+        self._send_queued()
 
     def _guarded(self, fn: Callable[[], None]) -> None:
         """A bug here is logged and counted; the thread goes on."""
@@ -231,7 +243,17 @@ class HostLoop:
 
     # -- local writes ------------------------------------------------------------
     def _on_wake(self) -> None:
-        self._send_local(self.queue.take())
+        self.queue.drain_wakeups()
+        self._send_queued()
+
+    def _send_queued(self) -> None:
+        """Send what the user's threads queued while fewer than LOCALS_IN_FLIGHT
+        requests wait on the node. Under load the rest stays queued and leaves as
+        fewer, larger requests (newest per key) when replies come back, instead of
+        a deeper backlog at the node that every later change would wait behind."""
+        while len(self.queue) and self.in_flight < LOCALS_IN_FLIGHT:
+            taken = self.queue.take(LOCAL_BATCH * (LOCALS_IN_FLIGHT - self.in_flight))
+            self._send_local(list({state_key(s): s for s in taken}.values()))
 
     def _send_local(self, states: list[SyncableState]) -> None:
         for i in range(0, len(states), LOCAL_BATCH):
@@ -252,6 +274,7 @@ class HostLoop:
         self.counters["local_sent"] += int(result.get("accepted", 0))
         with self.lock:
             self.adapter.witness(result.get("clock"))
+        self._send_queued()
 
     # -- requests from the node's anti-entropy actor ----------------------------------
     def _on_router(self) -> None:

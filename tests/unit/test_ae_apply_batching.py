@@ -1,5 +1,6 @@
 """The anti-entropy shell's hand-over to a provider: one `apply` per inbox wake-up,
-and no `clock` notify the provider does not need (each is a provider wake-up)."""
+at most APPLIES_IN_FLIGHT of them waiting (the rest coalesced), and no `clock`
+notify the provider does not need (each is a provider wake-up)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import actors.anti_entropy.actor as ae_actor
+import actors.anti_entropy.actor as ae_module
 from actors.anti_entropy.actor import AntiEntropyActor
 from transport.protocol import SyncableState, make_message, syncable_state_to_map
 from transport.rpc import Request, RpcError
@@ -67,7 +68,7 @@ class EmptyInbox:
 
 def _drain(monkeypatch: pytest.MonkeyPatch, actor: AntiEntropyActor, msgs: list[Any]) -> None:
     """One inbox wake-up that reads `msgs`."""
-    monkeypatch.setattr(ae_actor, "read_inbox", lambda *args: iter(msgs))
+    monkeypatch.setattr(ae_module, "read_inbox", lambda *args: iter(msgs))
     actor.inbox = EmptyInbox()  # type: ignore[assignment]
     actor._on_inbox(1.0)
 
@@ -104,7 +105,7 @@ def test_a_failed_apply_is_followed_by_a_clock_notify(ae_actor, monkeypatch):
     assert provider.clocks() == [actor.clock.current()]
 
 
-def test_a_providers_own_write_needs_no_clock_notify_but_a_higher_clock_does(ae_actor):
+def test_a_providers_own_write_needs_no_clock_notify_but_a_higher_horizon_does(ae_actor):
     actor, provider = _actor(ae_actor)
     actor.tick(0.5)
     provider.notes.clear()
@@ -112,6 +113,74 @@ def test_a_providers_own_write_needs_no_clock_notify_but_a_higher_clock_does(ae_
     actor.handle_request(Request((), 0, "local", {"states": [own]}), 1.0)
     actor.tick(1.0)
     assert provider.clocks() == []
-    actor.clock.update(99)  # e.g. a horizon learned from a peer
+    actor.core._witness_horizons({"kv": 99})  # a peer forgot kv keys up to 99
     actor.tick(1.5)
     assert provider.clocks() == [99]
+    actor.tick(2.0)
+    assert provider.clocks() == [99]  # told once
+
+
+def test_another_types_writes_raise_the_clock_without_waking_this_provider(
+        ae_actor, monkeypatch):
+    actor, provider = _actor(ae_actor)
+    other = FakeClient()
+    actor.providers["rate"] = other  # type: ignore[assignment]
+    actor.tick(0.5)
+    provider.notes.clear()
+    _drain(monkeypatch, actor, [_push("b", SyncableState("rate", "r@b", [], 500, "b"))])
+    (_, done), = other.applies()
+    done({"applied": 1}, None)
+    actor.tick(1.0)
+    assert actor.clock.current() >= 500
+    assert provider.clocks() == [] and provider.applies() == []
+    actor.core._witness_horizons({"rate": 600})  # another type's horizon: still nothing
+    actor.tick(1.5)
+    assert provider.clocks() == []
+
+
+def test_a_restarted_provider_is_told_the_clock_again(ae_actor):
+    actor, provider = _actor(ae_actor)
+    actor.clock.update(70)
+    actor.tick(0.5)
+    assert provider.clocks() == [70]
+    actor.on_event({"type": "actor.started", "data": {"actor": "provider.kv"}}, 1.0)
+    actor.tick(1.0)
+    assert provider.clocks() == [70, 70]
+
+
+def test_applies_in_flight_are_capped_and_what_waits_leaves_as_one_batch(
+        ae_actor, monkeypatch):
+    actor, provider = _actor(ae_actor)
+    for i in range(ae_module.APPLIES_IN_FLIGHT):
+        _drain(monkeypatch, actor, [_push("b", _kv(f"k{i}", 10 + i))])
+    assert len(provider.applies()) == ae_module.APPLIES_IN_FLIGHT
+    # The provider is slow: later pushes wait here, newest per key.
+    _drain(monkeypatch, actor, [_push("b", _kv("x", 50))])
+    _drain(monkeypatch, actor, [_push("c", _kv("y", 51, "c"))])
+    _drain(monkeypatch, actor, [_push("b", _kv("x", 52))])
+    assert len(provider.applies()) == ae_module.APPLIES_IN_FLIGHT
+    _, done = provider.applies()[0]
+    done({"applied": 1}, None)
+    args, _ = provider.applies()[-1]
+    assert len(provider.applies()) == ae_module.APPLIES_IN_FLIGHT + 1
+    assert sorted((m["k"], m["ver"]) for m in args["states"]) == [("x", 52), ("y", 51)]
+    assert not actor.to_offer
+
+
+def test_a_refused_apply_leaves_the_rest_waiting_for_the_next_tick(ae_actor, monkeypatch):
+    actor, provider = _actor(ae_actor)
+
+    def refuse(op: str, args: dict[str, Any], now: float, timeout_s: float,
+               callback: Any) -> None:
+        provider.requests.append((op, args, callback))
+        callback(None, RpcError("busy", "queue full"))
+    monkeypatch.setattr(ae_module, "APPLY_BATCH", 1)
+    provider.request = refuse  # type: ignore[method-assign]
+    _drain(monkeypatch, actor, [_push("b", _kv("x", 5), _kv("y", 6))])
+    assert len(provider.applies()) == 1  # not one refusal per waiting state
+    assert actor.counters["apply_failed"] == 1 and "kv" in actor.dirty
+    del provider.request  # the queue has room again
+    actor.tick(2.0)
+    (args, _), = provider.applies()[1:]
+    assert [m["k"] for m in args["states"]] == ["y"]
+

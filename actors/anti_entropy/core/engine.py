@@ -56,8 +56,9 @@ Theory of operation (pure: no sockets, no clock reads; randomness from the
 * Every message we build encodes to at most `max_chunk_bytes` and carries at
   most `max_states_per_message` states or digest entries (a single state
   larger than the bound travels alone). The core witnesses every version and
-  peer horizon on its Lamport clock: forward `clock.current()` to the
-  providers so their local writes stay above the cluster's horizons.
+  peer horizon on its Lamport clock, and keeps each type's highest peer
+  horizon: a provider's clock must stay above `clock_floor(type)` so its
+  local writes stay above the cluster's horizons of that type.
 * Untrusted payload fields are read by `actors.anti_entropy.core.wire`, which raises
   `Malformed` and nothing else; `handle` counts it and drops the message.
 """
@@ -198,6 +199,9 @@ class AntiEntropy:
         self.rng = rng
         self.clock = clock
         self.counters: Counter[str] = Counter()
+        # The highest GC horizon any peer announced, per type: a provider's writes of
+        # a type must be versioned above it, or that peer refuses them as forgotten.
+        self.peer_horizons: dict[str, int] = {}
         self._peers: tuple[str, ...] = ()  # the latest list given to tick/local_changes/set_peers
         self._next_round_at = 0.0
         self._now = 0.0  # latest `now` seen, for applied() without one
@@ -540,6 +544,15 @@ class AntiEntropy:
             # A forged horizon would also make us forget every key below it: drop the message.
             self._check_plausible(top, "implausible_horizon")
             self.clock.update(top)
+            for state_type, horizon in horizons.items():
+                if horizon > self.peer_horizons.get(state_type, 0):
+                    self.peer_horizons[state_type] = horizon
+
+    def clock_floor(self, state_type: str) -> int:
+        """The lowest clock a provider of `state_type` may write from: above its type's
+        GC horizon here and at every peer heard from. Versions of its own type reach
+        it with each `apply`; other types' versions never order its writes."""
+        return max(self.store.horizon(state_type), self.peer_horizons.get(state_type, 0))
 
     def _ask_budget(self) -> tuple[float, float, float, float]:
         """Keys compared for others, per asker and for all: what honest sessions need
