@@ -368,6 +368,20 @@ class ProviderAdapter:
         self._faults.append(Fault(method, error, "".join(traceback.format_exception(exc))))
 
 
+def own_writes(changed: Iterable[SyncableState], node_id: str, op: str,
+               args: Mapping[str, Any]) -> list[SyncableState]:
+    """Of what a provider changed while it handled a request from the node (an apply,
+    a clock, a node failure), the writes of its own that must leave like any local
+    write: states this node wrote that the request did not deliver. A provider may
+    write during any call (a rate provider flushes counts a drain finds due), and
+    taking those for remote states would keep them from every other node."""
+    rows = args.get("states") if op == "apply" else None
+    delivered = {(r.get("k"), r.get("ver")) for r in rows if isinstance(r, dict)} \
+        if isinstance(rows, list) else set()
+    return [s for s in changed
+            if s.source_node == node_id and (s.key, s.version) not in delivered]
+
+
 def _hook(provider: object, name: str) -> Any:
     hook = getattr(provider, name, None)
     return hook if callable(hook) else None

@@ -26,7 +26,7 @@ from typing import Any
 import zmq
 
 from actors.node.config import ProviderSpec
-from actors.providers.adapter import ProviderAdapter
+from actors.providers.adapter import ProviderAdapter, own_writes
 from actors.providers.outbox import LocalOutbox
 from actors.runtime import DEFER, Actor, NodeEnv
 from actors.storage.journal import StateJournal
@@ -111,7 +111,10 @@ class ProviderActor(Actor):
         finally:
             # A command may have written (even one that then raised); an apply may have
             # changed states. Either way, what changed is journaled and sent.
-            self._collect(now, local=req.op not in _QUERIES)
+            if req.op in _QUERIES:
+                self._collect(now, local=False, req=req)
+            else:
+                self._collect(now, local=True)
             self._report_faults()
         if req.id and (self._unsaved or self._replies):
             # Acknowledged only once journaled: at the end of this batch of requests,
@@ -154,11 +157,15 @@ class ProviderActor(Actor):
     def _unsaved(self) -> bool:
         return bool(self._local or self._remote)
 
-    def _collect(self, now: float, local: bool) -> None:
-        """Take what the provider changed; `_flush` journals and sends it."""
-        pending = self._local if local else self._remote
-        for s in self.adapter.changes(now):
-            pending[state_key(s)] = s
+    def _collect(self, now: float, local: bool, req: Request | None = None) -> None:
+        """Take what the provider changed; `_flush` journals and sends it. After a
+        request from the node (`req`, not `local`), only its own writes are local."""
+        changed = self.adapter.changes(now)
+        own = changed if local or req is None else \
+            own_writes(changed, self.env.node_id, req.op, req.args)
+        mine = {id(s) for s in own}
+        for s in changed:
+            (self._local if id(s) in mine else self._remote)[state_key(s)] = s
 
     def _flush(self) -> None:
         """End of a batch: one journal write, the events, the hand-over to anti-entropy,

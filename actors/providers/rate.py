@@ -4,9 +4,12 @@ Theory of operation:
 
 * Shards. Each node counts into its own shard of every key. A shard is one
   replicated state, key ``f"{key}@{node}"`` (split at the LAST ``@``: node
-  ids cannot hold one, user keys may), value ``[[second, count], ...]``:
-  per wall-clock-second counts (``int(time.time())``), ascending, zeros
-  left out. Only the owning node writes its shard (a remote shard whose key
+  ids cannot hold one, user keys may), value ``{"b": [[second, count],
+  ...], "at": ms, "r": rate}``: per wall-clock-second counts
+  (``int(time.time())``), ascending, zeros left out; the wall time of the
+  flush that wrote it, in ms; and the adds/s it was counting at (its
+  previous whole second). A bare ``[[second, count], ...]`` (older nodes)
+  is read as buckets with no rate. Only the owning node writes its shard (a remote shard whose key
   names another node than its source_node is rejected), so versions of a
   shard only grow and there are no conflicts: the newest version wins.
 * Window. A read at wall time ``t`` (second ``s = int(t)``) counts the
@@ -21,7 +24,18 @@ Theory of operation:
   low. Weighting the oldest bucket is exact at a steady rate, and otherwise
   off by at most that bucket's unevenness. The total is a function of the
   shards and ``t`` alone: every node holding the same shards computes the
-  same total at the same instant. Membership is not consulted, so nodes
+  same total at the same instant.
+* Carried forward. Another node's shard is as of its flush, and reaches a
+  reader ``flush_ms`` plus replication later (hundreds of ms on a loaded
+  machine): counted as it is, a steady rate would read low by that delay.
+  So a read adds ``r`` times the time since the shard's flush, for at most
+  ``CARRY_MAX_S``: counts the writer is making now, at the rate it reported.
+  A shard left uncounted for ``QUIET_FLUSHES`` flushes is written once
+  more with rate 0, and from then on is read exactly as it is; so once
+  counting stops every node's total is exact again within about three
+  ``flush_ms`` plus replication. A node that dies while counting leaves at
+  most ``CARRY_MAX_S`` of its rate in the total, which the window then
+  passes like its other counts. Membership is not consulted, so nodes
   that disagree about who is alive still agree; a failed or departed node's
   shard simply stops growing, and its counts leave the total once the
   window has passed them.
@@ -71,6 +85,11 @@ MAX_RATE_KEY = MAX_KEY_LEN - MAX_ID_LEN - 1  # so every shard key is a valid sta
 MAX_WINDOW_S = 600  # one bucket per second is replicated: bound a shard's size
 MAX_ADD = 2**32  # per call; keeps a bucket far below 2**63
 SWEEP_S = 1.0  # how often idle shards are looked for
+# A remote shard is carried forward from its flush to the read at the rate its
+# writer last reported, for at most this long: covers replication delay on a
+# loaded machine; beyond it a node is late (or gone), and only what it sent counts.
+CARRY_MAX_S = 0.5
+QUIET_FLUSHES = 2  # uncounted flushes in a row before a shard reports rate 0
 
 Buckets = dict[int, int]  # wall-clock second -> count
 
@@ -127,8 +146,7 @@ def windowed_sum(buckets: Iterable[tuple[int, int]], now: float, window_s: int) 
     return total + int(partial * (1.0 - (now - now_sec)) + 0.5) if partial else total
 
 
-def valid_value(value: object) -> bool:
-    """Shape of a replicated shard (remote values are untrusted)."""
+def _valid_pairs(value: object) -> bool:
     if not isinstance(value, (list, tuple)) or len(value) > 2 * MAX_WINDOW_S + 1:
         return False
     for pair in value:
@@ -139,6 +157,38 @@ def valid_value(value: object) -> bool:
                 or not 0 <= second <= MAX_U63 or not 0 < n <= MAX_U63):
             return False
     return True
+
+
+def valid_value(value: object) -> bool:
+    """Shape of a replicated shard (remote values are untrusted): ``{"b": pairs,
+    "at": wall ms of the flush, "r": adds/s since the flush before}``, or the bare
+    pairs an older node wrote (no rate: never carried forward)."""
+    if isinstance(value, dict):
+        at, rate = value.get("at"), value.get("r")
+        return (len(value) == 3 and _valid_pairs(value.get("b"))
+                and type(at) is int and 0 <= at <= MAX_U63
+                and type(rate) is int and 0 <= rate <= MAX_U63)
+    return _valid_pairs(value)
+
+
+Shard = tuple[tuple[tuple[int, int], ...], float, int]  # (pairs, flushed at, adds/s)
+
+
+def read_shard(value: Any) -> Shard:
+    """A valid shard value as (pairs, flush wall time in s, rate)."""
+    if isinstance(value, dict):
+        return tuple((s, n) for s, n in value["b"]), value["at"] / 1000.0, value["r"]
+    return tuple((s, n) for s, n in value), 0.0, 0
+
+
+def carried(flushed_at: float, rate: int, now: float, window_s: int) -> int:
+    """What a shard's writer counted after its flush, by the rate it reported: the part
+    of ``(flushed_at, flushed_at + CARRY_MAX_S]`` inside the window ``(now - window_s,
+    now]`` times the rate, rounded half up (the same on every node)."""
+    if not rate:
+        return 0
+    span = min(now, flushed_at + CARRY_MAX_S) - max(flushed_at, now - window_s)
+    return int(rate * span + 0.5) if span > 0 else 0
 
 
 def check_count(n: object) -> int:
@@ -163,6 +213,7 @@ class Own:
     mine: Buckets = field(default_factory=dict)
     # The shard an earlier life of this node published (restart), counted too.
     base: Buckets = field(default_factory=dict)
+    quiet: int = 0  # flushes in a row that found no new counts
 
     def merged(self) -> Buckets:
         out = dict(self.base)
@@ -208,8 +259,9 @@ class RateProvider(LockedTableProvider):
         self._wall_fn = wall_fn
         self._own: dict[str, Own] = {}
         self._dirty: set[str] = set()  # own keys counted since their last flush
+        self._moving: set[str] = set()  # own keys whose last flush reported a rate > 0
         # Other nodes' shards, by key then node (an index of the table for reads).
-        self._others: dict[str, dict[str, tuple[tuple[int, int], ...]]] = {}
+        self._others: dict[str, dict[str, Shard]] = {}
         self._flush_at = 0.0  # monotonic: no flush before it (so the first is at once)
         self._sweep_at = 0.0
 
@@ -241,8 +293,10 @@ class RateProvider(LockedTableProvider):
         with self._lock:  # the hot read: no per-node dict, just the sums
             own = self._own.get(key)
             total = 0 if own is None else own.total(now, window_s)
-            for pairs in self._others.get(key, {}).values():
+            for pairs, flushed_at, rate in self._others.get(key, {}).values():
                 total += windowed_sum(pairs, now, window_s)
+                if rate:
+                    total += carried(flushed_at, rate, now, window_s)
             return total
 
     def per_node(self, key: str) -> dict[str, int]:
@@ -264,7 +318,7 @@ class RateProvider(LockedTableProvider):
     def tick(self, now: float) -> None:
         """Write the dirty shards if `flush_ms` has passed; delete idle ones now and then."""
         with self._lock:
-            if self._dirty and now >= self._flush_at:
+            if (self._dirty or self._moving) and now >= self._flush_at:
                 self._flush(now)
             if now >= self._sweep_at:
                 self._sweep(now)
@@ -272,12 +326,12 @@ class RateProvider(LockedTableProvider):
     def _before_drain(self) -> None:
         """A drain also writes the dirty shards whose flush is due (under the lock)."""
         now = self._now_fn()
-        if self._dirty and now >= self._flush_at:
+        if (self._dirty or self._moving) and now >= self._flush_at:
             self._flush(now)
 
     def next_deadline(self) -> float | None:
         with self._lock:
-            if self._dirty:
+            if self._dirty or self._moving:
                 return self._flush_at
             return self._sweep_at if self._own else None
 
@@ -295,20 +349,43 @@ class RateProvider(LockedTableProvider):
 
     # -- internals (under the lock) --------------------------------------------------------
     def _per_node(self, key: str, now: float) -> dict[str, int]:
-        counts = {node: windowed_sum(pairs, now, self._window_s)
-                  for node, pairs in self._others.get(key, {}).items()}
+        w = self._window_s
+        counts = {node: windowed_sum(pairs, now, w) + carried(at, rate, now, w)
+                  for node, (pairs, at, rate) in self._others.get(key, {}).items()}
         own = self._own.get(key)
         if own is not None:
             counts[self.node_id] = own.total(now, self._window_s)
         return {node: n for node, n in sorted(counts.items()) if n}
 
     def _flush(self, now: float) -> None:
-        second = int(self._wall_fn())
-        for key in sorted(self._dirty):
-            own = self._own[key]
+        """Write every shard counted since the last flush, with the rate it is counted
+        at (its previous whole second: a burst after a quiet second reports none, so
+        nothing is carried forward that did not happen). A shard left uncounted for
+        QUIET_FLUSHES flushes in a row is written once more with rate 0, so the other
+        nodes stop carrying it forward (see `carried`): one quiet flush may be a
+        counting thread that was not scheduled, and a rate 0 then would make every
+        other node's total dip until the next flush arrived."""
+        wall = self._wall_fn()
+        second = int(wall)
+        for key in sorted(self._dirty | self._moving):
+            own = self._own.get(key)
+            if own is None:
+                continue
+            if key in self._dirty:
+                own.quiet, rate = 0, own.mine.get(second - 1, 0)
+            else:
+                own.quiet += 1
+                if own.quiet < QUIET_FLUSHES:
+                    continue
+                rate = 0
+            if rate:
+                self._moving.add(key)
+            else:
+                self._moving.discard(key)
             own.trim(second, self._window_s)
             self._table.write(shard_key(key, self.node_id),
-                              [[s, n] for s, n in sorted(own.merged().items())], now)
+                              {"b": [[s, n] for s, n in sorted(own.merged().items())],
+                               "at": int(wall * 1000), "r": rate}, now)
         self._dirty.clear()
         self._flush_at = now + self._flush_s
 
@@ -317,7 +394,7 @@ class RateProvider(LockedTableProvider):
         self._sweep_at = now + SWEEP_S
         second = int(self._wall_fn())
         for key, own in list(self._own.items()):
-            if key in self._dirty:
+            if key in self._dirty or key in self._moving:
                 continue
             own.trim(second, self._window_s)
             if not own.mine and not own.base:
@@ -330,16 +407,16 @@ class RateProvider(LockedTableProvider):
     def _index(self, state: SyncableState) -> None:
         """An accepted remote shard: another node's is indexed, our own is an earlier life."""
         key, node = split_shard_key(state.key) or ("", "")
-        pairs = () if is_tombstone(state) else tuple((s, n) for s, n in state.value)
+        shard: Shard = ((), 0.0, 0) if is_tombstone(state) else read_shard(state.value)
         if node == self.node_id:  # an earlier life of this node: see the module docstring
             own = self._own.setdefault(key, Own())
-            own.base = dict(pairs)
+            own.base = dict(shard[0])
             if own.mine:
                 self._dirty.add(key)
             return
         shards = self._others.setdefault(key, {})
-        if pairs:
-            shards[node] = pairs
+        if shard[0]:
+            shards[node] = shard
         else:
             shards.pop(node, None)
             if not shards:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from actors.node.wakeup import WakeupPipe
-from actors.providers.adapter import ProviderAdapter
+from actors.providers.adapter import ProviderAdapter, own_writes
 from transport.codec import DecodeError, unpack_untrusted
 from transport.protocol import SyncableState, state_key, syncable_state_to_map
 from transport.rpc import (
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from actors.sdk.client import NodeClient
 
 LOCAL_BATCH = 500  # states per "local" request, well under the codec's message bound
+# Requests from the node during which a provider may write (a rate provider flushes
+# its counts whenever a drain finds them due).
+_MAY_WRITE = frozenset({"apply", "clock", "node_failed"})
 LOCALS_IN_FLIGHT = 4  # "local" requests waiting on the node; more changes wait queued
 IDLE_WAKE_S = 0.5  # the loop checks its stop flag at least this often
 
@@ -289,13 +292,16 @@ class HostLoop:
 
     def _answer(self, req: Request) -> None:
         now = time.monotonic()
+        own: list[SyncableState] = []
         try:
             with self.lock:
                 result = self.adapter.handle(req.op, req.args, now)
                 if req.op == "apply":
                     self.counters["applied"] += result["applied"]
-                    self.adapter.changes(now)  # from the node: nothing to send back
-                elif req.op == "node_failed":
+                if req.op in _MAY_WRITE:  # what the node sent needs no sending back;
+                    own = own_writes(self.adapter.changes(now),  # the provider's own
+                                     self.node.node_id, req.op, req.args)  # writes do
+                if req.op == "node_failed":
                     self.counters["node_failures"] += 1
         except RpcError as exc:
             reply = error_frames(req, exc.code, exc.message)
@@ -306,6 +312,9 @@ class HostLoop:
             self._tick()
         if req.id:  # id 0 is a notification
             self.router.send_multipart(reply)
+        if own:
+            self.queue.put(own, wake=False)
+            self._send_queued()
 
     def _on_event(self) -> None:
         while self.sub.poll(0, zmq.POLLIN):

@@ -79,7 +79,7 @@ def test_a_restarted_node_keeps_counting_on_top_of_its_journaled_shard(clusters:
     node.wait_ready()
     assert _rate(node)["per_node"] == {"n0": 5}
     node.request("provider.rate.add", {"key": "api", "n": 2})
-    wait_until(lambda: [sum(n for _, n in r["value"]) for r in node.request("state")
+    wait_until(lambda: [sum(n for _, n in r["value"]["b"]) for r in node.request("state")
                         if r["key"] == "api@n0"] == [7], what="the shard rewritten as 5 + 2")
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from actors.providers.adapter import QUARANTINE_RETRY_S, ProviderAdapter
+from actors.providers.adapter import QUARANTINE_RETRY_S, ProviderAdapter, own_writes
 from examples.sticky import StickyProvider
 from transport.protocol import (
     ApplyResult,
@@ -192,3 +192,13 @@ def test_the_key_count_comes_from_len_when_the_provider_has_one(adapter):
     kv.handle("del", {"key": "a"}, now=0.0)
     assert kv.key_count() == 1  # the tombstone is held too
     assert adapter.key_count() is None  # the sticky example has no __len__
+
+
+def test_own_writes_during_a_request_are_the_nodes_own_states_it_did_not_deliver():
+    delivered = SyncableState("rate", "api@me", {"b": []}, 7, "me")  # an earlier life's
+    remote = SyncableState("rate", "api@other", {"b": []}, 9, "other")
+    flushed = SyncableState("rate", "api@me", {"b": []}, 12, "me")  # written meanwhile
+    args = {"states": [syncable_state_to_map(delivered), syncable_state_to_map(remote)]}
+    assert own_writes([delivered, remote, flushed], "me", "apply", args) == [flushed]
+    assert own_writes([flushed, remote], "me", "clock", {"clock": 40}) == [flushed]
+    assert own_writes([remote], "me", "apply", {"states": "junk"}) == []

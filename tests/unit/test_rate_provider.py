@@ -14,8 +14,10 @@ from actors.node.config import ConfigError, load_config
 from actors.node.plan import provider_class
 from actors.providers.base import ProviderOptionError
 from actors.providers.rate import (
+    CARRY_MAX_S,
     MAX_RATE_KEY,
     RateProvider,
+    carried,
     in_window,
     shard_key,
     split_shard_key,
@@ -74,7 +76,11 @@ def test_a_shard_key_splits_at_its_last_at_sign(skey: str,
 @pytest.mark.parametrize(("value", "ok"), [
     ([[1, 2]], True), ([], True), ([(1, 2), (3, 4)], True), ([[1, 0]], False),
     ([[1, -1]], False), ([[-1, 1]], False), ([[1, True]], False), ([[1.5, 1]], False),
-    ([[1, 2, 3]], False), ({"1": 2}, False), ("x", False), ([[0, 1]] * 1202, False)])
+    ([[1, 2, 3]], False), ({"1": 2}, False), ("x", False), ([[0, 1]] * 1202, False),
+    ({"b": [[1, 2]], "at": 1000, "r": 5}, True), ({"b": [], "at": 0, "r": 0}, True),
+    ({"b": [[1, 2]], "at": 1000}, False), ({"b": [[1, 2]], "at": 1.5, "r": 5}, False),
+    ({"b": [[1, 2]], "at": 1000, "r": -1}, False), ({"b": [[1, 0]], "at": 1, "r": 1}, False),
+    ({"b": [[1, 2]], "at": 1000, "r": 5, "x": 1}, False)])
 def test_remote_shard_values_are_checked(value: object, ok: bool) -> None:
     assert valid_value(value) is ok
 
@@ -111,7 +117,7 @@ def test_many_adds_between_flushes_become_one_state() -> None:
     c.advance(0.0)  # the first flush is due at once
     states = c["node-a"].drain_changes()
     assert sorted(s.key for s in states) == ["api@node-a", "web@node-a"]
-    assert [s.value for s in states if s.key == "api@node-a"] == [[[int(WALL0), 1000]]]
+    assert [s.value["b"] for s in states if s.key == "api@node-a"] == [[[int(WALL0), 1000]]]
 
 
 def test_the_first_add_is_due_at_a_finite_time_already_past() -> None:
@@ -132,7 +138,68 @@ def test_a_shard_is_written_at_most_once_per_flush_interval() -> None:
     assert c["node-a"].drain_changes() == []
     assert c["node-a"].next_deadline() == pytest.approx(c.now + 0.05)
     c.advance(0.06)
-    assert [s.value for s in c["node-a"].drain_changes()] == [[[int(WALL0), 2]]]
+    assert [s.value["b"] for s in c["node-a"].drain_changes()] == [[[int(WALL0), 2]]]
+
+
+@pytest.mark.parametrize(("now", "expected"), [
+    (100.0, 0), (100.1, 100), (100.5, 500), (101.0, 500), (200.0, 0)])
+def test_a_shard_is_carried_forward_at_its_rate_for_at_most_carry_max_s(
+        now: float, expected: int) -> None:
+    assert CARRY_MAX_S == 0.5
+    assert carried(100.0, 1000, now, 10) == expected
+
+
+def test_carrying_forward_stops_at_the_window_and_for_rate_zero() -> None:
+    assert carried(100.0, 1000, 110.2, 10) == 300  # (100.2, 100.5] is still in it
+    assert carried(100.0, 0, 100.3, 10) == 0
+
+
+def test_a_steady_count_reads_exactly_on_another_node_however_late_it_arrives() -> None:
+    """While counting at a steady rate, a shard that is 0.3 s old is carried forward by
+    its rate, so the other node reads the true window, not 0.3 s of counts less."""
+    c = cluster()
+    for _ in range(300):  # 3 s at 1,000 adds/s (advance ticks: a flush every 20 ms)
+        c["node-a"].add("api", 10)
+        c.advance(0.01)
+    c["node-b"].apply_remote_state(c["node-a"].drain_changes())
+    c.wall += 0.3  # the shard reaches node-b late, node-a goes on counting meanwhile
+    late = c["node-b"].total("api")
+    assert late == pytest.approx(3000 + 300, abs=10)  # 0.3 s more at 1,000/s
+
+
+def test_when_counting_stops_the_next_flush_stops_the_carrying() -> None:
+    c = cluster()
+    for _ in range(150):
+        c["node-a"].add("api", 10)
+        c.advance(0.01)
+    c.advance(0.02)  # the last counts leave, at the rate they were counted at
+    c.advance(0.02)  # one quiet flush: perhaps a pause, so nothing is written
+    assert c["node-a"].drain_changes()[-1].value["r"] > 0
+    c.advance(0.02)  # two: counting stopped, and this flush says so (rate 0)
+    assert c["node-a"].next_deadline() != pytest.approx(c.now + 0.02)
+    states = c["node-a"].drain_changes()
+    assert states[-1].value["r"] == 0
+    c["node-b"].apply_remote_state(states)
+    c.wall += 0.4
+    assert c["node-b"].total("api") == c["node-a"].total("api") == 1500
+
+
+def test_a_burst_after_a_quiet_second_is_not_carried_forward() -> None:
+    c = cluster()
+    c["node-a"].add("api", 1000)
+    c.advance(0.0)
+    (state,) = c["node-a"].drain_changes()
+    assert state.value["r"] == 0
+    c["node-b"].apply_remote_state([state])
+    c.wall += 0.3
+    assert c["node-b"].total("api") == 1000
+
+
+def test_an_older_nodes_bare_bucket_list_still_counts() -> None:
+    p = RateProvider("node-a", LamportClock(), wall_fn=lambda: WALL0 + 0.5)
+    old = make_syncable_state("rate", "api@node-b", [[int(WALL0), 7]], 3, "node-b")
+    assert p.apply_remote_state([old])["applied"] == 1
+    assert p.total("api") == 7
 
 
 def test_totals_are_the_sum_of_every_nodes_shard_on_every_node() -> None:
@@ -236,7 +303,7 @@ def test_a_restarted_node_adds_to_the_shard_its_earlier_life_published() -> None
     assert reborn.total("api") == 8
     reborn.tick(c.now + 1.0)
     (state,) = [s for s in reborn.drain_changes() if s.source_node == "node-a"]
-    assert state.value == [[int(WALL0), 8]]
+    assert state.value["b"] == [[int(WALL0), 8]]
     c["node-b"].apply_remote_state([state])
     assert c["node-b"].total("api") == 8
 
