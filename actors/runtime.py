@@ -152,10 +152,13 @@ class Actor:
         self.rt.push({"kind": "event", "event": make_event(event_type, node_id, data)})
 
     def publish_many(self, events: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
-        """Many events, as few bus messages: (type, node_id, data) each, in order."""
-        batch = [make_event(kind, node_id, data) for kind, node_id, data in events]
+        """Many events, as few bus messages: (type, node_id, data) each, in order. Each
+        event travels packed, so the supervisor stamps and publishes it without
+        decoding and packing it again (`EventLog.publish_packed`)."""
+        batch = [[kind, pack(make_event(kind, node_id, data))] for kind, node_id, data in events]
         for start in range(0, len(batch), EVENTS_PER_MESSAGE):
-            self.rt.push({"kind": "events", "events": batch[start:start + EVENTS_PER_MESSAGE]})
+            self.rt.push({"kind": "events.packed",
+                          "events": batch[start:start + EVENTS_PER_MESSAGE]})
 
     def reply(self, req: Request, result: Any) -> None:
         send_frames(self.rt.rpc, reply_frames(req, result))

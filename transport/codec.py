@@ -19,6 +19,7 @@ raise `DecodeError`; any other exception is a bug.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from transport.protocol import (
     ProtocolError,
     gossip_message_to_map,
     map_to_gossip_message,
+    syncable_state_to_map,
     validate_value,
 )
 
@@ -38,6 +40,8 @@ PROTOCOL_VERSION = 1
 MAGIC = b"LBC"
 _ENVELOPE_LEN = 5
 _TAGS: dict[str, int] = {name: tag for tag, name in enumerate(MESSAGE_TYPES)}
+_ENVELOPE_HEADER = msgpack.Packer().pack_array_header(_ENVELOPE_LEN)
+_MAP_HEADER = msgpack.Packer().pack_map_header
 
 
 class DecodeError(ProtocolError):
@@ -100,6 +104,47 @@ def encode(msg: GossipMessage, cluster: str) -> bytes:
     body = gossip_message_to_map(msg)
     del body["type"]  # carried by the tag
     return _pack([MAGIC, PROTOCOL_VERSION, cluster, tag, body])
+
+
+def encode_many(msgs: Sequence[GossipMessage], cluster: str) -> list[bytes]:
+    """`encode` of each message, byte for byte, packing a states tuple that several of
+    them share (`protocol.retarget`: a push of the same states to every peer) once.
+    Raises: ProtocolError, as `encode`."""
+    if len(msgs) < 2:
+        return [encode(m, cluster) for m in msgs]
+    shared: dict[int, bytes] = {}  # id(states tuple) -> its packed array
+    head = _envelope_heads(cluster)
+    out = []
+    for msg in msgs:
+        if not msg.states:
+            out.append(encode(msg, cluster))
+            continue
+        if msg.msg_type not in head:
+            raise ProtocolError("unknown_msg_type", "msg_type")
+        states = shared.get(id(msg.states))
+        if states is None:
+            states = shared[id(msg.states)] = _pack(
+                [syncable_state_to_map(s) for s in msg.states])
+        body = gossip_message_to_map(msg, states=False)
+        del body["type"]
+        # "st" sits where gossip_message_to_map puts it: after "from"/"to".
+        parts = [_MAP_HEADER(len(body) + 1)]
+        for key, value in body.items():
+            if key in ("dg", "pl") and states:
+                parts += [_pack("st"), states]
+                states = b""
+            parts += [_pack(key), _pack(value)]
+        if states:
+            parts += [_pack("st"), states]
+        out.append(_ENVELOPE_HEADER + head[msg.msg_type] + b"".join(parts))
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _envelope_heads(cluster: str) -> dict[str, bytes]:
+    """Per message type, the envelope's first four items, packed."""
+    return {name: _pack([MAGIC, PROTOCOL_VERSION, cluster, tag])[1:]
+            for name, tag in _TAGS.items()}
 
 
 def pack(obj: Any) -> bytes:

@@ -230,6 +230,14 @@ def make_message(
     return _message(msg_type, sender, target, checked, check_digest(digest), payload)
 
 
+def retarget(msg: GossipMessage, target: str) -> GossipMessage:
+    """`msg` addressed to `target`, sharing its checked states: a push of the same
+    states to many peers checks them once, and the codec packs them once
+    (`transport.codec.encode_many`). Raises: ProtocolError for a bad target."""
+    return GossipMessage(msg.msg_type, msg.sender, check_id(target, "target"), msg.states,
+                         msg.digest, msg.payload)
+
+
 # Short aliases keep the constructor signatures on one or two lines.
 Msg = GossipMessage
 To = str | None
@@ -370,16 +378,17 @@ def map_to_syncable_state(m: object) -> SyncableState:
     )
 
 
-def gossip_message_to_map(msg: GossipMessage) -> dict[str, Any]:
+def gossip_message_to_map(msg: GossipMessage, states: bool = True) -> dict[str, Any]:
     """GossipMessage -> {"type", "from", "to"?, "st"?, "dg"?, "pl"?}.
 
     Absent/empty optional fields are omitted; the digest becomes a list of
     [state_type, key, version] triples because msgpack map keys are str.
+    `states` False leaves "st" out (a caller that packs the states itself).
     """
     result: dict[str, Any] = {"type": msg.msg_type, "from": msg.sender}
     if msg.target is not None:
         result["to"] = msg.target
-    if msg.states:
+    if msg.states and states:
         result["st"] = [syncable_state_to_map(s) for s in msg.states]
     if msg.digest is not None:
         result["dg"] = [[stype, key, ver] for (stype, key), ver in msg.digest.items()]

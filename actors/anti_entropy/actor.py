@@ -43,7 +43,7 @@ from actors.node.config import SYNC_META_KEY
 from actors.node.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
 from actors.runtime import DEFER, Actor, NodeEnv
 from actors.storage.snapshot import SnapshotError, SnapshotWriter, load_snapshot
-from transport.codec import encode
+from transport.codec import encode_many
 from transport.peering import INBOX_BATCH, PeerSecurity, read_inbox
 from transport.peerpool import PeerPool
 from transport.protocol import (
@@ -528,12 +528,13 @@ class AntiEntropyActor(Actor):
         return min((d for d in deadlines if d is not None), default=None)
 
     def _send(self, outbound: list[Outbound]) -> None:
-        for out in outbound:
-            endpoint = self.peers.get(out.peer)
-            if endpoint is None:
-                self.counters["send_unknown_peer"] += 1
-                continue
-            self.pool.send(endpoint, encode(out.message, self.cluster), out.peer)
+        known = [out for out in outbound if out.peer in self.peers]
+        if len(known) < len(outbound):
+            self.counters["send_unknown_peer"] += len(outbound) - len(known)
+        # A push to every peer carries the same states: packed once for all of them.
+        for out, data in zip(known, encode_many([o.message for o in known], self.cluster),
+                             strict=True):
+            self.pool.send(self.peers[out.peer], data, out.peer)
 
     def status(self) -> dict[str, Any]:
         return {"peers": len(self.peers), "keys": len(self.store),

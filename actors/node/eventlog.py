@@ -17,13 +17,14 @@ from typing import Any
 
 import zmq
 
-from transport.codec import pack
+from transport.codec import LOCAL_LIMITS, DecodeError, pack, unpack_untrusted
 from transport.protocol import make_event
 from transport.rpc import send_frames
 
 # Distinct event types counted one by one (`lbcluster_events_total{type}`); past it they
 # are counted as "other", so a buggy publisher cannot grow the table without end.
 MAX_TYPES = 256
+_FOUR_KEYS, _SIX_KEYS = b"\x84", b"\x86"  # msgpack fixmap headers: an event, stamped
 
 
 class EventLog:
@@ -34,6 +35,7 @@ class EventLog:
         # node id -> the data of the latest node.* event about it
         self.members: dict[str, dict[str, Any]] = {}
         self.by_type: Counter[str] = Counter()
+        self._stamp = pack("source") + pack(node_id) + pack("seq")  # see publish_packed
 
     def emit(self, event_type: str, data: dict[str, Any], node_id: str | None = None) -> None:
         self.publish(make_event(event_type, node_id or self.node_id, data))
@@ -43,7 +45,24 @@ class EventLog:
         event = {**event, "source": self.node_id, "seq": self.seq}
         kind = str(event.get("type"))
         self._track(kind, event.get("data"))
-        frames = [kind.encode(), pack(event)]
+        self._send(kind, pack(event))
+
+    def publish_packed(self, kind: str, body: bytes) -> None:
+        """`publish` of an event an actor packed (`make_event`'s four keys): stamped by
+        appending "source" and "seq" to its bytes, so the events of a write burst are
+        neither decoded nor packed again here. The frames are those `publish` sends.
+        node.* events (the member table reads them) and anything else are decoded."""
+        if body[:1] != _FOUR_KEYS or kind.startswith("node."):
+            with contextlib.suppress(DecodeError):
+                event = unpack_untrusted(body, LOCAL_LIMITS)
+                if isinstance(event, dict):
+                    self.publish(event)
+            return
+        self.seq += 1
+        self._send(kind, b"".join((_SIX_KEYS, body[1:], self._stamp, pack(self.seq))))
+
+    def _send(self, kind: str, body: bytes) -> None:
+        frames = [kind.encode(), body]
         for sock in self.sinks:
             with contextlib.suppress(zmq.Again):
                 send_frames(sock, frames, zmq.NOBLOCK)

@@ -16,10 +16,11 @@ from transport.codec import (
     DecodeError,
     decode_untrusted,
     encode,
+    encode_many,
     pack,
     unpack_untrusted,
 )
-from transport.protocol import MESSAGE_TYPES, GossipMessage
+from transport.protocol import MESSAGE_TYPES, GossipMessage, retarget
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLUSTER = "demo"
@@ -37,6 +38,15 @@ def decodes_or_refuses(data: Any) -> GossipMessage | None:
 @given(messages())
 def test_every_valid_message_survives_encode_and_decode(msg: GossipMessage) -> None:
     assert decode_untrusted(encode(msg, CLUSTER), CLUSTER) == msg
+
+
+@SETTINGS
+@given(st.lists(messages(), max_size=4), st.lists(st.sampled_from(["n1", "n2", "n3"]),
+                                                  max_size=3))
+def test_encode_many_is_encode_of_each_with_shared_states_packed_once(
+        msgs: list[GossipMessage], peers: list[str]) -> None:
+    batch = [*msgs, *(retarget(m, p) for m in msgs for p in peers)]
+    assert encode_many(batch, CLUSTER) == [encode(m, CLUSTER) for m in batch]
 
 
 @SETTINGS

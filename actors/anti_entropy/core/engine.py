@@ -107,6 +107,7 @@ from transport.protocol import (
     compare_states,
     is_tombstone,
     make_message,
+    retarget,
     state_key,
     syncable_state_to_map,
 )
@@ -503,8 +504,10 @@ class AntiEntropy:
         payload = {"ae": "fast", "hops": hops, "seen": covered}
         costs = [encoded_size(syncable_state_to_map(s)) for s in states]
         ranges = self._split(costs, encoded_size(payload))
-        out = [self._message(peer, "push", states[lo:hi], None, payload)
-               for peer in targets for lo, hi in ranges]
+        # Each chunk is checked once and shared by every target (see `retarget`).
+        chunks = [make_message("push", self.node_id, None, states[lo:hi], None, payload)
+                  for lo, hi in ranges]
+        out = [Outbound(peer, retarget(chunk, peer)) for peer in targets for chunk in chunks]
         self.counters["forwarded" if seen else "fast_pushes"] += len(out)
         return out
 

@@ -1,0 +1,56 @@
+"""The supervisor's event log: a packed event from an actor goes out byte for byte as
+the same event published decoded would."""
+
+from __future__ import annotations
+
+import zmq
+
+from actors.node.eventlog import EventLog
+from transport.codec import pack, unpack_untrusted
+from transport.protocol import make_event
+
+
+class Sink:
+    """Whole messages, as [topic, body], from frame-by-frame sends."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+        self._parts: list[bytes] = []
+
+    def send(self, frame: bytes, flags: int = 0) -> None:
+        self._parts.append(bytes(frame))
+        if not flags & zmq.SNDMORE:
+            self.sent.append(self._parts)
+            self._parts = []
+
+
+def _logs() -> tuple[EventLog, Sink, EventLog, Sink]:
+    a, b = Sink(), Sink()
+    return EventLog("n0", [a]), a, EventLog("n0", [b]), b  # type: ignore[list-item]
+
+
+def test_a_packed_event_is_published_as_the_decoded_one_would_be() -> None:
+    by_dict, dict_sink, by_bytes, bytes_sink = _logs()
+    for i in range(3):
+        event = make_event("state.changed", "n1", {"key": f"k{i}", "value": [1, {"a": i}]},
+                           timestamp=1700000000.5 + i)
+        by_dict.publish(event)
+        by_bytes.publish_packed("state.changed", pack(event))
+    assert bytes_sink.sent == dict_sink.sent
+    assert unpack_untrusted(bytes_sink.sent[-1][-1])["seq"] == by_bytes.seq == 3
+    assert by_bytes.by_type == by_dict.by_type
+
+
+def test_packed_node_events_still_reach_the_member_table() -> None:
+    log, sink, _, _ = _logs()
+    event = make_event("node.joined", "n2", {"node_id": "n2", "status": "alive"})
+    log.publish_packed("node.joined", pack(event))
+    assert log.members["n2"]["status"] == "alive"
+    assert unpack_untrusted(sink.sent[0][-1])["source"] == "n0"
+
+
+def test_an_undecodable_packed_event_is_dropped() -> None:
+    log, sink, _, _ = _logs()
+    log.publish_packed("state.changed", b"\xc1junk")
+    log.publish_packed("state.changed", b"")
+    assert sink.sent == [] and log.seq == 0
