@@ -38,7 +38,7 @@ from actors.node.proctitle import set_title
 from actors.node.wakeup import WakeupPipe
 from transport.codec import LOCAL_LIMITS, pack, unpack_untrusted
 from transport.peerpool import MAX_PEERS, sockets_for
-from transport.protocol import make_event
+from transport.protocol import SyncableState, make_event
 from transport.rpc import (
     Request,
     RpcError,
@@ -49,6 +49,7 @@ from transport.rpc import (
     send_frames,
 )
 from transport.sockets import bind, make_socket, private_endpoint
+from transport.views import changed_row
 
 BATCH = 500  # messages read from one socket per wake-up
 EVENTS_PER_MESSAGE = 500  # events per bus message (about 100 KiB)
@@ -151,11 +152,16 @@ class Actor:
     def publish(self, event_type: str, node_id: str, data: dict[str, Any]) -> None:
         self.rt.push({"kind": "event", "event": make_event(event_type, node_id, data)})
 
-    def publish_many(self, events: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
-        """Many events, as few bus messages: (type, node_id, data) each, in order. Each
-        event travels packed, so the supervisor stamps and publishes it without
-        decoding and packing it again (`EventLog.publish_packed`)."""
-        batch = [[kind, pack(make_event(kind, node_id, data))] for kind, node_id, data in events]
+    def publish_changed(self, states: Iterable[SyncableState]) -> None:
+        """A `state.changed` event per state (validated states: their ids and rows are
+        not walked again), as few bus messages as fit. Each event travels packed, so
+        the supervisor stamps and publishes it without decoding and packing it again
+        (`EventLog.publish_packed`)."""
+        now = time.time()
+        batch = [["state.changed", pack(make_event("state.changed", s.source_node,
+                                                   changed_row(s), timestamp=now,
+                                                   checked=True))]
+                 for s in states]
         for start in range(0, len(batch), EVENTS_PER_MESSAGE):
             self.rt.push({"kind": "events.packed",
                           "events": batch[start:start + EVENTS_PER_MESSAGE]})

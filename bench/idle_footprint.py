@@ -5,7 +5,8 @@
 Starts a LocalCluster (default config: one kv provider), lets it settle, then
 prints for node n0 each process's PSS, USS, RSS, thread count and CPU, and for
 every node its summed PSS and CPU. CPU is read from /proc/*/task/*/schedstat
-(nanoseconds), not psutil's 10 ms ticks, so a 30 s window resolves 0.01 %.
+(nanoseconds), not psutil's 10 ms ticks, so a 30 s window resolves 0.01 %;
+wake-ups are context switches per second over all of a process's threads.
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ def _cpu_ns(pid: int) -> int:
                for task in Path(f"/proc/{pid}/task").iterdir())
 
 
+def _wakeups(pid: int) -> int:
+    """Context switches so far, every thread: about one per wake-up of an idle thread."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.endswith("ctxt_switches") or "ctxt_switches:" in line:
+                total += int(line.split()[1])
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", type=int, default=3)
@@ -41,8 +52,10 @@ def main() -> None:
         time.sleep(args.settle)
         procs = {node.name: _tree(node) for node in cluster.nodes}
         before = {p.pid: _cpu_ns(p.pid) for ps in procs.values() for p in ps}
+        woke = {p.pid: _wakeups(p.pid) for ps in procs.values() for p in ps}
         time.sleep(args.window)
         after = {p.pid: _cpu_ns(p.pid) for ps in procs.values() for p in ps}
+        woke = {pid: _wakeups(pid) - n for pid, n in woke.items()}
         pss_nodes, cpu_nodes = [], []
         for name, ps in procs.items():
             pss = cpu = 0.0
@@ -53,7 +66,8 @@ def main() -> None:
                 if name == cluster.nodes[0].name:
                     print(f"  {' '.join(p.cmdline())[:30]:30s} PSS {mem.pss / 2**20:5.2f}  "
                           f"USS {mem.uss / 2**20:5.2f}  RSS {mem.rss / 2**20:5.2f} MiB  "
-                          f"threads {p.num_threads()}  CPU {share:.3f} %")
+                          f"threads {p.num_threads()}  CPU {share:.3f} %  "
+                          f"wake-ups {woke[p.pid] / args.window:.1f}/s")
             pss_nodes.append(pss / 2**20)
             cpu_nodes.append(cpu)
         n = len(cluster.nodes)

@@ -481,18 +481,21 @@ def make_event(
     data: Mapping[str, Any] | None,
     *,
     timestamp: float | None = None,
+    checked: bool = False,
 ) -> dict[str, Any]:
     """Build a cluster event {"type", "node_id", "data", "timestamp"}.
 
     `node_id` is the node the event is about. The supervisor adds "source"
-    and "seq" when it publishes. Raises: ProtocolError on an unknown type.
+    and "seq" when it publishes. `checked`: the caller built `node_id` and
+    `data` from validated states (a write's `state.changed`), so they are not
+    walked again. Raises: ProtocolError on an unknown type.
     """
     if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
         raise ProtocolError("unknown_event_type", "type")
     return {
         "type": event_type,
-        "node_id": check_id(node_id, "node_id"),
-        "data": {} if data is None else check_map(data, "data"),
+        "node_id": node_id if checked else check_id(node_id, "node_id"),
+        "data": {} if data is None else data if checked else check_map(data, "data"),
         "timestamp": time.time() if timestamp is None else timestamp,
     }
 

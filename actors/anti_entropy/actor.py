@@ -56,7 +56,7 @@ from transport.protocol import (
 )
 from transport.rpc import AsyncClient, Request, RpcError
 from transport.sockets import bind, make_socket
-from transport.views import changed_row, parse_states_untrusted, state_row
+from transport.views import parse_states_untrusted, state_row
 
 PEER_HWM = 256
 SAVE_EVERY_S = 10.0
@@ -324,7 +324,7 @@ class AntiEntropyActor(Actor):
                 # No provider of this type here: keep relaying it for those who have one.
                 self.core.applied(whole)
                 self.counters["relayed_unowned"] += len(whole)
-                self._publish_changed(whole)  # it changed this node's copy: say so
+                self.publish_changed(whole)  # it changed this node's copy: say so
                 continue
             waiting = self.to_offer.setdefault(state_type, {})
             for s in whole:  # a later offer of a key is the mirror's newer state
@@ -365,7 +365,7 @@ class AntiEntropyActor(Actor):
                 # registers again within seconds) and keep this node's copy current.
                 self._detach(state_type)
                 self.core.applied(batch)
-                self._publish_changed(batch)
+                self.publish_changed(batch)
             # What waits is offered at the next tick, not from inside this callback (a
             # request refused at once, "busy", would call it again without end).
             return
@@ -374,7 +374,7 @@ class AntiEntropyActor(Actor):
         # check; only the rest (a forget's tombstone, a reconcile) go through the store.
         self.core.applied([s for s in batch if self.store.get(s.state_type, s.key) is not s])
         if state_type in self.attached:
-            self._publish_changed(batch)  # no provider host publishes for an SDK provider
+            self.publish_changed(batch)  # no provider host publishes for an SDK provider
         for key in ("applied", "conflicts", "rejected", "quarantined"):
             if isinstance(result, dict) and isinstance(result.get(key), int):
                 self.counters[key] += result[key]
@@ -416,7 +416,7 @@ class AntiEntropyActor(Actor):
             # to tell it (one "clock" message less per local write).
             self._told(states[0].state_type, self.clock.current())
         if states and states[0].state_type in self.attached:
-            self._publish_changed(states)
+            self.publish_changed(states)
         self.local_spent += time.perf_counter() - started
         return {"accepted": len(states), "clock": self.clock.current()}
 
@@ -469,7 +469,7 @@ class AntiEntropyActor(Actor):
         waiting = list(self.to_offer.pop(state_type, {}).values())
         if waiting:  # this node's copy changed: say so, as for a batch that timed out
             self.core.applied(waiting)
-            self._publish_changed(waiting)
+            self.publish_changed(waiting)
 
     def _tell_clocks(self) -> None:
         """A provider hears the clock when it has not yet (a new or restarted one, or
@@ -485,9 +485,6 @@ class AntiEntropyActor(Actor):
 
     def _told(self, state_type: str, clock: int) -> None:
         self.clock_told[state_type] = max(self.clock_told.get(state_type, 0), clock)
-
-    def _publish_changed(self, states: list[SyncableState]) -> None:
-        self.publish_many(("state.changed", s.source_node, changed_row(s)) for s in states)
 
     def tick(self, now: float) -> None:
         self.last_now = now

@@ -32,7 +32,6 @@ from actors.runtime import DEFER, Actor, NodeEnv
 from actors.storage.journal import StateJournal
 from transport.protocol import LIVE, LamportClock, SyncableState, state_key, syncable_state_to_map
 from transport.rpc import AsyncClient, Request, RpcError
-from transport.views import changed_row
 
 # Requests that reach the provider's own code as a local write (a command).
 MEMBERS_REFRESH_S = 5.0
@@ -177,8 +176,7 @@ class ProviderActor(Actor):
             self.journal.append(changed)
             if self.journal.compaction_due:
                 self._compact(self.adapter.last_now)
-            self.publish_many(("state.changed", s.source_node, changed_row(s))
-                              for s in changed)
+            self.publish_changed(changed)
             self.counters["local_writes"] += len(local)
             self.counters["remote_applied"] += len(remote)
             self.outbox.add(local)
