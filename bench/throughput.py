@@ -344,7 +344,8 @@ def _cluster(root: Path, n: int, args: argparse.Namespace, secure: bool = False
     return cluster
 
 
-COUNTED = ("arrived_by_push", "arrived_by_repair", "apply_failed", "detached", "store_full")
+COUNTED = ("arrived_by_push", "arrived_by_repair", "applied", "apply_failed", "detached",
+           "store_full")
 
 
 def ae_rows(ctls: list[Control]) -> list[dict[str, Any]]:
@@ -361,6 +362,9 @@ def ae_counts(ctls: list[Control]) -> dict[str, dict[str, int]]:
                               "arrived_by_repair": int(core.get("arrived_by_repair", 0)),
                               "store_full": int(core.get("dropped.store_full", 0)),
                               "apply_failed": int(row.get("counters", {}).get("apply_failed", 0)),
+                              # states the provider took: fewer than arrived when several
+                              # writes of a key waited for one apply (newest per key)
+                              "applied": int(row.get("counters", {}).get("applied", 0)),
                               "detached": int(row.get("counters", {}).get("detached", 0))}
     return out
 
@@ -678,6 +682,7 @@ def _batched_line(label: str, r: dict[str, Any]) -> str:
         f"MISSING: tables {v['table_keys']}, checksums equal {v['checksums_equal']}, "
         f"mirrors {v['mirror_keys']}, markers complete {r['markers_complete']}")
     arrivals = ", ".join(f"{n} {a['arrived_by_push']}/{a['arrived_by_repair']}"
+                         f" (provider took {a.get('applied', 0)})"
                          for n, a in r["arrivals"].items())
     trouble = {k: sum(a.get(k, 0) for a in r["arrivals"].values())
                for k in ("apply_failed", "detached", "store_full")}
