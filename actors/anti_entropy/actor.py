@@ -535,6 +535,8 @@ class AntiEntropyActor(Actor):
 
     def status(self) -> dict[str, Any]:
         return {"peers": len(self.peers), "keys": len(self.store),
+                # remote states waiting for a provider busy with APPLIES_IN_FLIGHT applies
+                "waiting_to_apply": sum(len(w) for w in self.to_offer.values()),
                 "core": dict(self.core.counters)}
 
 

@@ -139,3 +139,45 @@ def test_a_rate_provider_hosted_in_a_program_counts_with_the_nodes(clusters: Any
         wait_until(lambda: rate.per_node("api") == {"n0": 500, "n1": 7}, timeout_s=20,
                    what="the node's counts in the program")
         assert rate.total("api") == 507
+
+
+def test_two_programs_counting_at_once_read_each_other_exactly_once_they_stop(
+        clusters: Any) -> None:
+    """Two programs count at once, each hosting `rate` on its own node, over two whole
+    seconds, so each one's shard carries a rate the other reads forward. Once they stop,
+    the rate-0 flush must reach the other side, or it would go on carrying a stopped
+    count (tests/unit/test_sdk_own_writes.py: such a flush made during an `apply`)."""
+    import threading
+    import time
+
+    from actors.providers.rate import RateProvider
+    from actors.sdk import attach
+
+    cluster = clusters(2, providers=[{"type": "kv"}])
+    cluster.start()
+    _all_alive(cluster)
+    n0, n1 = cluster.nodes
+    with attach(RateProvider, control=n0.control, options={"window_s": 60}) as p0, \
+            attach(RateProvider, control=n1.control, options={"window_s": 60}) as p1:
+        counted = {"n0": 0, "n1": 0}
+
+        def count(name: str, rate: RateProvider) -> None:
+            end = time.monotonic() + 2.5  # over two whole seconds: shards carry a rate
+            while time.monotonic() < end:
+                for _ in range(20):
+                    rate.add("api")
+                counted[name] += 20
+                time.sleep(0.002)
+
+        threads = [threading.Thread(target=count, args=("n0", p0.provider)),
+                   threading.Thread(target=count, args=("n1", p1.provider))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for hosted in (p0, p1):
+            wait_until(lambda h=hosted: h.provider.per_node("api") == counted, timeout_s=20,
+                       what="every count, and no count carried forward, in both programs",
+                       explain=lambda h=hosted: (h.provider.per_node("api"), counted))
+        time.sleep(1.0)  # and it stays exact: nothing carried forward after the stop
+        assert p0.provider.per_node("api") == p1.provider.per_node("api") == counted

@@ -159,6 +159,7 @@ def test_applies_in_flight_are_capped_and_what_waits_leaves_as_one_batch(
     _drain(monkeypatch, actor, [_push("c", _kv("y", 51, "c"))])
     _drain(monkeypatch, actor, [_push("b", _kv("x", 52))])
     assert len(provider.applies()) == ae_module.APPLIES_IN_FLIGHT
+    assert actor.status()["waiting_to_apply"] == 2  # x (newest) and y
     _, done = provider.applies()[0]
     done({"applied": 1}, None)
     args, _ = provider.applies()[-1]
