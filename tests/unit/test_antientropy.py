@@ -6,6 +6,7 @@ are the bytes a peer would receive.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -255,8 +256,53 @@ def test_while_changes_stream_only_one_repair_round_in_stream_rounds_starts() ->
         a.ae.local_changes([st(i + 1, "a", key=f"k{i}")], now, peers)  # a steady stream
         started.append(bool(a.ae.tick(now, peers)))
     assert sum(started) == 3
-    quiet = 3 * STREAM_ROUNDS * CFG.interval_s + 2 * CFG.interval_s
-    assert a.ae.tick(quiet, peers) and a.ae.tick(quiet + CFG.interval_s, peers)  # full pace
+    after = 3 * STREAM_ROUNDS * CFG.interval_s + 2 * CFG.interval_s
+    assert a.ae.tick(after, peers)  # the stream is over: this round is not deferred
+    # Nothing changed since the stream's last round: the next one comes two intervals on.
+    assert not a.ae.tick(after + CFG.interval_s, peers)
+    assert a.ae.tick(after + 2 * CFG.interval_s, peers)
+
+
+def _round_times(node: Node, peers: list[str], until: float) -> list[float]:
+    """When rounds start, ticking every 0.5 interval up to `until`."""
+    t, out = node.ae.next_deadline(), []
+    while t <= until:
+        if node.ae.tick(t, peers):
+            out.append(t)
+        t += CFG.interval_s / 2
+    return out
+
+
+def test_a_node_in_sync_spaces_its_rounds_up_to_eight_intervals() -> None:
+    a = make_node("a")
+    peers = ["a", "b", "c"]
+    times = _round_times(a, peers, 40.0)
+    gaps = [round(later - earlier, 1) for earlier, later in itertools.pairwise(times)]
+    assert gaps[:5] == [1.0, 2.0, 4.0, 8.0, 8.0]  # the first round sees a new mirror
+    assert a.ae.counters["rounds_spaced_quiet"] >= 4
+
+
+@pytest.mark.parametrize("stir", ["local write", "peer disagrees", "new peer", "repair"])
+def test_anything_new_brings_the_next_round_back_within_one_interval(stir: str) -> None:
+    a, b = make_node("a"), make_node("b")
+    peers = ["a", "b", "c"]
+    last = _round_times(a, peers, 20.0)[-1]
+    assert a.ae.next_deadline() == last + 8 * CFG.interval_s  # backed off
+    now = last + 0.5
+    if stir == "local write":
+        a.ae.local_changes([st(7, "a", key="fresh")], now, peers)
+    elif stir == "peer disagrees":
+        b.store.apply([st(9, "b", key="theirs")], now)
+        mine = b.store.summary()
+        syn = make_message("summary", "b", "a", payload={
+            "ae": "syn", "count": mine.count, "hash": mine.hash, "horizon": {}})
+        assert a.ae.handle(syn, now).replies  # a answers with its buckets
+    elif stir == "new peer":
+        assert a.ae.tick(now, [*peers, "d"]) == []  # a member joined: no round yet
+    else:
+        a.ae.handle(make_message("push", "b", "a", [st(9, "b", key="theirs")],
+                                 payload={"ae": "delta"}), now)
+    assert a.ae.next_deadline() <= now + CFG.interval_s
 
 
 def test_changes_are_counted_by_how_they_arrived() -> None:

@@ -48,6 +48,14 @@ Theory of operation (pure: no sockets, no clock reads; randomness from the
   (never back to the sender; nothing is sent with hops 0), so a change travels
   <= push_hops hops. `seen` (the pusher, its targets and the `seen` it got)
   steers forwards toward nodes the push has not reached yet.
+* Quiet backoff: a round that finds the mirror as it was at the last round,
+  with no peer disagreeing since, doubles the time to the next one, up to
+  `2**QUIET_DOUBLINGS` intervals (8 s by default). Any change (a local write,
+  a push or repair that changed the mirror, a peer's summary that differs, a
+  new peer) brings the next round back within one interval. An idle cluster
+  so spends an eighth of the rounds it did on confirming it is in sync, and a
+  silent divergence is still found within 8 s (memberlist's push-pull runs
+  every 30 s).
 * While changes stream (a fast push sent or received within the last
   interval), a node starts only one repair round in `STREAM_ROUNDS`: during a
   stream every summary differs because of changes in flight, and each such
@@ -123,6 +131,7 @@ RESEND_HOLD_ROUNDS = 4
 # Up to this many live peers a fresh change goes to all of them at once (see the docstring).
 DIRECT_PUSH_MAX = 64
 STREAM_ROUNDS = 10  # while changes stream, one repair round in this many (see the docstring)
+QUIET_DOUBLINGS = 3  # an idle node in sync spaces its rounds up to 2**3 intervals apart
 # A session's digest covers differing buckets holding at most this many keys (at least
 # one bucket): building and answering it is one step of each actor's loop, so it must
 # not grow with the table. The other differing buckets wait for later rounds.
@@ -215,14 +224,25 @@ class AntiEntropy:
         self.busy = False
         self._pushed_at = float("-inf")  # when a fast push last went out or came in
         self._rounds_deferred = 0  # rounds skipped in a row because changes stream
+        self._quiet = 0  # rounds in a row that found nothing new (see "Quiet backoff")
+        self._last_round: Summary | None = None  # the mirror's summary at the last round
+        self._stirred = False  # something changed or disagreed since the last round
 
     # -- shell entry points ---------------------------------------------------------
     def next_deadline(self) -> float:
         return self._next_round_at
 
     def set_peers(self, peers: Iterable[str]) -> None:
-        self._peers = tuple(p for p in dict.fromkeys(peers) if p != self.node_id)
-        self._recent.forget_peers(self._peers)
+        fresh = tuple(p for p in dict.fromkeys(peers) if p != self.node_id)
+        if fresh != self._peers:
+            self._peers = fresh
+            self._recent.forget_peers(self._peers)
+            self._stir()
+
+    def _stir(self) -> None:
+        """Something changed or a peer disagreed: rounds at full pace again."""
+        self._stirred, self._quiet = True, 0
+        self._next_round_at = min(self._next_round_at, self._now + self.config.interval_s)
 
     def tick(self, now: float, peers: Sequence[str]) -> list[Outbound]:
         """Collect expired tombstones; when a round is due, send "syn" to `fanout` peers."""
@@ -241,10 +261,16 @@ class AntiEntropy:
             self.counters["rounds_deferred_streaming"] += 1
             return []
         self._rounds_deferred = 0
+        mine = self.store.summary()
+        quiet = mine == self._last_round and not self._stirred
+        self._quiet = min(self._quiet + 1, QUIET_DOUBLINGS) if quiet else 0
+        self._last_round, self._stirred = mine, False
+        self._next_round_at = now + self.config.interval_s * 2 ** self._quiet
+        if self._quiet:
+            self.counters["rounds_spaced_quiet"] += 1
         targets = self._sample(self.config.fanout, ())
         self.counters["rounds"] += 1
         self.counters["sessions_started"] += len(targets)
-        mine = self.store.summary()
         payload = {"ae": "syn", "count": mine.count, "hash": mine.hash,
                    "horizon": self.store.horizons()}
         return [self._message(p, "summary", payload=payload) for p in targets]
@@ -260,6 +286,7 @@ class AntiEntropy:
         self.counters["local_changes"] += len(changed)
         if changed:
             self._pushed_at = now
+            self._stir()
         return self._fast_push(changed, self.config.push_hops, ())
 
     def applied(self, states: Sequence[SyncableState], now: float | None = None
@@ -305,6 +332,7 @@ class AntiEntropy:
                     self.counters["in_sync"] += 1
                     return HandleResult()
                 self.counters["out_of_sync"] += 1
+                self._stir()
                 rows = [[b, h] for b, h in sorted(self.store.bucket_hashes().items())]
                 counts = [[b, self.store.count_in((b,))] for b, _ in rows]
                 reply = self._message(msg.sender, "summary",
@@ -317,6 +345,7 @@ class AntiEntropy:
                 if not differing:
                     self.counters["in_sync"] += 1
                     return HandleResult()
+                self._stir()
                 differing = self._session_share(differing, read_bucket_counts(payload))
                 if not self._ask_allowed(msg.sender, self.store.count_in(differing)):
                     return HandleResult()
@@ -444,6 +473,8 @@ class AntiEntropy:
             len(changed)
         if phase == "fast" and changed:
             self._pushed_at = now
+        if changed or forget:
+            self._stir()
         self.counters["deltas_received"] += len(msg.states)
         result.to_apply.extend(changed)
         for state_type, key, version in forget:
