@@ -139,3 +139,18 @@ def ae_actor(tmp_path: Path) -> Iterator[Callable[[str], Any]]:
     yield make
     for actor in made:
         actor.pool.close()
+
+
+class SentFrames:
+    """A socket stand-in that keeps whole messages (lists of frames) as
+    `transport.rpc.send_frames` sends them, frame by frame."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+        self._parts: list[bytes] = []
+
+    def send(self, frame: bytes, flags: int = 0) -> None:
+        self._parts.append(bytes(frame))
+        if not flags & zmq.SNDMORE:
+            self.sent.append(self._parts)
+            self._parts = []

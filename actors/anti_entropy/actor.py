@@ -348,7 +348,7 @@ class AntiEntropyActor(Actor):
                            functools.partial(self._on_applied, batch))
             if self.applies_in_flight[state_type] < sent:
                 break  # refused at once (its queue is full): the rest waits for a tick
-        if not waiting and state_type in self.to_offer:
+        if not waiting:
             self.to_offer.pop(state_type, None)
 
     def _on_applied(self, batch: list[SyncableState], result: Any,

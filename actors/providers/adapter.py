@@ -375,11 +375,12 @@ def own_writes(changed: Iterable[SyncableState], node_id: str, op: str,
     write: states this node wrote that the request did not deliver. A provider may
     write during any call (a rate provider flushes counts a drain finds due), and
     taking those for remote states would keep them from every other node."""
+    mine = [s for s in changed if s.source_node == node_id]
     rows = args.get("states") if op == "apply" else None
-    delivered = {(r.get("k"), r.get("ver")) for r in rows if isinstance(r, dict)} \
-        if isinstance(rows, list) else set()
-    return [s for s in changed
-            if s.source_node == node_id and (s.key, s.version) not in delivered]
+    if not mine or not isinstance(rows, list):  # the usual apply: only others' states
+        return mine
+    delivered = {(r.get("k"), r.get("ver")) for r in rows if isinstance(r, dict)}
+    return [s for s in mine if (s.key, s.version) not in delivered]
 
 
 def _hook(provider: object, name: str) -> Any:

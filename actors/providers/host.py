@@ -102,7 +102,7 @@ class ProviderActor(Actor):
 
     def _members_changed(self, now: float) -> None:
         self.adapter.members(sorted(n for n, up in self.live.items() if up), now)
-        self._collect(now, local=True)
+        self._collect(now)
 
     def handle_request(self, req: Request, now: float) -> Any:
         try:
@@ -110,10 +110,7 @@ class ProviderActor(Actor):
         finally:
             # A command may have written (even one that then raised); an apply may have
             # changed states. Either way, what changed is journaled and sent.
-            if req.op in _QUERIES:
-                self._collect(now, local=False, req=req)
-            else:
-                self._collect(now, local=True)
+            self._collect(now, req if req.op in _QUERIES else None)
             self._report_faults()
         if req.id and (self._unsaved or self._replies):
             # Acknowledged only once journaled: at the end of this batch of requests,
@@ -133,12 +130,12 @@ class ProviderActor(Actor):
         if self.live.get(node_id) != up:
             self.live[node_id] = up
             self._members_changed(now)
-        self._collect(now, local=True)
+        self._collect(now)
         self._report_faults()
 
     def tick(self, now: float) -> None:
         self.adapter.tick(now)
-        self._collect(now, local=True)
+        self._collect(now)
         self._report_faults()
         self._flush()
         self._flush_outbox()
@@ -156,15 +153,19 @@ class ProviderActor(Actor):
     def _unsaved(self) -> bool:
         return bool(self._local or self._remote)
 
-    def _collect(self, now: float, local: bool, req: Request | None = None) -> None:
-        """Take what the provider changed; `_flush` journals and sends it. After a
-        request from the node (`req`, not `local`), only its own writes are local."""
+    def _collect(self, now: float, node_req: Request | None = None) -> None:
+        """Take what the provider changed; `_flush` journals and sends it. All of it is
+        local, except after a request from the node (`node_req`: an apply, a clock...),
+        where only the provider's own writes are."""
         changed = self.adapter.changes(now)
-        own = changed if local or req is None else \
-            own_writes(changed, self.env.node_id, req.op, req.args)
-        mine = {id(s) for s in own}
+        if node_req is None:
+            for s in changed:
+                self._local[state_key(s)] = s
+            return
+        own = {id(s) for s in own_writes(changed, self.env.node_id, node_req.op,
+                                         node_req.args)}
         for s in changed:
-            (self._local if id(s) in mine else self._remote)[state_key(s)] = s
+            (self._local if id(s) in own else self._remote)[state_key(s)] = s
 
     def _flush(self) -> None:
         """End of a batch: one journal write, the events, the hand-over to anti-entropy,
@@ -205,7 +206,7 @@ class ProviderActor(Actor):
             self.counters["local_deferred"] += 1  # the queue is full: kept for the next try
 
     def shutdown(self, now: float) -> None:
-        self._collect(now, local=True)
+        self._collect(now)
         self._flush()
         self._flush_outbox()
         self._compact(now)

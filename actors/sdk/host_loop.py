@@ -27,7 +27,9 @@ from transport.rpc import (
     RpcError,
     error_frames,
     parse_request_untrusted,
+    recv_frames,
     reply_frames,
+    send_frames,
 )
 from transport.sockets import bind, make_socket
 from transport.views import parse_states_untrusted
@@ -60,18 +62,16 @@ class ChangeQueue:
         if wake:
             self.wake()
 
-    def take(self, limit: int | None = None) -> list[SyncableState]:
-        """Up to `limit` of the oldest changes (all by default); the rest stay."""
-        self._pipe.drain()
+    def take(self, limit: int) -> list[SyncableState]:
+        """Up to `limit` of the oldest changes; the rest stay. The wake-ups are the
+        host thread's to drain (`drain_wakeups`), once per wake-up."""
         with self._lock:
-            if limit is None or len(self._items) <= limit:
-                items, self._items = self._items, []
-            else:
-                items, self._items = self._items[:limit], self._items[limit:]
+            items = self._items[:limit]
+            del self._items[:limit]
         return items
 
     def drain_wakeups(self) -> None:
-        """Forget the wake-ups without taking anything (so a poll does not spin)."""
+        """Forget the wake-ups (so a poll does not spin); what is queued stays."""
         self._pipe.drain()
 
     def __len__(self) -> int:
@@ -281,8 +281,7 @@ class HostLoop:
 
     # -- requests from the node's anti-entropy actor ----------------------------------
     def _on_router(self) -> None:
-        while self.router.poll(0, zmq.POLLIN):
-            frames = self.router.recv_multipart()
+        while (frames := recv_frames(self.router)) is not None:
             try:
                 req = parse_request_untrusted(frames)
             except RpcError:
@@ -311,15 +310,15 @@ class HostLoop:
         if req.op == "node_failed":  # e.g. it took over the dead node's work
             self._tick()
         if req.id:  # id 0 is a notification
-            self.router.send_multipart(reply)
+            send_frames(self.router, reply)
         if own:
             self.queue.put(own, wake=False)
             self._send_queued()
 
     def _on_event(self) -> None:
-        while self.sub.poll(0, zmq.POLLIN):
+        while (frames := recv_frames(self.sub)) is not None:
             try:
-                event = unpack_untrusted(self.sub.recv_multipart()[-1])
+                event = unpack_untrusted(frames[-1])
             except DecodeError:
                 event = None
             if not isinstance(event, dict) or not isinstance(event.get("node_id"), str):

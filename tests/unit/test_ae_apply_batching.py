@@ -82,12 +82,21 @@ def test_what_one_wake_up_drained_goes_to_the_provider_as_one_apply(
     assert sorted((m["k"], m["ver"]) for m in args["states"]) == [("x", 7), ("y", 6)]
 
 
-def test_no_clock_notify_after_an_apply_that_carried_the_clock(ae_actor, monkeypatch):
+def _one_apply_waiting(ae_actor: Callable[[], AntiEntropyActor],
+                       monkeypatch: pytest.MonkeyPatch
+                       ) -> tuple[AntiEntropyActor, FakeClient, dict[str, Any], Any]:
+    """An actor past its first tick (clocks told) with one remote write's apply sent:
+    (actor, provider, the apply's args, its callback)."""
     actor, provider = _actor(ae_actor)
     actor.tick(0.5)
     provider.notes.clear()
     _drain(monkeypatch, actor, [_push("b", _kv("x", 40))])
     (args, done), = provider.applies()
+    return actor, provider, args, done
+
+
+def test_no_clock_notify_after_an_apply_that_carried_the_clock(ae_actor, monkeypatch):
+    actor, provider, args, done = _one_apply_waiting(ae_actor, monkeypatch)
     assert args["clock"] >= 40
     done({"applied": 1}, None)
     actor.tick(1.0)
@@ -95,11 +104,7 @@ def test_no_clock_notify_after_an_apply_that_carried_the_clock(ae_actor, monkeyp
 
 
 def test_a_failed_apply_is_followed_by_a_clock_notify(ae_actor, monkeypatch):
-    actor, provider = _actor(ae_actor)
-    actor.tick(0.5)
-    provider.notes.clear()
-    _drain(monkeypatch, actor, [_push("b", _kv("x", 40))])
-    (_, done), = provider.applies()
+    actor, provider, _, done = _one_apply_waiting(ae_actor, monkeypatch)
     done(None, RpcError("timeout", "no answer"))
     actor.tick(1.0)
     assert provider.clocks() == [actor.clock.current()]

@@ -3,29 +3,15 @@ the same event published decoded would."""
 
 from __future__ import annotations
 
-import zmq
+from conftest import SentFrames
 
 from actors.node.eventlog import EventLog
 from transport.codec import pack, unpack_untrusted
 from transport.protocol import make_event
 
 
-class Sink:
-    """Whole messages, as [topic, body], from frame-by-frame sends."""
-
-    def __init__(self) -> None:
-        self.sent: list[list[bytes]] = []
-        self._parts: list[bytes] = []
-
-    def send(self, frame: bytes, flags: int = 0) -> None:
-        self._parts.append(bytes(frame))
-        if not flags & zmq.SNDMORE:
-            self.sent.append(self._parts)
-            self._parts = []
-
-
-def _logs() -> tuple[EventLog, Sink, EventLog, Sink]:
-    a, b = Sink(), Sink()
+def _logs() -> tuple[EventLog, SentFrames, EventLog, SentFrames]:
+    a, b = SentFrames(), SentFrames()
     return EventLog("n0", [a]), a, EventLog("n0", [b]), b  # type: ignore[list-item]
 
 

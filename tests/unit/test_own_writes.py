@@ -10,6 +10,8 @@ import threading
 from collections import Counter
 from typing import Any
 
+from conftest import SentFrames
+
 from actors.providers.adapter import ProviderAdapter
 from actors.providers.host import ProviderActor
 from actors.providers.rate import RateProvider
@@ -48,24 +50,16 @@ class FakeControl:
         self.sent.append((op, args))
 
 
-class FakeRouter:
-    def __init__(self) -> None:
-        self.replies: list[list[bytes]] = []
-
-    def send_multipart(self, frames: list[bytes]) -> None:
-        self.replies.append(frames)
-
-
 def test_the_sdk_sends_a_flush_made_while_applying_a_remote_shard() -> None:
     rate, apply = _rate_due_with_a_remote_apply()
     queue = ChangeQueue()
     loop = HostLoop(ProviderAdapter(rate, rate.clock), threading.RLock(), queue, FakeNode(),
                     "ipc://@unused", 5.0, Counter(), Counter())  # type: ignore[arg-type]
-    control, router = FakeControl(), FakeRouter()
+    control, router = FakeControl(), SentFrames()
     loop.control, loop.router = control, router  # type: ignore[assignment]
     try:
         loop._answer(apply)
-        assert len(router.replies) == 1  # answered
+        assert len(router.sent) == 1  # answered
         (op, args), = control.sent  # and our flush went to the node, not the other shard
         assert op == "local"
         assert [(s["k"], s["v"]["b"]) for s in args["states"]] == \
@@ -84,6 +78,6 @@ def test_a_node_run_host_files_that_flush_as_local_and_the_delivered_shard_as_re
     host.adapter, host.env = ProviderAdapter(rate, rate.clock), FakeEnv()  # type: ignore[assignment]
     host._local, host._remote = {}, {}
     host.adapter.handle("apply", apply.args, 101.0)
-    host._collect(101.0, local=False, req=apply)
+    host._collect(101.0, apply)
     assert [s.key for s in host._local.values()] == ["api@n0"]  # sent to anti-entropy
     assert [s.key for s in host._remote.values()] == ["api@n1"]  # journaled, not sent
