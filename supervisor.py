@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zmq
-from loguru import logger
 
+from actors import logs
 from actors.node.config import Config, ConfigError, advertised, http_address, load_config
 from actors.node.control import ControlServer
 from actors.node.eventlog import EventLog
@@ -49,11 +49,11 @@ from actors.node.plan import is_essential, make_actor, node_id_for, plan_actors,
 from actors.node.usage import process_of, usage_of
 from actors.node.wakeup import WakeupPipe
 from actors.node.zygote import Zygote, die_with_parent
-from actors.runtime import BATCH, NodeEnv, configure_logging, run_actor_process
+from actors.runtime import BATCH, NodeEnv, run_actor_process
 from transport.codec import LOCAL_LIMITS, DecodeError, unpack_untrusted
 from transport.protocol import MemberStatus
 from transport.rpc import AsyncClient, Request, RpcError
-from transport.security import KeyPair, Keyring, NodeAuthenticator, load_keypair, secure_server
+from transport.security import KeyPair, Keyring, load_keypair, secure_server
 from transport.sockets import (
     BindError,
     bind,
@@ -65,6 +65,7 @@ from transport.sockets import (
 
 if TYPE_CHECKING:
     from actors.node.monitor import MonitorServer
+    from transport.zap import NodeAuthenticator
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 EVENTS_HWM = 10_000
@@ -75,6 +76,7 @@ class Supervisor:
         self.cfg = cfg
         cfg.node.data_dir.mkdir(parents=True, exist_ok=True)
         self.node_id = node_id_for(cfg)
+        self.log = logs.get(actor="supervisor", node=self.node_id)
         self.env = NodeEnv(cfg, self.node_id, f"{os.getpid()}-{os.urandom(3).hex()}")
         self.run_folder = make_run_folder(self.env.namespace)
         self.plan = plan_actors(cfg)
@@ -87,7 +89,7 @@ class Supervisor:
                                          "actors_wedged": 0}
         self.life = Lifecycle(self.plan, is_essential, cfg.supervisor,
                               lambda kind, data: self.events.emit(kind, data),
-                              self.begin_stop, self.counters)
+                              self.begin_stop, self.counters, self.log)
         self.reload_requested = False
         self.trimmer = Trimmer()
         self.beat_s = beat_interval(cfg.supervisor.heartbeat_timeout_s)
@@ -118,7 +120,7 @@ class Supervisor:
                                      self._local_ops(), self.counters)
         self.monitor = self._open_monitor()
         self.life.start(self.zygote, self.clients, time.monotonic())
-        logger.bind(node=self.node_id, gossip=self.gossip_endpoint).info("node started")
+        self.log.bind(gossip=self.gossip_endpoint).info("node started")
 
     def _open_monitor(self) -> MonitorServer | None:
         """`[local] http`: /metrics and /health on their own threads; a port in use
@@ -160,6 +162,8 @@ class Supervisor:
         cfg, env = self.cfg, self.env
         self.auth: NodeAuthenticator | None = None
         if self.keyring is not None:
+            from transport.zap import NodeAuthenticator  # after the fork: see transport/zap.py
+
             self.auth = NodeAuthenticator(self.ctx, self.keyring)
             self.auth.start()
         # Per subscriber: one that stops reading holds at most this many events here
@@ -302,7 +306,7 @@ class Supervisor:
         if self.auth is not None:
             self.auth.refresh()
         self.life.signal_all(signal.SIGHUP)
-        logger.bind(node=self.node_id).info("reloaded keys")
+        self.log.info("reloaded keys")
 
     def begin_stop(self, code: int) -> None:
         if not self.stopping:
@@ -326,7 +330,7 @@ class Supervisor:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.cfg.local.control[len("ipc://"):])
         shutil.rmtree(self.run_folder, ignore_errors=True)
-        logger.bind(node=self.node_id, code=self.exit_code).info("node stopped")
+        self.log.bind(code=self.exit_code).info("node stopped")
         return self.exit_code
 
 
@@ -369,7 +373,7 @@ def run_node(config_path: str | Path) -> int:
     _raise_fd_limit()
     try:
         cfg = load_config(config_path)
-        configure_logging(cfg)
+        logs.configure(cfg.log.level, cfg.log.json)
         sup = Supervisor(cfg)
         from actors.node.proctitle import set_title  # here: keeps this edit inside run_node
         set_title("supervisor", sup.node_id)  # before the zygote forks: it inherits the id
@@ -380,10 +384,7 @@ def run_node(config_path: str | Path) -> int:
     except OSError as exc:
         print(f"lbcluster: {config_path}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_CONFIG
-    try:
-        return sup.run()
-    finally:
-        logger.complete()
+    return sup.run()
 
 
 def main(argv: list[str] | None = None) -> int:

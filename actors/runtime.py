@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -29,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
-from loguru import logger
 
+from actors import logs
 from actors.node.config import Config
 from actors.node.liveness import Stamps, beat_interval
 from actors.node.memory import Trimmer
@@ -105,7 +104,7 @@ class Actor:
         self.name = name
         self.env = env
         self.ctx = ctx
-        self.log = logger.bind(actor=name, node=env.node_id, pid=os.getpid())
+        self.log = logs.get(actor=name, node=env.node_id, pid=os.getpid())
         self.counters: Counter[str] = Counter()
         self._rt: _Runtime | None = None
 
@@ -308,31 +307,11 @@ class _Runtime:
         return 0
 
 
-_logging_for: tuple[str, bool] | None = None  # what the inherited handler was made for
-
-
-def configure_logging(cfg: Config) -> None:
-    """Send logs to stderr at `[log] level`. A process forked from one that already did
-    this for the same settings keeps the inherited handler: building one again costs each
-    actor over a megabyte of copied pages (loguru compiles its format anew)."""
-    global _logging_for
-    wanted = (cfg.log.level, cfg.log.json)
-    if _logging_for == wanted:
-        return
-    _logging_for = wanted
-    logger.remove()
-    fmt = ("<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
-           "{extra[node]}/{extra[actor]} {message} {extra}")
-    logger.configure(extra={"node": "-", "actor": "-"})
-    logger.add(sys.stderr, level=cfg.log.level, serialize=cfg.log.json, format=fmt,
-               enqueue=False, backtrace=False, diagnose=False)
-
-
 def run_actor_process(actor_factory: Callable[[str, NodeEnv, zmq.Context], Actor],
                       env: NodeEnv, name: str, zygote_pid: int,
                       stamps: Stamps | None = None) -> int:
     """Entry point inside a freshly forked actor process."""
-    configure_logging(env.config)
+    logs.configure(env.config.log.level, env.config.log.json)
     set_title(name, env.node_id)
     ctx = zmq.Context()
     # Before any socket exists, or never: room for a peer pool, which dials through
@@ -356,4 +335,3 @@ def run_actor_process(actor_factory: Callable[[str, NodeEnv, zmq.Context], Actor
         return 1
     finally:
         ctx.destroy(linger=0)
-        logger.complete()

@@ -21,8 +21,6 @@ from typing import Any
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
-from zmq.utils import z85
 
 
 class KeyError_(Exception):
@@ -101,26 +99,6 @@ def secure_client(sock: zmq.Socket, keys: KeyPair, server_public: bytes) -> None
     sock.curve_secretkey = keys.secret
     sock.curve_publickey = keys.public
     sock.curve_serverkey = server_public
-
-
-class NodeAuthenticator(ThreadAuthenticator):
-    """ZAP for a node's public sockets: admits listed keys; User-Id = node id."""
-
-    def __init__(self, ctx: zmq.Context, keyring: Keyring) -> None:
-        super().__init__(ctx)
-        self.keyring = keyring
-
-    def start(self) -> None:
-        super().start()
-        self.refresh()
-
-    def refresh(self) -> None:
-        self.keyring.reload()
-        admitted = {key: True for key in self.keyring.by_key}  # z85 keys, as pyzmq checks
-        self.certs = {"*": admitted, "lbcluster": admitted}
-
-    def curve_user_id(self, client_public_key: bytes) -> str:
-        return self.keyring.by_key.get(z85.encode(client_public_key), "")
 
 
 def secure_subscriber(sub: zmq.Socket, cfg: Any) -> None:

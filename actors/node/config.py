@@ -369,7 +369,7 @@ def _security(r: _Reader, base: Path) -> SecuritySection:
 
 _LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 _LOG = (
-    Field("level", str, "INFO", why="loguru level, any case",
+    Field("level", str, "INFO", why="log level, any case (TRACE and SUCCESS as in loguru)",
           check=lambda v: None if v.upper() in _LEVELS else f"must be one of {', '.join(_LEVELS)}"),
     Field("json", bool, False, why="one JSON object per line, for log collectors"),
 )

@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from loguru import logger
-
+from actors import logs
 from actors.node.config import SupervisorSection
 from actors.node.liveness import Stamps, liveness_timeout, liveness_verdict
 from actors.node.restart import GiveUp, RestartBook, RestartPolicy
@@ -60,8 +59,9 @@ class ActorState:
 class Lifecycle:
     def __init__(self, names: Iterable[str], essential: Callable[[str], bool],
                  cfg: SupervisorSection, emit: Emit, stop: Callable[[int], None],
-                 counters: dict[str, int]) -> None:
+                 counters: dict[str, int], log: logs.Log | None = None) -> None:
         self.cfg = cfg
+        self.log = log or logs.get(actor="supervisor")
         self.policy = RestartPolicy(cfg.max_restarts, cfg.max_restarts_window_s)
         self.actors = {n: ActorState(n, RestartBook(None if essential(n) else cfg.provider_retry_s))
                        for n in names}
@@ -93,14 +93,14 @@ class Lifecycle:
                     state = self.actors[msg["name"]]
                     state.pid, state.last_heartbeat, state.proc = msg["pid"], now, None
                 case "spawn_failed":
-                    logger.bind(actor=msg["name"], error=msg["error"]).error("fork failed")
+                    self.log.bind(actor=msg["name"], error=msg["error"]).error("fork failed")
                     self._died(self.actors[msg["name"]], None, None, now)
                 case "exited":
                     dead = next((a for a in self.actors.values() if a.pid == msg["pid"]), None)
                     if dead is not None:
                         self._died(dead, msg["code"], msg["signal"], now)
         if self.zygote.events.eof and not self.stopping:
-            logger.error("zygote died; every actor died with it; stopping")
+            self.log.error("zygote died; every actor died with it; stopping")
             self.stop(EXIT_ERROR)
 
     def _died(self, state: ActorState, code: int | None, sig: int | None, now: float) -> None:
@@ -112,7 +112,7 @@ class Lifecycle:
                                    "signal": sig, "restarts": book.restarts})
         if self.stopping:
             return
-        logger.bind(actor=state.name, pid=pid, code=code, signal=sig).warning("actor exited")
+        self.log.bind(actor=state.name, pid=pid, code=code, signal=sig).warning("actor exited")
         verdict = book.died(self.policy, now)
         if not isinstance(verdict, GiveUp):
             return
@@ -120,12 +120,12 @@ class Lifecycle:
                                 "window_s": self.policy.window_s}
         if book.retry_s is None:
             self.emit("actor.gave_up", data)
-            logger.bind(actor=state.name, restarts=verdict.restarts_in_window).error(
+            self.log.bind(actor=state.name, restarts=verdict.restarts_in_window).error(
                 "actor keeps dying; giving up and stopping the node")
             self.stop(EXIT_ERROR)
             return
         self.emit("actor.gave_up", {**data, "retry_in_s": book.retry_s, "retries": book.retries})
-        logger.bind(actor=state.name, retry_in_s=book.retry_s).error(
+        self.log.bind(actor=state.name, retry_in_s=book.retry_s).error(
             "actor keeps dying; given up alone, will retry")
 
     def on_ready(self, msg: dict[str, Any], now: float) -> None:
@@ -169,7 +169,7 @@ class Lifecycle:
                                            self.stamps.read(state.name),
                                            liveness_timeout(state.ready, timeout))
                 if verdict is not None:
-                    logger.bind(actor=state.name, pid=state.pid).warning(
+                    self.log.bind(actor=state.name, pid=state.pid).warning(
                         f"actor {verdict}; killing it")
                     self.counters[f"actors_{verdict}"] += 1
                     kill(state.pid, signal.SIGKILL)

@@ -11,28 +11,13 @@ process calls it on a slow timer. Elsewhere than glibc it does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-from collections.abc import Callable
+
+from actors.node import libc
 
 TRIM_EVERY_S = 10.0
 
 
-def _find_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        libc = ctypes.CDLL(name)
-    except OSError:
-        return None
-    trim = getattr(libc, "malloc_trim", None)
-    if trim is None:
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-_TRIM = _find_trim()
+_TRIM = libc.function("malloc_trim", [ctypes.c_size_t])
 
 
 class Trimmer:

@@ -34,6 +34,7 @@ from typing import Any
 
 import msgpack
 
+from actors.node import libc
 from actors.node.proctitle import set_title
 from actors.node.wakeup import WakeupPipe
 
@@ -42,18 +43,9 @@ _LEN = struct.Struct(">I")
 MAX_FRAME = 1 << 20
 
 
-def _find_prctl() -> Callable[..., int] | None:
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux: the actors' ppid check still catches it
-        return None
-    prctl.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
-    prctl.restype = ctypes.c_int
-    return prctl
-
-
-# Found once, before any fork: loading it in each new actor copied ~160 KiB of shared pages.
-_PRCTL = _find_prctl()
+# Found once, before any fork (see actors/node/libc.py). Not Linux: None, and the
+# actors' ppid check still catches a dead parent.
+_PRCTL = libc.function("prctl", [ctypes.c_int, *[ctypes.c_ulong] * 4])
 
 
 def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:

@@ -40,7 +40,7 @@ Theory of operation
   and by `writing()` / `read()` in the user's threads. `writing()` never
   waits on the network: it queues the drained changes and wakes the host
   thread through a pipe. Each socket belongs to one thread. The host thread
-  never raises into the user's program: it logs with loguru and counts.
+  never raises into the user's program: it logs through `logging` and counts.
 """
 
 from actors.sdk.client import NodeClient, NodeUnavailable

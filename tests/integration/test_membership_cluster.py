@@ -133,7 +133,7 @@ JOIN_WARNING = "no seed answered the join; still retrying"
 def _join_warning_gaps(node) -> list[float]:
     lines = [line for line in node.log_path.read_text(errors="replace").splitlines()
              if JOIN_WARNING in line]
-    return [float(m[1]) for line in lines if (m := re.search(r"'next_warning_s': ([0-9.]+)", line))]
+    return [float(m[1]) for line in lines if (m := re.search(r"next_warning_s=([0-9.]+)", line))]
 
 
 def test_a_join_no_seed_answers_is_warned_about_with_backoff_until_it_joins(clusters):

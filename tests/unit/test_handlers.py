@@ -7,14 +7,13 @@ import time
 from collections import Counter
 from types import SimpleNamespace
 
-from loguru import logger
-
+from actors import logs
 from actors.node.config import HandlerSpec
 from actors.node.handlers import QUEUE_MAX, Runner
 
 
 def fake_actor() -> SimpleNamespace:
-    return SimpleNamespace(counters=Counter(), log=logger, env=SimpleNamespace(node_id="a"),
+    return SimpleNamespace(counters=Counter(), log=logs.get(), env=SimpleNamespace(node_id="a"),
                            watch=lambda fd, handler: None, unwatch=lambda fd: None,
                            step_all=lambda now: None)
 
