@@ -2,16 +2,19 @@
 
 Theory of operation
 -------------------
-* Before it creates any ZeroMQ context the supervisor forks the *zygote*
+* Before it creates any ZeroMQ context the supervisor binds and listens on
+  the node's public TCP ports, gossip and sync, and forks the *zygote*
   (actors/node/zygote.py), which forks actor processes on request in a few
-  milliseconds. Then it binds the node's public face: the gossip and sync
-  ROUTERs (TCP, what peers dial), the events PUB and the control ROUTER.
-* The gossip and sync ROUTERs are forwarded to the actors over ipc by
-  `zmq.proxy` threads (actors/node/gateway.py). The backend is a PUSH that
-  *connects* to the actor's endpoint, so while an actor restarts its
-  messages wait in the queue: to peers the node looks slow for a moment,
-  never gone, and its port never refuses a connection until the supervisor
-  itself dies. The membership actor's crash fast path relies on that.
+  milliseconds. Then it binds the events PUB and the control ROUTER.
+* The membership and anti-entropy actors bind their ROUTERs onto the gossip
+  and sync ports' listening descriptors, which they inherit
+  (transport/sockets.py, `ZMQ_USE_FD`): a peer's message goes straight to
+  the actor that handles it. The supervisor holds the ports for its whole
+  life, so while such an actor restarts the kernel queues the peers'
+  reconnections and their sockets queue their messages: to peers the node
+  looks slow for a moment, never gone, and its port never refuses a
+  connection until the supervisor itself dies. The membership actor's crash
+  fast path relies on that.
 * Actors PUSH events and heartbeats to the supervisor's bus. The event log
   (actors/node/eventlog.py) numbers each event and keeps the member table,
   so a `snapshot` is exactly consistent with a seq (the Clone pattern).
@@ -32,6 +35,7 @@ import shutil
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +45,6 @@ from actors import logs
 from actors.node.config import Config, ConfigError, advertised, http_address, load_config
 from actors.node.control import ControlServer
 from actors.node.eventlog import EventLog
-from actors.node.gateway import open_gateway
 from actors.node.lifecycle import Lifecycle
 from actors.node.liveness import beat_interval
 from actors.node.memory import Trimmer
@@ -56,16 +59,18 @@ from transport.rpc import AsyncClient, Request, RpcError
 from transport.security import KeyPair, Keyring, load_keypair, secure_server
 from transport.sockets import (
     BindError,
+    Listener,
     bind,
+    listen,
     make_run_folder,
     make_socket,
     private_umask,
     unix_socket_listening,
 )
+from transport.zap import ZapHandler
 
 if TYPE_CHECKING:
     from actors.node.monitor import MonitorServer
-    from transport.zap import NodeAuthenticator
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
 EVENTS_HWM = 10_000
@@ -104,6 +109,11 @@ class Supervisor:
     # -- startup -----------------------------------------------------------------
     def start(self) -> None:
         _refuse_if_running(self.cfg)
+        self.listeners = self._listen()
+        self.gossip_endpoint = self.listeners[0].endpoint
+        self.sync_endpoint = self.listeners[1].endpoint
+        self.env = replace(self.env, gossip_fd=self.listeners[0].fd,
+                           sync_fd=self.listeners[1].fd)
         stamps = self.life.stamps
         self.zygote = Zygote(lambda name, zpid: run_actor_process(
             lambda n, env, ctx: make_actor(self.plan, n, env, ctx), self.env, name, zpid,
@@ -112,6 +122,7 @@ class Supervisor:
             self._bind_all()
         except BindError as exc:
             self.zygote.close()
+            self._close_listeners()
             raise ConfigError(self.cfg.path, self._key_for(exc.endpoint), str(exc)) from None
         self.events = EventLog(self.node_id, (self.events_pub, self.bus_out))
         self.clients = {name: AsyncClient.connect(self.ctx, self.env.rpc_endpoint(name))
@@ -121,6 +132,23 @@ class Supervisor:
         self.monitor = self._open_monitor()
         self.life.start(self.zygote, self.clients, time.monotonic())
         self.log.bind(gossip=self.gossip_endpoint).info("node started")
+
+    def _listen(self) -> list[Listener]:
+        """The gossip and sync ports, bound before any actor exists (a port in use is
+        a config error at start) and held until the node stops."""
+        opened: list[Listener] = []
+        for endpoint in (self.cfg.network.gossip, self.cfg.network.sync):
+            try:
+                opened.append(listen(endpoint))
+            except BindError as exc:
+                for listener in opened:
+                    listener.close()
+                raise ConfigError(self.cfg.path, self._key_for(endpoint), str(exc)) from None
+        return opened
+
+    def _close_listeners(self) -> None:
+        for listener in self.listeners:
+            listener.close()
 
     def _open_monitor(self) -> MonitorServer | None:
         """`[local] http`: /metrics and /health on their own threads; a port in use
@@ -141,6 +169,7 @@ class Supervisor:
                                     lambda: node_health(self.life, lambda: self.stopping))
         except OSError as exc:
             self.zygote.close()
+            self._close_listeners()
             raise ConfigError(self.cfg.path, "local.http", f"cannot listen on "
                               f"{self.cfg.local.http}: {exc.strerror or exc}") from None
         monitor.start()
@@ -160,12 +189,9 @@ class Supervisor:
     def _bind_all(self) -> None:
         self.ctx = zmq.Context()
         cfg, env = self.cfg, self.env
-        self.auth: NodeAuthenticator | None = None
-        if self.keyring is not None:
-            from transport.zap import NodeAuthenticator  # after the fork: see transport/zap.py
-
-            self.auth = NodeAuthenticator(self.ctx, self.keyring)
-            self.auth.start()
+        # ZAP for the events PUB, when it speaks CURVE; the gossip and sync actors
+        # answer their own.
+        self.zap = ZapHandler(self.ctx, self.keyring, self.counters) if self.keyring else None
         # Per subscriber: one that stops reading holds at most this many events here
         # (a few MiB); past it, it misses events and resynchronises with `snapshot`.
         self.events_pub = make_socket(self.ctx, zmq.PUB, hwm=EVENTS_HWM)
@@ -184,10 +210,6 @@ class Supervisor:
         bind(self.bus_out, env.bus_out)
         bind(self.bus_in, env.bus_in)
         bind(self.life_in, env.life_in)
-        self.gossip_endpoint = open_gateway(self.ctx, cfg.network.gossip, env.gossip_in,
-                                            "gossip", self.keys, self.keyring, self.counters)
-        self.sync_endpoint = open_gateway(self.ctx, cfg.network.sync, env.sync_in, "sync",
-                                          self.keys, self.keyring, self.counters)
 
     # -- the bus -----------------------------------------------------------------
     def _on_bus(self, sock: zmq.Socket, now: float) -> None:
@@ -272,6 +294,8 @@ class Supervisor:
             self.bus_in: functools.partial(self._on_bus, self.bus_in),
             self.control_sock: self.control.on_readable,
             self.zygote.event_fd: self.life.on_zygote}
+        if self.zap is not None:
+            handlers[self.zap.sock] = self.zap.handle
         for client in self.clients.values():
             handlers[client.sock] = functools.partial(_on_readable, client)
         for sock in (*handlers, wakeup.fd):
@@ -303,8 +327,8 @@ class Supervisor:
     def _reload(self) -> None:
         """SIGHUP: re-read the admitted keys here and in every actor."""
         self.reload_requested = False
-        if self.auth is not None:
-            self.auth.refresh()
+        if self.keyring is not None:
+            self.keyring.reload()
         self.life.signal_all(signal.SIGHUP)
         self.log.info("reloaded keys")
 
@@ -324,8 +348,9 @@ class Supervisor:
         for sock in (self.events_pub, self.bus_out, self.bus_in, self.life_in,
                      self.control_sock):
             sock.close(linger=0)
-        if self.auth is not None:
-            self.auth.stop()
+        if self.zap is not None:
+            self.zap.close()
+        self._close_listeners()
         self.ctx.term()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.cfg.local.control[len("ipc://"):])

@@ -61,6 +61,10 @@ class NodeEnv:
     config: Config
     node_id: str
     namespace: str
+    # The public ports' listening descriptors, which the supervisor holds and the
+    # membership (gossip) and anti-entropy (sync) actors bind onto: transport/sockets.py.
+    gossip_fd: int = -1
+    sync_fd: int = -1
 
     @property
     def bus_in(self) -> str:
@@ -74,14 +78,6 @@ class NodeEnv:
     def life_in(self) -> str:
         """Ready and heartbeat reports: their own pipe, never queued behind events."""
         return private_endpoint(self.namespace, "life-in")
-
-    @property
-    def gossip_in(self) -> str:
-        return private_endpoint(self.namespace, "gossip-in")
-
-    @property
-    def sync_in(self) -> str:
-        return private_endpoint(self.namespace, "sync-in")
 
     def rpc_endpoint(self, actor: str) -> str:
         return private_endpoint(self.namespace, f"rpc/{actor}")

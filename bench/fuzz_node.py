@@ -52,9 +52,9 @@ import msgpack
 import psutil
 import zmq
 
-from actors.node.gateway import INBOUND_MAXMSGSIZE
 from actors.testing.localcluster import LocalCluster, LocalNode
 from transport.codec import DEFAULT_LIMITS, MAGIC, PROTOCOL_VERSION, encode, unpack_untrusted
+from transport.peering import INBOUND_MAXMSGSIZE
 from transport.protocol import MAX_U63, MESSAGE_TYPES, make_message, make_syncable_state
 from transport.rpc import RpcError
 from transport.sockets import DEFAULT_MAXMSGSIZE

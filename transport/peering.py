@@ -1,10 +1,16 @@
 """What the membership and anti-entropy shells share about their peers' sockets.
 
-With ``[security]`` on, an outbound DEALER to a peer needs that peer's public
-key (found by node id in the keyring), and every inbound message arrives from
-the supervisor prefixed with the node id of the key that sent it: a message
-whose claimed sender differs is a spoof and is dropped. With security off
-both checks are no-ops (and sender ids cannot be verified: see
+Each of the two actors reads its peers on a ROUTER bound onto the public port
+the supervisor holds (`open_inbox`; transport/sockets.py says why).
+
+With ``[security]`` on, that ROUTER is a CURVE server and the actor answers
+ZAP itself (transport/zap.py), which binds each connection to the node id of
+the admitted key that opened it; libzmq hands that id, as User-Id, with every
+message. A message whose key is no longer admitted is dropped (a revocation
+takes effect per message, also on connections already open), and so is one
+whose claimed sender differs (a spoof). An outbound DEALER to a peer needs
+that peer's public key, found by node id in the keyring. With security off
+these checks are no-ops (and sender ids cannot be verified: see
 docs/SECURITY.md).
 """
 
@@ -17,9 +23,19 @@ from collections.abc import Iterator
 import zmq
 
 from actors.node.config import Config
-from transport.codec import DecodeError, decode_untrusted
+from transport.codec import DEFAULT_LIMITS, DecodeError, decode_untrusted
 from transport.protocol import GossipMessage
-from transport.security import Keyring, load_keypair, secure_client
+from transport.security import Keyring, load_keypair, secure_client, secure_server
+from transport.sockets import bind_listening, make_socket
+from transport.zap import ZapHandler
+
+# Queues count messages, not bytes, and a message may be 1 MiB: 1,000 (per peer
+# connection) covers a burst, and past it TCP back-pressure holds the rest at the sender.
+INBOUND_HWM = 1000
+# The largest frame the codec would decode from a peer: libzmq cuts off a sender of
+# anything longer before it is queued, so a queue of INBOUND_HWM frames is bounded
+# in bytes too (a 4 MiB default would let it hold 4 GiB of garbage).
+INBOUND_MAXMSGSIZE = DEFAULT_LIMITS.max_message_bytes
 
 
 class PeerSecurity:
@@ -27,6 +43,7 @@ class PeerSecurity:
         sec = cfg.security
         self.keys = None
         self.keyring: Keyring | None = None
+        self.zap: ZapHandler | None = None  # set by open_inbox, with CURVE on
         if sec.enabled:
             public, secret, allowed = sec.key_files()
             self.keys = load_keypair(public, secret)
@@ -36,11 +53,16 @@ class PeerSecurity:
     def enabled(self) -> bool:
         return self.keyring is not None
 
-    def spoofed(self, frames: list[bytes], msg: GossipMessage) -> bool:
-        """True when the key that sent `frames` does not belong to `msg.sender`."""
-        if self.keyring is None:
-            return False
-        return frames[0].decode("utf-8", "replace") != msg.sender
+    def open_inbox(self, ctx: zmq.Context, listener_fd: int, endpoint: str,
+                   counters: Counter[str]) -> zmq.Socket:
+        """The actor's ROUTER on the public port whose listening descriptor it inherited.
+        With CURVE on, the owner must also serve `self.zap` from its loop."""
+        sock = make_socket(ctx, zmq.ROUTER, hwm=INBOUND_HWM, maxmsgsize=INBOUND_MAXMSGSIZE)
+        if self.keys is not None and self.keyring is not None:
+            self.zap = ZapHandler(ctx, self.keyring, counters)
+            secure_server(sock, self.keys)
+        bind_listening(sock, listener_fd, endpoint)
+        return sock
 
     def prepare(self, sock: zmq.Socket, node_id: str | None) -> bool:
         """Set up `sock` to dial `node_id`; False when its key is unknown."""
@@ -52,8 +74,8 @@ class PeerSecurity:
         secure_client(sock, self.keys, key)
         return True
 
-    def admits(self, node_id: str) -> bool:
-        return self.keyring is None or self.keyring.admits(node_id)
+    def admits(self, node_id: str | None) -> bool:
+        return self.keyring is None or (node_id is not None and self.keyring.admits(node_id))
 
     def reload(self) -> None:
         if self.keyring is not None:
@@ -75,17 +97,35 @@ def read_inbox(sock: zmq.Socket, cluster: str, security: PeerSecurity,
         if time.monotonic() > stop_at:
             counters["inbox_yielded"] += 1
             return
-        if not sock.poll(0, zmq.POLLIN):
-            return
-        frames = sock.recv_multipart()
-        counters["bytes_received"] += len(frames[-1])
         try:
-            msg = decode_untrusted(frames, cluster)
+            if security.enabled:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                sent_by = _user_id(parts[-1])
+                body = parts[-1].bytes
+            else:
+                body = sock.recv_multipart(zmq.NOBLOCK)[-1]
+        except zmq.Again:
+            return
+        counters["bytes_received"] += len(body)
+        if security.enabled and not security.admits(sent_by):
+            counters["dropped.unadmitted"] += 1  # revoked since its connection opened
+            continue
+        try:
+            msg = decode_untrusted(body, cluster)
         except DecodeError as exc:
             counters[f"dropped.{exc.reason}"] += 1
             continue
-        if security.spoofed(frames, msg):
+        if security.enabled and sent_by != msg.sender:
             counters["dropped.spoofed_sender"] += 1
             continue
         counters["received"] += 1
         yield msg
+
+
+def _user_id(frame: zmq.Frame) -> str | None:
+    """The node id ZAP bound to the key of the connection `frame` came in on."""
+    try:
+        user = frame.get("User-Id")
+    except zmq.ZMQError:  # no ZAP answer behind it
+        return None
+    return user if isinstance(user, str) else None

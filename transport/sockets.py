@@ -4,6 +4,14 @@ Every socket gets LINGER 0 (a closing actor must never hang on unsent data),
 bounded high-water marks, and MAXMSGSIZE (a peer sending more is
 disconnected by libzmq before a byte reaches Python). Binding errors become
 `BindError` naming the endpoint, so a port in use is one clear line.
+
+A node's public TCP ports (gossip, sync) are `Listener`s: the supervisor binds
+and listens before any actor exists and holds them for the node's life, and the
+actor serving each binds its ZeroMQ socket onto the listening descriptor it
+inherited (`ZMQ_USE_FD`, `bind_listening`). Messages go straight from the
+peer's connection to the actor that handles them, and while that actor
+restarts the port stays open: the kernel queues the peers' reconnections and
+their sockets queue their messages, so a restart never looks like a dead node.
 """
 
 from __future__ import annotations
@@ -11,8 +19,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import zmq
 
@@ -48,18 +59,67 @@ def make_socket(ctx: zmq.Context, kind: int, *, hwm: int = DEFAULT_HWM,
     return sock
 
 
+# libzmq's own listen backlog (ZMQ_BACKLOG's default).
+LISTEN_BACKLOG = 100
+_TCP = re.compile(r"^tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\[\]]+):(?P<port>\d{1,5})$")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A TCP port bound and listening. `fd` is a bare descriptor, owned by no Python
+    object that could close it under the libzmq of an actor bound onto it."""
+
+    fd: int
+    endpoint: str  # as resolved: tcp://IP:PORT
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def listen(endpoint: str) -> Listener:
+    """Bind and listen on a tcp://HOST:PORT endpoint (HOST ``*``: every interface)."""
+    match = _TCP.match(endpoint)
+    if match is None:
+        raise BindError(endpoint, "not a tcp://HOST:PORT endpoint")
+    host = match["host"].strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        infos = socket.getaddrinfo(None if host == "*" else host, int(match["port"]), family,
+                                   socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        raise BindError(endpoint, "address not available on this host") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as libzmq does
+        sock.bind(infos[0][4])
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise BindError(endpoint, _bind_reason(exc.errno, exc.strerror or str(exc))) from None
+    ip, port = sock.getsockname()[:2]
+    return Listener(sock.detach(), f"tcp://[{ip}]:{port}" if family == socket.AF_INET6
+                    else f"tcp://{ip}:{port}")
+
+
+def bind_listening(sock: zmq.Socket, listener_fd: int, endpoint: str) -> str:
+    """Bind `sock` onto an inherited listening descriptor rather than a new port."""
+    sock.setsockopt(zmq.USE_FD, listener_fd)
+    return bind(sock, endpoint)
+
+
+def _bind_reason(code: int | None, fallback: str) -> str:
+    return {errno.EADDRINUSE: "address already in use",
+            errno.EADDRNOTAVAIL: "address not available on this host",
+            errno.ENAMETOOLONG: "ipc path too long"}.get(code or 0, fallback)
+
+
 def bind(sock: zmq.Socket, endpoint: str) -> str:
     """Bind and return the resolved endpoint (the real port for tcp://host:0)."""
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise BindError(endpoint, "address already in use") from None
-        if exc.errno == errno.EADDRNOTAVAIL:
-            raise BindError(endpoint, "address not available on this host") from None
-        if exc.errno == errno.ENAMETOOLONG:
-            raise BindError(endpoint, "ipc path too long") from None
-        raise BindError(endpoint, exc.strerror or str(exc)) from None
+        raise BindError(endpoint, _bind_reason(exc.errno, exc.strerror or str(exc))) from None
     last = sock.getsockopt(zmq.LAST_ENDPOINT)
     return last.decode() if isinstance(last, bytes) else str(last)
 

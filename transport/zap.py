@@ -1,33 +1,55 @@
-"""The ZAP handler of a node's public sockets (CURVE on): admits the listed keys.
+"""ZAP (RFC 27) for the CURVE server sockets of one process: admits the listed keys.
 
-Its own module because pyzmq's ThreadAuthenticator imports asyncio, ssl and socket
-(~9 MiB): only a supervisor with [security] on imports it, after the actors forked.
+libzmq asks the handler bound at ``inproc://zeromq.zap.01`` of a socket's context
+about every CURVE handshake. This one answers from the process's own loop (the
+owner watches `sock` and calls `handle`), so no thread is needed: pyzmq's
+ThreadAuthenticator would add one per process and import asyncio, ssl and socket
+(~9 MiB). The User-Id it returns is the node id the key belongs to; the inbox
+compares it with each message's claimed sender (transport/peering.py).
 """
 
 from __future__ import annotations
 
 import zmq
-from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from transport.security import Keyring
 
+ENDPOINT = "inproc://zeromq.zap.01"
+VERSION = b"1.0"
+BATCH = 100
 
-class NodeAuthenticator(ThreadAuthenticator):
-    """ZAP for a node's public sockets: admits listed keys; User-Id = node id."""
 
-    def __init__(self, ctx: zmq.Context, keyring: Keyring) -> None:
-        super().__init__(ctx)
+class ZapHandler:
+    def __init__(self, ctx: zmq.Context, keyring: Keyring, counters: dict[str, int]) -> None:
         self.keyring = keyring
+        self.counters = counters
+        self.sock = ctx.socket(zmq.REP)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(ENDPOINT)
 
-    def start(self) -> None:
-        super().start()
-        self.refresh()
+    def handle(self, now: float = 0.0) -> None:
+        """Answer what waits (at most BATCH requests)."""
+        for _ in range(BATCH):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.sock.send_multipart(self.answer(frames))
 
-    def refresh(self) -> None:
-        self.keyring.reload()
-        admitted = {key: True for key in self.keyring.by_key}  # z85 keys, as pyzmq checks
-        self.certs = {"*": admitted, "lbcluster": admitted}
+    def answer(self, frames: list[bytes]) -> list[bytes]:
+        if len(frames) < 6 or frames[0] != VERSION:
+            request_id = frames[1] if len(frames) > 1 else b""
+            return [VERSION, request_id, b"500", b"malformed request", b"", b""]
+        request_id, mechanism, credentials = frames[1], frames[5], frames[6:]
+        if mechanism != b"CURVE":  # another socket's NULL handshake: not ours to refuse
+            return [VERSION, request_id, b"200", b"OK", b"", b""]
+        node = self.keyring.by_key.get(z85.encode(credentials[0])) if (
+            credentials and len(credentials[0]) == 32) else None
+        if node is None:
+            self.counters["zap_denied"] = self.counters.get("zap_denied", 0) + 1
+            return [VERSION, request_id, b"400", b"key not admitted", b"", b""]
+        return [VERSION, request_id, b"200", b"OK", node.encode(), b""]
 
-    def curve_user_id(self, client_public_key: bytes) -> str:
-        return self.keyring.by_key.get(z85.encode(client_public_key), "")
+    def close(self) -> None:
+        self.sock.close(linger=0)

@@ -40,7 +40,6 @@ from actors.anti_entropy.core.reconcile import (
 )
 from actors.core.store import SnapshotPieces, Store, StoreSnapshotError
 from actors.node.config import SYNC_META_KEY
-from actors.node.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
 from actors.runtime import DEFER, Actor, NodeEnv
 from actors.storage.snapshot import SnapshotError, SnapshotWriter, load_snapshot
 from transport.codec import encode_many
@@ -55,7 +54,6 @@ from transport.protocol import (
     syncable_state_to_map,
 )
 from transport.rpc import AsyncClient, Request, RpcError
-from transport.sockets import bind, make_socket
 from transport.views import parse_states_untrusted, state_row
 
 PEER_HWM = 256
@@ -114,9 +112,10 @@ class AntiEntropyActor(Actor):
         self._restore(now)
         self.core = AntiEntropy(self.env.node_id, self.store, self.config, random.Random(),
                                 self.clock)
-        self.inbox = make_socket(self.ctx, zmq.PULL, hwm=INBOUND_HWM,
-                                 maxmsgsize=INBOUND_MAXMSGSIZE)
-        bind(self.inbox, self.env.sync_in)
+        self.inbox = self.security.open_inbox(self.ctx, self.env.sync_fd,
+                                              self.env.config.network.sync, self.counters)
+        if self.security.zap is not None:
+            self.watch(self.security.zap.sock, self.security.zap.handle)
         self.watch(self.inbox, self._on_inbox)
         for spec in self.env.config.providers:
             client = AsyncClient.connect(self.ctx, self.env.rpc_endpoint(spec.actor_name))

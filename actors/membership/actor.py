@@ -29,7 +29,6 @@ import zmq
 
 from actors.membership.core.swim import Membership, Outbound
 from actors.node.config import SYNC_META_KEY, advertised
-from actors.node.gateway import INBOUND_HWM, INBOUND_MAXMSGSIZE
 from actors.runtime import Actor, NodeEnv
 from actors.storage.snapshot import SnapshotError, load_snapshot, save_snapshot
 from transport.codec import encode
@@ -44,7 +43,6 @@ from transport.protocol import (
     node_info_to_map,
 )
 from transport.rpc import Request, RpcError
-from transport.sockets import bind, make_socket
 from transport.views import member_row
 
 PEER_HWM = 64
@@ -91,9 +89,10 @@ class MembershipActor(Actor):
         me = NodeInfo(self.env.node_id, self.address, self._metadata(self.env.config.node.metadata))
         self.core = Membership(me, self.timing, random.Random(), now, incarnation=incarnation,
                                known=[k for k in known if k.node_id != me.node_id])
-        self.inbox = make_socket(self.ctx, zmq.PULL, hwm=INBOUND_HWM,
-                                 maxmsgsize=INBOUND_MAXMSGSIZE)
-        bind(self.inbox, self.env.gossip_in)
+        self.inbox = self.security.open_inbox(self.ctx, self.env.gossip_fd,
+                                              self.env.config.network.gossip, self.counters)
+        if self.security.zap is not None:
+            self.watch(self.security.zap.sock, self.security.zap.handle)
         self.watch(self.inbox, self._on_inbox)
         seeds = [s for s in self.env.config.network.seeds if s != self.address]
         seeds += [k.address for k in known if k.address not in seeds and k.address != self.address]

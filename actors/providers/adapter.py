@@ -250,6 +250,10 @@ class ProviderAdapter:
                                                                               s.source_node)
 
     def _hold(self, s: SyncableState, error: str, now: float, tries: int) -> None:
+        held = self._quarantine.get(state_key(s))
+        if held is not None and (held.state.version, held.state.source_node) > (
+                s.version, s.source_node):
+            return  # one batch held two versions of a key: keep the newer waiting
         delay = QUARANTINE_RETRY_S[min(tries, len(QUARANTINE_RETRY_S) - 1)]
         self._quarantine[state_key(s)] = _Quarantined(s, error, tries + 1, now + delay)
         self.counters["quarantined"] += 1

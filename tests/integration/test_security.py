@@ -109,5 +109,5 @@ def test_spoofed_senders_are_dropped_and_revoked_keys_stop_after_reload(clusters
 
     wait_until(lambda: view(cluster.nodes[0]) == view(cluster.nodes[1]) == "dead",
                timeout_s=60, what="the revoked node to be failed")
-    supervisor = n0.request("status")["actors"][0]
-    assert supervisor["counters"].get("gossip_unadmitted", 0) > 0
+    rows = {a["name"]: a for a in n0.request("status")["actors"]}
+    assert rows["membership"]["counters"].get("dropped.unadmitted", 0) > 0
