@@ -226,11 +226,8 @@ class Supervisor:
             match msg.get("kind"):
                 case "event" if isinstance(msg.get("event"), dict):
                     self.events.publish(msg["event"])
-                case "events.packed" if isinstance(msg.get("events"), list):
-                    for item in msg["events"]:
-                        if isinstance(item, list) and len(item) == 2 and \
-                                isinstance(item[0], str) and isinstance(item[1], bytes):
-                            self.events.publish_packed(item[0], item[1])
+                case "events.packed":
+                    self.events.publish_packed_many(msg.get("events"))
                 case "heartbeat":
                     self.life.on_heartbeat(msg, now)
                 case "ready":

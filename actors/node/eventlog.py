@@ -19,12 +19,15 @@ import zmq
 
 from transport.codec import LOCAL_LIMITS, DecodeError, pack, unpack_untrusted
 from transport.protocol import make_event
-from transport.rpc import send_frames
 
 # Distinct event types counted one by one (`lbcluster_events_total{type}`); past it they
 # are counted as "other", so a buggy publisher cannot grow the table without end.
 MAX_TYPES = 256
 _FOUR_KEYS, _SIX_KEYS = b"\x84", b"\x86"  # msgpack fixmap headers: an event, stamped
+# Plain ints: pyzmq's enum flags cost a microsecond per `|`. Every event of a write
+# burst passes here, twice (the events PUB and the actors' fan-out).
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 
 
 class EventLog:
@@ -36,6 +39,8 @@ class EventLog:
         self.members: dict[str, dict[str, Any]] = {}
         self.by_type: Counter[str] = Counter()
         self._stamp = pack("source") + pack(node_id) + pack("seq")  # see publish_packed
+        self._sends = [sock.send for sock in sinks]
+        self._topics: dict[str, bytes] = {}  # at most MAX_TYPES, like by_type
 
     def emit(self, event_type: str, data: dict[str, Any], node_id: str | None = None) -> None:
         self.publish(make_event(event_type, node_id or self.node_id, data))
@@ -46,6 +51,17 @@ class EventLog:
         kind = str(event.get("type"))
         self._track(kind, event.get("data"))
         self._send(kind, pack(event))
+
+    def publish_packed_many(self, items: Any) -> None:
+        """`publish_packed` of each ``[kind, body]`` pair of an actor's ``events.packed``
+        message; a pair of another shape is skipped."""
+        if not isinstance(items, list):
+            return
+        for item in items:
+            if isinstance(item, list) and len(item) == 2:
+                kind, body = item
+                if isinstance(kind, str) and isinstance(body, bytes):
+                    self.publish_packed(kind, body)
 
     def publish_packed(self, kind: str, body: bytes) -> None:
         """`publish` of an event an actor packed (`make_event`'s four keys): stamped by
@@ -62,13 +78,22 @@ class EventLog:
         self._send(kind, b"".join((_SIX_KEYS, body[1:], self._stamp, pack(self.seq))))
 
     def _send(self, kind: str, body: bytes) -> None:
-        frames = [kind.encode(), body]
-        for sock in self.sinks:
-            with contextlib.suppress(zmq.Again):
-                send_frames(sock, frames, zmq.NOBLOCK)
-        if kind not in self.by_type and len(self.by_type) >= MAX_TYPES:
-            kind = "other"
-        self.by_type[kind] += 1
+        """Two frames, type then event, to every sink; a full sink misses it (a slow
+        subscriber resynchronises with `snapshot`)."""
+        by_type = self.by_type
+        counted = kind if kind in by_type or len(by_type) < MAX_TYPES else "other"
+        by_type[counted] += 1
+        topic = self._topics.get(kind)
+        if topic is None:
+            topic = kind.encode()
+            if counted == kind:  # as bounded as by_type
+                self._topics[kind] = topic
+        for send in self._sends:
+            try:
+                send(topic, _MORE_NOBLOCK)
+            except zmq.Again:
+                continue
+            send(body, _NOBLOCK)  # the rest of a message whose first frame went in
 
     def _track(self, kind: str, data: Any) -> None:
         if kind.startswith("node.") and isinstance(data, dict) and "node_id" in data:

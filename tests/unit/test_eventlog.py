@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conftest import SentFrames
 
-from actors.node.eventlog import EventLog
+from actors.node.eventlog import MAX_TYPES, EventLog
 from transport.codec import pack, unpack_untrusted
 from transport.protocol import make_event
 
@@ -40,3 +40,21 @@ def test_an_undecodable_packed_event_is_dropped() -> None:
     log.publish_packed("state.changed", b"\xc1junk")
     log.publish_packed("state.changed", b"")
     assert sink.sent == [] and log.seq == 0
+
+
+def test_event_types_past_the_cap_are_counted_as_other_but_keep_their_topic() -> None:
+    log, sink, _, _ = _logs()
+    for i in range(MAX_TYPES + 2):
+        log.publish({"type": f"custom.t{i}", "node_id": "n1", "timestamp": 0.0, "data": {}})
+    assert [frames[0] for frames in sink.sent[-2:]] == [
+        f"custom.t{MAX_TYPES}".encode(), f"custom.t{MAX_TYPES + 1}".encode()]
+    assert log.by_type["other"] == 2 and len(log.by_type) == MAX_TYPES + 1
+
+
+def test_a_batch_from_an_actor_skips_what_is_not_a_kind_and_bytes_pair() -> None:
+    log, sink, _, _ = _logs()
+    good = pack(make_event("state.changed", "n1", {"key": "k"}))
+    log.publish_packed_many([["state.changed", good], ["x"], [1, good], "junk",
+                             ["state.changed", "not bytes"], ["state.changed", good]])
+    log.publish_packed_many({"not": "a list"})
+    assert len(sink.sent) == 2 and log.seq == 2
