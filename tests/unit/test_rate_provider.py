@@ -65,6 +65,16 @@ def test_a_steady_rate_reads_the_same_total_across_second_boundaries() -> None:
         assert windowed_sum(counted_by(t), t, 10) == 10_000
 
 
+@pytest.mark.parametrize(("now", "exact"), [(110.3, 980), (110.5, 1000), (110.8, 1000)])
+def test_a_bucket_whose_counting_began_mid_second_is_spread_over_the_rest_of_it(
+        now: float, exact: int) -> None:
+    # 100/s from 100.5 on: second 100 holds 50 counts, all in its second half
+    buckets = [(100, 50), *((s, 100) for s in range(101, 110)),
+               (110, round(100 * (now - 110)))]
+    assert windowed_sum(buckets, now, 10, {100: 500}) == exact
+    assert windowed_sum(buckets, now, 10) != exact  # spread over the whole second: off
+
+
 @pytest.mark.parametrize(("skey", "parts"), [
     ("k@node-a", ("k", "node-a")), ("user@example.com@n1", ("user@example.com", "n1")),
     ("nosep", None), ("@n", None), ("k@", None)])
@@ -80,7 +90,15 @@ def test_a_shard_key_splits_at_its_last_at_sign(skey: str,
     ({"b": [[1, 2]], "at": 1000, "r": 5}, True), ({"b": [], "at": 0, "r": 0}, True),
     ({"b": [[1, 2]], "at": 1000}, False), ({"b": [[1, 2]], "at": 1.5, "r": 5}, False),
     ({"b": [[1, 2]], "at": 1000, "r": -1}, False), ({"b": [[1, 0]], "at": 1, "r": 1}, False),
-    ({"b": [[1, 2]], "at": 1000, "r": 5, "x": 1}, False)])
+    ({"b": [[1, 2]], "at": 1000, "r": 5, "x": 1}, False),
+    ({"b": [[1, 2]], "at": 1000, "r": 5, "f": [[1, 500]]}, True),
+    ({"b": [[1, 2]], "at": 1000, "r": 5, "f": []}, True),
+    ({"b": [[1, 2]], "at": 1000, "r": 5, "f": [[1, 0]]}, False),
+    ({"b": [[1, 2]], "at": 1000, "r": 5, "f": [[1, 1000]]}, False),
+    ({"b": [[1, 2]], "at": 1000, "r": 5, "f": [[1, 1.5]]}, False),
+    ({"b": [[1, 2]], "at": 1000, "r": 5, "f": [[1, 5, 6]]}, False),
+    ({"b": [[1, 2]], "at": 1000, "r": 5, "f": [[0, 1]] * 1202}, False),
+    ({"b": [[1, 2]], "at": 1000, "r": 5, "f": [[1, 500]], "x": 1}, False)])
 def test_remote_shard_values_are_checked(value: object, ok: bool) -> None:
     assert valid_value(value) is ok
 
@@ -98,6 +116,20 @@ def test_it_implements_the_state_provider_protocol() -> None:
 
 
 # --- counting, flushing, replication ----------------------------------------------------
+
+
+def test_counting_that_begins_mid_second_reads_exact_on_every_node_a_window_later() -> None:
+    c = cluster()
+    c.advance(0.5)  # WALL0 + 0.5: counting begins half-way through a second
+    for _ in range(202):  # 20 every 50 ms (400/s), the last at WALL0 + 10.55
+        c["node-a"].add("api", 20)
+        flush_and_spread(c)
+    # A read at WALL0 + 10.6: the window (WALL0 + 0.6, WALL0 + 10.6] holds the adds
+    # from 0.65 to 10.55, 3,980. The first second's 200 read as spread over its second
+    # half give 4,000; spread over the whole second they gave 3,920.
+    assert abs(c.wall - WALL0 - 10.6) < 1e-3
+    for node in IDS:
+        assert abs(c[node].total("api") - 3980) <= 20
 
 
 def test_a_node_reads_its_own_adds_before_they_are_flushed() -> None:
