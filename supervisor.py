@@ -55,7 +55,7 @@ from actors.node.zygote import Zygote, die_with_parent
 from actors.runtime import BATCH, NodeEnv, run_actor_process
 from transport.codec import LOCAL_LIMITS, DecodeError, unpack_untrusted
 from transport.protocol import MemberStatus
-from transport.rpc import AsyncClient, Request, RpcError
+from transport.rpc import AsyncClient, Request, RpcError, recv_frames
 from transport.security import KeyPair, Keyring, load_keypair, secure_server
 from transport.sockets import (
     BindError,
@@ -189,13 +189,14 @@ class Supervisor:
     def _bind_all(self) -> None:
         self.ctx = zmq.Context()
         cfg, env = self.cfg, self.env
-        # ZAP for the events PUB, when it speaks CURVE; the gossip and sync actors
-        # answer their own.
-        self.zap = ZapHandler(self.ctx, self.keyring, self.counters) if self.keyring else None
         # Per subscriber: one that stops reading holds at most this many events here
         # (a few MiB); past it, it misses events and resynchronises with `snapshot`.
         self.events_pub = make_socket(self.ctx, zmq.PUB, hwm=EVENTS_HWM)
-        if self.keys is not None and cfg.local.events.startswith("tcp://"):
+        self.zap: ZapHandler | None = None
+        if self.keys is not None and self.keyring is not None and \
+                cfg.local.events.startswith("tcp://"):
+            # ZAP for the events PUB's CURVE; the gossip and sync actors answer their own.
+            self.zap = ZapHandler(self.ctx, self.keyring, self.counters)
             secure_server(self.events_pub, self.keys)
         self.bus_out = make_socket(self.ctx, zmq.PUB, hwm=100000)
         self.bus_in = make_socket(self.ctx, zmq.PULL, hwm=100000,
@@ -214,10 +215,10 @@ class Supervisor:
     # -- the bus -----------------------------------------------------------------
     def _on_bus(self, sock: zmq.Socket, now: float) -> None:
         for _ in range(BATCH):  # bounded: the loop must get back to its checks
-            if not sock.poll(0, zmq.POLLIN):
+            if (frames := recv_frames(sock)) is None:
                 return
             try:
-                msg = unpack_untrusted(sock.recv(), LOCAL_LIMITS)
+                msg = unpack_untrusted(frames[-1], LOCAL_LIMITS)
             except DecodeError:
                 self.counters["bus_malformed"] += 1
                 continue

@@ -25,6 +25,7 @@ import zmq
 from actors.node.config import Config
 from transport.codec import DEFAULT_LIMITS, DecodeError, decode_untrusted
 from transport.protocol import GossipMessage
+from transport.rpc import recv_frames
 from transport.security import Keyring, load_keypair, secure_client, secure_server
 from transport.sockets import bind_listening, make_socket
 from transport.zap import ZapHandler
@@ -97,15 +98,16 @@ def read_inbox(sock: zmq.Socket, cluster: str, security: PeerSecurity,
         if time.monotonic() > stop_at:
             counters["inbox_yielded"] += 1
             return
-        try:
-            if security.enabled:
+        if security.enabled:  # the User-Id rides on the frame: received as one
+            try:
                 parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                sent_by = _user_id(parts[-1])
-                body = parts[-1].bytes
-            else:
-                body = sock.recv_multipart(zmq.NOBLOCK)[-1]
-        except zmq.Again:
+            except zmq.Again:
+                return
+            sent_by, body = _user_id(parts[-1]), parts[-1].bytes
+        elif (frames := recv_frames(sock)) is None:
             return
+        else:
+            body = frames[-1]
         counters["bytes_received"] += len(body)
         if security.enabled and not security.admits(sent_by):
             counters["dropped.unadmitted"] += 1  # revoked since its connection opened

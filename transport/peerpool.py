@@ -43,6 +43,7 @@ from typing import Protocol
 import zmq
 
 from transport.peering import PeerSecurity
+from transport.rpc import recv_frames
 from transport.sockets import close_monitored, make_socket
 
 # Peers talked to recently; one evicted is dialled again when next needed (a TCP
@@ -225,7 +226,10 @@ class PeerPool:
         evidence: list[tuple[PeerCallback | None, str]] = []
         while not peer.closed:
             try:
-                event = monitor_event(peer.monitor.recv_multipart(zmq.NOBLOCK))
+                frames = recv_frames(peer.monitor)
+                if frames is None:
+                    break
+                event = monitor_event(frames)
             except (zmq.ZMQError, ValueError):
                 break
             if event == zmq.EVENT_CONNECT_DELAYED:

@@ -19,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import zmq
+
+from transport.validate import TCP_BIND_ENDPOINT
 
 DEFAULT_HWM = 1000
 DEFAULT_MAXMSGSIZE = 4 << 20
@@ -61,7 +62,6 @@ def make_socket(ctx: zmq.Context, kind: int, *, hwm: int = DEFAULT_HWM,
 
 # libzmq's own listen backlog (ZMQ_BACKLOG's default).
 LISTEN_BACKLOG = 100
-_TCP = re.compile(r"^tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\[\]]+):(?P<port>\d{1,5})$")
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class Listener:
 
 def listen(endpoint: str) -> Listener:
     """Bind and listen on a tcp://HOST:PORT endpoint (HOST ``*``: every interface)."""
-    match = _TCP.match(endpoint)
+    match = TCP_BIND_ENDPOINT.match(endpoint)
     if match is None:
         raise BindError(endpoint, "not a tcp://HOST:PORT endpoint")
     host = match["host"].strip("[]")

@@ -42,6 +42,9 @@ MAX_COUNTER = 2**53 - 1
 COUNTER_SOFT_MAX = MAX_COUNTER - 2**40
 COUNTER_MAX_JUMP = 2**16
 _TCP_ENDPOINT = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):\d{1,5}$")
+# An endpoint a node binds: as above, and host `*` (every interface) too.
+TCP_BIND_ENDPOINT = re.compile(
+    r"^tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-*]+):(?P<port>\d{1,5})$")
 MAX_VALUE_DEPTH = 32
 _INT_MIN = -(2**63)  # msgpack integers: int64 .. uint64
 _UINT_MAX = 2**64 - 1

@@ -27,12 +27,13 @@ from typing import Any, TypeVar
 from actors.anti_entropy.core.engine import AntiEntropyConfig, ae_config_for
 from actors.membership.core.timing import MembershipTiming, timing_for
 from transport.settings import REQUIRED, Field, SettingsError, above_zero, read
+from transport.validate import TCP_BIND_ENDPOINT
 
 T = TypeVar("T")
 
 # Unix-domain socket paths are limited to 107 bytes on Linux (sun_path).
 IPC_PATH_MAX = 107
-_TCP_RE = re.compile(r"^tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-*]+):(?P<port>\d{1,5})$")
+_TCP_RE = TCP_BIND_ENDPOINT
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 BUILTIN_PROVIDERS = ("kv", "health", "circuit_breaker", "rate", "stick_table")

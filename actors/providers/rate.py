@@ -160,24 +160,19 @@ def windowed_sum(buckets: Iterable[tuple[int, int]], now: float, window_s: int,
     return total + int(partial * share + 0.5)
 
 
-def _valid_pairs(value: object) -> bool:
+def _int_pairs(value: object, low: int, high: int) -> bool:
+    """A list of at most one pair per second in reach of a window: ``[second, x]`` with
+    both ints, `second` in [0, 2**63) and `x` in [low, high]."""
     if not isinstance(value, (list, tuple)) or len(value) > 2 * MAX_WINDOW_S + 1:
         return False
     for pair in value:
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
             return False
-        second, n = pair
-        if (type(second) is not int or type(n) is not int
-                or not 0 <= second <= MAX_U63 or not 0 < n <= MAX_U63):
+        second, x = pair
+        if (type(second) is not int or type(x) is not int
+                or not 0 <= second <= MAX_U63 or not low <= x <= high):
             return False
     return True
-
-
-def _valid_firsts(value: object) -> bool:
-    return isinstance(value, (list, tuple)) and len(value) <= 2 * MAX_WINDOW_S + 1 and all(
-        isinstance(pair, (list, tuple)) and len(pair) == 2 and type(pair[0]) is int
-        and type(pair[1]) is int and 0 <= pair[0] <= MAX_U63 and 0 < pair[1] < 1000
-        for pair in value)
 
 
 def valid_value(value: object) -> bool:
@@ -187,11 +182,12 @@ def valid_value(value: object) -> bool:
     or the bare pairs an older node wrote (no rate: never carried forward)."""
     if isinstance(value, dict):
         at, rate = value.get("at"), value.get("r")
-        return (len(value) == (4 if "f" in value else 3) and _valid_pairs(value.get("b"))
+        return (len(value) == (4 if "f" in value else 3)
+                and _int_pairs(value.get("b"), 1, MAX_U63)
                 and type(at) is int and 0 <= at <= MAX_U63
                 and type(rate) is int and 0 <= rate <= MAX_U63
-                and ("f" not in value or _valid_firsts(value["f"])))
-    return _valid_pairs(value)
+                and ("f" not in value or _int_pairs(value["f"], 1, 999)))
+    return _int_pairs(value, 1, MAX_U63)
 
 
 # (pairs, flushed at, adds/s, second -> ms of its first count when not 0)

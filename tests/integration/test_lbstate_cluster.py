@@ -146,7 +146,7 @@ def test_two_programs_counting_at_once_read_each_other_exactly_once_they_stop(
     """Two programs count at once, each hosting `rate` on its own node, over two whole
     seconds, so each one's shard carries a rate the other reads forward. Once they stop,
     the rate-0 flush must reach the other side, or it would go on carrying a stopped
-    count (tests/unit/test_sdk_own_writes.py: such a flush made during an `apply`)."""
+    count (tests/unit/test_own_writes.py: such a flush made during an `apply`)."""
     import threading
     import time
 
