@@ -10,11 +10,12 @@ An actor is an OS process forked by the zygote. Its runtime owns:
   to cluster events (membership changes drive anti-entropy and providers).
 
 The loop sleeps in ``poller.poll`` until a socket is ready or the actor's
-next deadline, so an idle actor costs nothing but a heartbeat a second
-(``beat_interval``). The heartbeat carries the actor's counters; a
-supervisor that hears none for ``heartbeat_timeout_s`` treats the actor as
-hung. If the zygote (and so the supervisor) is gone, the actor exits at its
-next wake-up even if the kernel's parent-death signal did not reach it.
+next deadline, so an idle actor costs nothing but a heartbeat every 2 s
+(``actor_beat_interval``), run at another wake-up when one falls near it.
+The heartbeat carries the actor's counters; a supervisor that hears none for
+``heartbeat_timeout_s`` treats the actor as hung. If the zygote (and so the
+supervisor) is gone, the actor exits at its next wake-up even if the kernel's
+parent-death signal did not reach it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import zmq
 
 from actors import logs
 from actors.node.config import Config
-from actors.node.liveness import Stamps, beat_interval
+from actors.node.liveness import BEAT_SLACK, Stamps, actor_beat_interval, wake_at
 from actors.node.memory import Trimmer
 from actors.node.proctitle import set_title
 from actors.node.wakeup import WakeupPipe
@@ -199,7 +200,8 @@ class _Runtime:
                 self.sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
             self.sub.connect(env.bus_out)
         self.next_heartbeat = 0.0
-        self.beat_s = beat_interval(env.config.supervisor.heartbeat_timeout_s)
+        self.beat_s = actor_beat_interval(env.config.supervisor.heartbeat_timeout_s)
+        self.beat_slack_s = self.beat_s * BEAT_SLACK
         self.trimmer = Trimmer()
 
     def watch_signals(self) -> None:
@@ -215,7 +217,7 @@ class _Runtime:
             self.actor.counters["bus_dropped"] += 1
 
     def heartbeat(self, now: float) -> None:
-        if now < self.next_heartbeat:
+        if now < self.next_heartbeat - self.beat_slack_s:  # early at a wake-up it had anyway
             return
         self.next_heartbeat = now + self.beat_s
         self.push({"kind": "heartbeat", "name": self.actor.name, "pid": os.getpid(),
@@ -289,7 +291,7 @@ class _Runtime:
             if self.stamps is not None:
                 self.stamps.stamp(actor.name, now)
             self.heartbeat(now)
-            deadline = min(d for d in (actor.next_deadline(), self.next_heartbeat) if d is not None)
+            deadline = wake_at(actor.next_deadline(), self.next_heartbeat, self.beat_slack_s)
             timeout_ms = max(0, int((deadline - now) * 1000) + 1)
             for sock, _ in self.poller.poll(timeout_ms):
                 handler = self.handlers.get(sock)

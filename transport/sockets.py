@@ -85,8 +85,11 @@ def listen(endpoint: str) -> Listener:
     host = match["host"].strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        infos = socket.getaddrinfo(None if host == "*" else host, int(match["port"]), family,
-                                   socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+        # Bytes, not str: a str host is encoded with the "idna" codec, which imports
+        # unicodedata into every actor's image for nothing (hosts here are ASCII).
+        infos = socket.getaddrinfo(None if host == "*" else host.encode("ascii"),
+                                   int(match["port"]), family, socket.SOCK_STREAM, 0,
+                                   socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError):
         raise BindError(endpoint, "address not available on this host") from None
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -21,8 +21,9 @@ Pure: no clock, no randomness, no I/O.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
+
+from actors.core.hash64 import h64
 
 
 def weight(key: str, node: str) -> int:
@@ -30,7 +31,7 @@ def weight(key: str, node: str) -> int:
     k, n = key.encode("utf-8", "surrogatepass"), node.encode("utf-8", "surrogatepass")
     # Length-prefix the key so ("ab", "c") and ("a", "bc") hash differently.
     data = len(k).to_bytes(8, "big") + k + n
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    return h64(data)
 
 
 def owners(key: str, nodes: Sequence[str], count: int) -> list[str]:

@@ -38,7 +38,6 @@ The store is pure: time arrives as `now` (seconds, any monotonic origin).
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from typing import Any
 
 import msgpack
 
+from actors.core.hash64 import h64
 from transport.protocol import (
     MAX_KEY_LEN,
     ApplyResult,
@@ -120,8 +120,7 @@ class Summary:
 
 
 def _h64(*parts: Any) -> int:
-    data = msgpack.packb(parts, use_bin_type=True)
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    return h64(msgpack.packb(parts, use_bin_type=True))
 
 
 def bucket_of(state_type: str, key: str) -> int:

@@ -22,7 +22,8 @@ import mmap
 import struct
 from collections.abc import Sequence
 
-__all__ = ["WEDGED_TIMEOUTS", "Stamps", "beat_interval", "liveness_verdict"]
+__all__ = ["BEAT_SLACK", "WEDGED_TIMEOUTS", "Stamps", "actor_beat_interval", "beat_interval",
+           "liveness_verdict", "wake_at"]
 
 _SLOT = struct.Struct("d")
 # Heartbeats travel their own pipe, apart from gossip and state traffic, so even a
@@ -34,10 +35,34 @@ MAX_BEAT_S = 1.0
 
 
 def beat_interval(timeout_s: float) -> float:
-    """How often an idle actor's loop turns (stamp, heartbeat) and the supervisor checks:
-    four times per timeout, so a late wake-up is not read as a hang, and at most
-    once a second."""
+    """How often the supervisor checks its actors' stamps: four times per timeout, and
+    at most once a second."""
     return min(MAX_BEAT_S, timeout_s / 4)
+
+
+# An idle actor's loop turns (stamp, heartbeat message) at most every 2 s: beats were
+# most of an idle node's wake-ups (an A/B in docs/perf/issue15-fifth.md).
+MAX_ACTOR_BEAT_S = 2.0
+# A beat may run this fraction of its period early or late, at a wake-up the actor
+# has anyway (a probe, a repair round), rather than wake the process on its own.
+BEAT_SLACK = 0.25
+# However the timeout is set, a stamp is at least this long (or 3/4 of the timeout,
+# when that is shorter) from being read as a hang: room for a late wake-up.
+LATE_MARGIN_S = 2.5
+
+
+def actor_beat_interval(timeout_s: float) -> float:
+    """How often an idle actor's loop turns. The longest gap between two beats is the
+    period plus its slack (`BEAT_SLACK`); it stays `LATE_MARGIN_S`, or 3/4 of the
+    timeout when that is less, short of the timeout."""
+    margin = min(LATE_MARGIN_S, timeout_s * 3 / 4)
+    return min(MAX_ACTOR_BEAT_S, (timeout_s - margin) / (1 + BEAT_SLACK))
+
+
+def wake_at(due: float | None, beat_at: float, slack_s: float) -> float:
+    """When an actor's loop wakes: its own deadline `due`, or the beat. A beat within
+    `slack_s` after `due` runs at that wake-up, late, instead of on its own."""
+    return due if due is not None and due <= beat_at + slack_s else beat_at
 
 
 # An actor still in `setup` (restoring a large snapshot, a provider replaying its journal)

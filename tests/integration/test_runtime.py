@@ -92,8 +92,8 @@ def test_a_hung_actor_is_killed_and_restarted(clusters, subscriber):
 
 
 def test_an_idle_node_with_a_short_heartbeat_timeout_kills_nothing(clusters):
-    """Idle loops beat four times per timeout (`beat_interval`); one beat per timeout
-    would leave every idle actor's stamp a timeout old at each check."""
+    """Idle loops beat well within a short timeout (`actor_beat_interval`); one beat
+    per timeout would leave every idle actor's stamp a timeout old at each check."""
     cluster = clusters(1, extra={"supervisor": {"heartbeat_timeout_s": 0.8}}).start()
     node = cluster.nodes[0]
     before = _actor_pids(node)

@@ -17,8 +17,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PURE_STDLIB = {
-    "__future__", "abc", "bisect", "collections", "collections.abc", "dataclasses", "enum",
-    "functools", "hashlib", "heapq", "itertools", "math", "operator", "random", "re",
+    "__future__", "_blake2", "abc", "bisect", "collections", "collections.abc", "dataclasses",
+    "enum", "functools", "hashlib", "heapq", "itertools", "math", "operator", "random", "re",
     "struct", "typing", "weakref",
 }
 PURE_TRANSPORT = {"transport.protocol", "transport.validate", "transport.errors",

@@ -6,11 +6,15 @@ import os
 import time
 
 from actors.node.liveness import (
+    BEAT_SLACK,
+    MAX_ACTOR_BEAT_S,
     MAX_BEAT_S,
     WEDGED_TIMEOUTS,
     Stamps,
+    actor_beat_interval,
     beat_interval,
     liveness_verdict,
+    wake_at,
 )
 
 
@@ -41,7 +45,23 @@ def test_verdicts() -> None:
     assert liveness_verdict(100.0, 99.0, 0.0, t) is None
 
 
-def test_idle_beats_come_four_per_timeout_and_at_most_once_a_second() -> None:
+def test_an_actors_longest_beat_gap_leaves_room_for_a_late_wake_up() -> None:
+    assert actor_beat_interval(5.0) == MAX_ACTOR_BEAT_S == 2.0
+    assert actor_beat_interval(60.0) == 2.0
+    for timeout in (0.2, 0.8, 1.0, 3.0, 5.0, 7.5, 60.0):
+        longest_gap = actor_beat_interval(timeout) * (1 + BEAT_SLACK)
+        assert timeout - longest_gap >= min(2.5, timeout * 3 / 4) - 1e-9
+
+
+def test_a_beat_near_the_actors_own_deadline_shares_its_wake_up() -> None:
+    slack = 0.5
+    assert wake_at(None, 10.0, slack) == 10.0
+    assert wake_at(9.0, 10.0, slack) == 9.0  # the beat runs early there if within slack
+    assert wake_at(10.3, 10.0, slack) == 10.3  # the beat waits for the actor's deadline
+    assert wake_at(10.6, 10.0, slack) == 10.0  # too late: the beat wakes the loop itself
+
+
+def test_supervisor_checks_come_four_per_timeout_and_at_most_once_a_second() -> None:
     assert beat_interval(1.0) == 0.25
     assert beat_interval(5.0) == MAX_BEAT_S == 1.0
     assert beat_interval(60.0) == 1.0
