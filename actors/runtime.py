@@ -33,7 +33,7 @@ import zmq
 from actors import logs
 from actors.node.config import Config
 from actors.node.liveness import BEAT_SLACK, Stamps, actor_beat_interval, wake_at
-from actors.node.memory import Trimmer
+from actors.node.memory import Freezer, Trimmer
 from actors.node.proctitle import set_title
 from actors.node.wakeup import WakeupPipe
 from transport.codec import LOCAL_LIMITS, pack, unpack_untrusted
@@ -203,6 +203,7 @@ class _Runtime:
         self.beat_s = actor_beat_interval(env.config.supervisor.heartbeat_timeout_s)
         self.beat_slack_s = self.beat_s * BEAT_SLACK
         self.trimmer = Trimmer()
+        self.freezer = Freezer()
 
     def watch_signals(self) -> None:
         """A signal must wake the poll: pyzmq resumes polling after a handler runs."""
@@ -300,6 +301,8 @@ class _Runtime:
             if self.reload_requested:
                 self.reload_requested = False
                 actor.reload()
+            if self.freezer.tick():
+                actor.counters["gc_freezes"] += 1
             actor.tick(time.monotonic())
         actor.shutdown(time.monotonic())
         return 0

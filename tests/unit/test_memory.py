@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import platform
 
 import pytest
 
 from actors.node import memory
-from actors.node.memory import Trimmer
+from actors.node.memory import Freezer, Trimmer
 
 
 def test_trims_at_most_once_per_period(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,3 +24,44 @@ def test_trims_at_most_once_per_period(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_malloc_trim_is_available_on_glibc() -> None:
     assert memory._TRIM is not None
     assert memory._TRIM(0) in (0, 1)
+
+
+class _Clock:
+    """Each reading is `step` later than the last: every collection looks that long."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_a_slow_full_collection_freezes_its_survivors_at_the_next_tick() -> None:
+    before = gc.get_freeze_count()
+    freezer = Freezer(slow_s=0.05, clock=_Clock(step=0.1))
+    try:
+        assert freezer.tick() is False  # nothing collected yet
+        gc.collect(1)
+        assert freezer.tick() is False  # a young collection: never a reason
+        survivor = [{"state": i} for i in range(100)]
+        gc.collect()
+        assert gc.get_freeze_count() == before  # not from inside the collection
+        assert freezer.tick() is True
+        assert gc.get_freeze_count() >= before + len(survivor)
+        assert freezer.freezes == 1 and freezer.tick() is False
+    finally:
+        freezer.close()
+        gc.unfreeze()
+
+
+def test_a_fast_full_collection_freezes_nothing() -> None:
+    before = gc.get_freeze_count()
+    freezer = Freezer(slow_s=0.05, clock=_Clock(step=0.01))
+    try:
+        gc.collect()
+        assert freezer.tick() is False
+        assert gc.get_freeze_count() == before
+    finally:
+        freezer.close()
+        gc.unfreeze()
