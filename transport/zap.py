@@ -10,9 +10,12 @@ compares it with each message's claimed sender (transport/peering.py).
 
 from __future__ import annotations
 
+import contextlib
+
 import zmq
 from zmq.utils import z85
 
+from transport.rpc import recv_frames
 from transport.security import Keyring
 
 ENDPOINT = "inproc://zeromq.zap.01"
@@ -31,9 +34,7 @@ class ZapHandler:
     def handle(self, now: float = 0.0) -> None:
         """Answer what waits (at most BATCH requests)."""
         for _ in range(BATCH):
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            if (frames := recv_frames(self.sock)) is None:
                 return
             self.sock.send_multipart(self.answer(frames))
 
@@ -52,4 +53,8 @@ class ZapHandler:
         return [VERSION, request_id, b"200", b"OK", node.encode(), b""]
 
     def close(self) -> None:
+        # Unbind first: a closed socket leaves the context's endpoint table only when
+        # libzmq's reaper gets to it, so the next handler's bind could find it taken.
+        with contextlib.suppress(zmq.ZMQError):
+            self.sock.unbind(ENDPOINT)
         self.sock.close(linger=0)

@@ -33,7 +33,6 @@ T = TypeVar("T")
 
 # Unix-domain socket paths are limited to 107 bytes on Linux (sun_path).
 IPC_PATH_MAX = 107
-_TCP_RE = TCP_BIND_ENDPOINT
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 BUILTIN_PROVIDERS = ("kv", "health", "circuit_breaker", "rate", "stick_table")
@@ -300,7 +299,7 @@ def _network(r: _Reader) -> NetworkSection:
     r.reject_unknown()
     if section.gossip == section.sync:
         raise r.err("sync", "must differ from network.gossip")
-    host = _TCP_RE.match(section.gossip)["host"]  # type: ignore[index]
+    host = TCP_BIND_ENDPOINT.match(section.gossip)["host"]  # type: ignore[index]
     if host in ("0.0.0.0", "*", "[::]") and section.advertise_host is None:
         raise r.err("advertise_host", "is required when network.gossip binds every interface "
                     "(peers must know which address to dial)")
@@ -460,7 +459,7 @@ def _handlers(cfg_path: Path, raw: list[Any]) -> tuple[HandlerSpec, ...]:
 
 
 def tcp_endpoint_problem(value: str) -> str | None:
-    match = _TCP_RE.match(value)
+    match = TCP_BIND_ENDPOINT.match(value)
     if not match:
         return "must be an endpoint like tcp://127.0.0.1:7946"
     if not 0 < int(match["port"]) < 65536:
@@ -502,7 +501,7 @@ def resolve_ipc(endpoint: str, base: Path) -> str:
 
 def advertised(endpoint: str, advertise_host: str | None) -> str:
     """The address peers dial: the bind endpoint with its host replaced when one is advertised."""
-    match = _TCP_RE.match(endpoint)
+    match = TCP_BIND_ENDPOINT.match(endpoint)
     if not match or advertise_host is None:
         return endpoint
     return f"tcp://{advertise_host}:{match['port']}"
@@ -510,5 +509,5 @@ def advertised(endpoint: str, advertise_host: str | None) -> str:
 
 def endpoint_port(endpoint: str) -> int | None:
     """The port of a tcp:// endpoint (None for ipc or a malformed one)."""
-    match = _TCP_RE.match(endpoint)
+    match = TCP_BIND_ENDPOINT.match(endpoint)
     return int(match["port"]) if match else None

@@ -241,6 +241,9 @@ class Own:
     quiet: int = 0  # flushes in a row that found no new counts
 
     def merged(self) -> Buckets:
+        """Both lives' counts (this life's own dict when there was no earlier one)."""
+        if not self.base:
+            return self.mine
         out = dict(self.base)
         for second, n in self.mine.items():
             out[second] = out.get(second, 0) + n
@@ -264,8 +267,7 @@ class Own:
                 del buckets[second]
 
     def total(self, now: float, window_s: int) -> int:
-        return windowed_sum(self.merged().items(), now, window_s, self.firsts()) if (
-            self.base) else windowed_sum(self.mine.items(), now, window_s, self.first)
+        return windowed_sum(self.merged().items(), now, window_s, self.firsts())
 
 
 # --- the provider -----------------------------------------------------------------------
